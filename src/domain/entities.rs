@@ -1,0 +1,192 @@
+//! The actors and instruments of the scheme, as DOMAIN.md names them.
+
+use super::serial::Serial;
+use super::types::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commanditaire {
+    pub id: CommanditaireId,
+    pub name: Label,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Structure {
+    pub id: StructureId,
+    pub name: Label,
+    pub payee: PayeeId,
+    /// Not in the open data: added by the operator; no payment file without it.
+    pub iban: Option<Iban>,
+}
+
+/// One stop of an itinerant bus: the perimeter check uses the stop where service took place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    pub label: Label,
+    pub commune: InseeCode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SiteKind {
+    /// A fixed place: every service happens in its commune.
+    Fixed { commune: InseeCode },
+    /// A bus: every redemption names one of its stops (numbered from 0).
+    Itinerant { stops: Vec<Stop> },
+    /// A conseiller numérique who runs workshops in various communes: each redemption names
+    /// the commune; `home` is where the conseiller is based.
+    Workshop { home: InseeCode },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    pub id: SiteId,
+    pub structure: StructureId,
+    pub name: Label,
+    pub kind: SiteKind,
+    pub active: bool,
+}
+
+/// Where an order's passes may be used. A commune is inside when it is listed, or its
+/// département is listed; a site is inside when it is listed explicitly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Perimeter {
+    pub communes: BTreeSet<InseeCode>,
+    pub departements: BTreeSet<Departement>,
+    pub sites: BTreeSet<SiteId>,
+}
+
+impl Perimeter {
+    pub fn is_empty(&self) -> bool {
+        self.communes.is_empty() && self.departements.is_empty() && self.sites.is_empty()
+    }
+    pub fn contains(&self, site: SiteId, commune: InseeCode) -> bool {
+        self.sites.contains(&site)
+            || self.communes.contains(&commune)
+            || self.departements.contains(&commune.departement())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Funding {
+    pub at: Timestamp,
+    pub amount: Cents,
+    pub reference: Label,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub commanditaire: CommanditaireId,
+    pub pass_count: u32,
+    pub carnet_size: u32,
+    pub face_value: Cents,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    pub grace_days: u32,
+    pub perimeter: Perimeter,
+    /// Empty means every service is allowed.
+    pub services: BTreeSet<ServiceCode>,
+    pub programme: Label,
+    pub created_at: Timestamp,
+    pub minted: bool,
+    pub funding: Option<Funding>,
+    pub distributed: BTreeSet<u32>,
+    /// Set once the expiry sweep has passed over this order.
+    pub swept: bool,
+}
+
+impl Order {
+    /// The first instant at which the order's passes are expired: validity plus grace.
+    pub fn expires_at(&self) -> Timestamp {
+        self.valid_until.plus_days(self.grace_days)
+    }
+    pub fn carnet_count(&self) -> u32 {
+        self.pass_count.div_ceil(self.carnet_size)
+    }
+    pub fn total(&self) -> Cents {
+        Cents(self.face_value.0 * i64::from(self.pass_count))
+    }
+    pub fn allows(&self, service: &ServiceCode) -> bool {
+        self.services.is_empty() || self.services.contains(service)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PassStatus {
+    Minted,
+    Active,
+    Redeemed,
+    Cancelled,
+    Expired,
+}
+
+/// Where and for what a pass was redeemed. `at` is the record's server time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    pub at: Timestamp,
+    pub site: SiteId,
+    pub structure: StructureId,
+    pub stop: Option<u32>,
+    pub commune: InseeCode,
+    pub service: ServiceCode,
+    pub workshop: Option<WorkshopId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pass {
+    pub serial: Serial,
+    pub order: OrderId,
+    /// The pass's position in its order, from 0; its carnet is `index / carnet_size`.
+    pub index: u32,
+    pub status: PassStatus,
+    pub redemption: Option<Redemption>,
+    /// When the pass stopped being live (cancelled or expired).
+    pub closed_at: Option<Timestamp>,
+}
+
+/// A collective workshop: the same facts as a conseiller numérique's activity report,
+/// and no names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkshopSession {
+    pub id: WorkshopId,
+    pub site: SiteId,
+    pub stop: Option<u32>,
+    pub commune: InseeCode,
+    /// Local date as days since 1970-01-01 and start as minutes after midnight.
+    pub date_days: i32,
+    pub start_minute: u16,
+    pub duration_minutes: u16,
+    pub themes: Vec<ServiceCode>,
+    pub participants: u16,
+    pub mediator: Label,
+}
+
+/// What a bearer token may do, and for whom.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Operator,
+    Commanditaire(CommanditaireId),
+    Structure(StructureId),
+    Site(SiteId),
+    Hub(BTreeSet<Departement>),
+}
+
+/// Ledger accounts, in cents, debit positive. Every record's postings sum to zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Account {
+    /// Money received from a commanditaire, held segregated for it (asset).
+    Funds(CommanditaireId),
+    /// Value of its live, activated, unredeemed passes (liability).
+    Outstanding(CommanditaireId),
+    /// Owed to a structure for redemptions not yet paid (liability).
+    Payable(StructureId),
+    /// Unused value owed back to the commanditaire (liability).
+    CreditDue(CommanditaireId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub account: Account,
+    pub amount: i64,
+}

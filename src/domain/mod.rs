@@ -1,0 +1,22 @@
+//! The pure domain core: commands in, ledger records out. No I/O, no clock, no randomness:
+//! time, serials and request identities are arguments, so every rule can be tested
+//! exhaustively and every run replayed from a seed.
+
+pub mod command;
+pub mod decide;
+pub mod entities;
+pub mod record;
+pub mod refusal;
+pub mod rules;
+pub mod serial;
+pub mod state;
+pub mod types;
+
+pub use command::*;
+pub use decide::{decide, Decision, Rules, CARNET_SIZE_MAX};
+pub use entities::*;
+pub use record::*;
+pub use refusal::Refusal;
+pub use serial::Serial;
+pub use state::{Key, Remembered, State};
+pub use types::*;

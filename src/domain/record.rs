@@ -1,0 +1,76 @@
+//! What the ledger stores: a record body holds the facts an accepted command established,
+//! their postings, and the answer given. Replaying bodies in order rebuilds every balance.
+
+use super::command::RequestKey;
+use super::entities::*;
+use super::refusal::Refusal;
+use super::serial::Serial;
+use super::types::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fact {
+    CommanditaireRegistered(Commanditaire),
+    StructureRegistered(Structure),
+    StructureIbanSet { structure: StructureId, iban: Iban },
+    SiteRegistered(Site),
+    SiteActivitySet { site: SiteId, active: bool },
+    CredentialIssued { token_hash: [u8; 32], role: Role },
+    OrderCreated(Order),
+    /// Pass `i` of the order is `serials[i]`, in carnet `i / carnet_size`.
+    PassesMinted { order: OrderId, serials: Vec<Serial> },
+    OrderFunded { order: OrderId, funding: Funding },
+    CarnetDistributed { order: OrderId, carnet: u32 },
+    WorkshopHeld(WorkshopSession),
+    PassRedeemed { serial: Serial, redemption: Redemption },
+    RedemptionReversed { serial: Serial, site: SiteId },
+    PassCancelled { serial: Serial },
+    PassExpired { serial: Serial },
+    /// The expiry sweep has passed over this order: nothing of it is live any more.
+    OrderSwept { order: OrderId },
+}
+
+/// The answer to an accepted command, remembered for retries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    CommanditaireRegistered(CommanditaireId),
+    StructureRegistered(StructureId),
+    StructureUpdated(StructureId),
+    SiteRegistered(SiteId),
+    SiteUpdated(SiteId),
+    CredentialIssued,
+    OrderCreated(OrderId),
+    Minted { order: OrderId, passes: u32 },
+    Funded { order: OrderId, activated: u32 },
+    Distributed { order: OrderId, carnet: u32 },
+    Redeemed(Redeemed),
+    Workshop { workshop: WorkshopId, passes: Vec<Result<Redeemed, Refusal>> },
+    Reversed { serial: Serial, amount: Cents },
+    Cancelled { passes: u32, credited: Cents },
+    Expired { passes: u32, credited: Cents },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redeemed {
+    pub serial: Serial,
+    pub order: OrderId,
+    pub amount: Cents,
+    pub at: Timestamp,
+    pub site: SiteId,
+}
+
+/// The body of one ledger record. `result` is `Err` when the command was refused: the
+/// refusal is recorded so that a retry gets the same answer, even after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBody {
+    pub request: Option<RequestKey>,
+    pub facts: Vec<Fact>,
+    pub postings: Vec<Posting>,
+    pub result: Result<Outcome, Refusal>,
+}
+
+impl RecordBody {
+    pub fn postings_balance(&self) -> bool {
+        self.postings.iter().map(|p| i128::from(p.amount)).sum::<i128>() == 0
+    }
+}

@@ -1,0 +1,172 @@
+//! Expected refusals: values named after the rule that refused, never panics or strings.
+//! Each has a stable machine-readable reason (`reason()`), which the gRPC layer sends as
+//! google.rpc.ErrorInfo.reason.
+
+use super::serial::Serial;
+use super::types::*;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    // Request identity.
+    RequestIdReused,
+    // Unknown things.
+    UnknownCommanditaire(CommanditaireId),
+    UnknownStructure(StructureId),
+    UnknownSite(SiteId),
+    UnknownOrder(OrderId),
+    UnknownPass(Serial),
+    UnknownStop { site: SiteId, stop: u32 },
+    UnknownCarnet { order: OrderId, carnet: u32 },
+    // Registry rules.
+    PayeeAlreadyRegistered,
+    CredentialExists,
+    PlaceDoesNotFitSite,
+    // Order rules.
+    EmptyPerimeter,
+    ValidityWindowInverted,
+    CarnetSizeInvalid,
+    AlreadyMinted,
+    MintCountMismatch { expected: u32, got: u32 },
+    SerialCollision(Serial),
+    NotMinted,
+    AlreadyFunded,
+    FundingMismatch { expected: Cents, got: Cents },
+    AlreadyDistributed { carnet: u32 },
+    // Redemption rules, in their order of precedence.
+    NotActivated,
+    Cancelled,
+    Expired { at: Timestamp },
+    NotYetValid { from: Timestamp },
+    AlreadyRedeemed { at: Timestamp, site: SiteId },
+    SiteInactive(SiteId),
+    OutsidePerimeter,
+    ServiceNotAllowed,
+    // Reversal rules.
+    NotRedeemed,
+    WrongSite { site: SiteId },
+    ReversalWindowClosed { until: Timestamp },
+    // Cancellation.
+    NotCancellable,
+}
+
+impl Refusal {
+    /// The stable, machine-readable reason: UPPER_SNAKE_CASE, never renamed.
+    pub fn reason(&self) -> &'static str {
+        use Refusal::*;
+        match self {
+            RequestIdReused => "REQUEST_ID_REUSED",
+            UnknownCommanditaire(_) => "UNKNOWN_COMMANDITAIRE",
+            UnknownStructure(_) => "UNKNOWN_STRUCTURE",
+            UnknownSite(_) => "UNKNOWN_SITE",
+            UnknownOrder(_) => "UNKNOWN_ORDER",
+            UnknownPass(_) => "UNKNOWN_PASS",
+            UnknownStop { .. } => "UNKNOWN_STOP",
+            UnknownCarnet { .. } => "UNKNOWN_CARNET",
+            PayeeAlreadyRegistered => "PAYEE_ALREADY_REGISTERED",
+            CredentialExists => "CREDENTIAL_EXISTS",
+            PlaceDoesNotFitSite => "PLACE_DOES_NOT_FIT_SITE",
+            EmptyPerimeter => "EMPTY_PERIMETER",
+            ValidityWindowInverted => "VALIDITY_WINDOW_INVERTED",
+            CarnetSizeInvalid => "CARNET_SIZE_INVALID",
+            AlreadyMinted => "ALREADY_MINTED",
+            MintCountMismatch { .. } => "MINT_COUNT_MISMATCH",
+            SerialCollision(_) => "SERIAL_COLLISION",
+            NotMinted => "NOT_MINTED",
+            AlreadyFunded => "ALREADY_FUNDED",
+            FundingMismatch { .. } => "FUNDING_MISMATCH",
+            AlreadyDistributed { .. } => "ALREADY_DISTRIBUTED",
+            NotActivated => "NOT_ACTIVATED",
+            Cancelled => "CANCELLED",
+            Expired { .. } => "EXPIRED",
+            NotYetValid { .. } => "NOT_YET_VALID",
+            AlreadyRedeemed { .. } => "ALREADY_REDEEMED",
+            SiteInactive(_) => "SITE_INACTIVE",
+            OutsidePerimeter => "OUTSIDE_PERIMETER",
+            ServiceNotAllowed => "SERVICE_NOT_ALLOWED",
+            NotRedeemed => "NOT_REDEEMED",
+            WrongSite { .. } => "WRONG_SITE",
+            ReversalWindowClosed { .. } => "REVERSAL_WINDOW_CLOSED",
+            NotCancellable => "NOT_CANCELLABLE",
+        }
+    }
+
+    /// Facts that back the refusal, as key/value pairs (ErrorInfo metadata).
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        use Refusal::*;
+        match self {
+            UnknownCommanditaire(id) => vec![("commanditaire", id.0.to_string())],
+            UnknownStructure(id) => vec![("structure", id.0.to_string())],
+            UnknownSite(id) | SiteInactive(id) => vec![("site", id.0.to_string())],
+            UnknownOrder(id) => vec![("order", id.0.to_string())],
+            UnknownPass(s) | SerialCollision(s) => vec![("serial", s.to_string())],
+            UnknownStop { site, stop } => vec![("site", site.0.to_string()), ("stop", stop.to_string())],
+            UnknownCarnet { order, carnet } => {
+                vec![("order", order.0.to_string()), ("carnet", carnet.to_string())]
+            }
+            MintCountMismatch { expected, got } => {
+                vec![("expected", expected.to_string()), ("got", got.to_string())]
+            }
+            FundingMismatch { expected, got } => vec![
+                ("expected_cents", expected.0.to_string()),
+                ("got_cents", got.0.to_string()),
+            ],
+            AlreadyDistributed { carnet } => vec![("carnet", carnet.to_string())],
+            Expired { at } => vec![("expired_at_ms", at.0.to_string())],
+            NotYetValid { from } => vec![("valid_from_ms", from.0.to_string())],
+            AlreadyRedeemed { at, site } => {
+                vec![("redeemed_at_ms", at.0.to_string()), ("site", site.0.to_string())]
+            }
+            WrongSite { site } => vec![("redeemed_at_site", site.0.to_string())],
+            ReversalWindowClosed { until } => vec![("window_closed_at_ms", until.0.to_string())],
+            _ => vec![],
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Refusal::*;
+        match self {
+            RequestIdReused => write!(f, "this request id was already used for a different request"),
+            UnknownCommanditaire(id) => write!(f, "no commanditaire {id}"),
+            UnknownStructure(id) => write!(f, "no structure {id}"),
+            UnknownSite(id) => write!(f, "no site {id}"),
+            UnknownOrder(id) => write!(f, "no order {id}"),
+            UnknownPass(s) => write!(f, "no pass {s}"),
+            UnknownStop { site, stop } => write!(f, "site {site} has no stop {stop}"),
+            UnknownCarnet { order, carnet } => write!(f, "order {order} has no carnet {carnet}"),
+            PayeeAlreadyRegistered => write!(f, "a structure with this SIRET or RNA is already registered"),
+            CredentialExists => write!(f, "this credential already exists"),
+            PlaceDoesNotFitSite => write!(
+                f,
+                "the place does not fit the site's kind: a bus names a stop, a workshop site names a commune, a fixed site names neither"
+            ),
+            EmptyPerimeter => write!(f, "an order's perimeter lists at least one commune, département or site"),
+            ValidityWindowInverted => write!(f, "the validity window ends before it starts"),
+            CarnetSizeInvalid => write!(f, "a carnet holds 1 to 20 passes and no more than the order"),
+            AlreadyMinted => write!(f, "this order's passes are already minted"),
+            MintCountMismatch { expected, got } => write!(f, "the order has {expected} passes, not {got}"),
+            SerialCollision(s) => write!(f, "serial {s} already exists"),
+            NotMinted => write!(f, "the order's passes are not minted yet"),
+            AlreadyFunded => write!(f, "the order is already funded"),
+            FundingMismatch { expected, got } => {
+                write!(f, "the order's value is {expected}; funding of {got} does not match")
+            }
+            AlreadyDistributed { carnet } => write!(f, "carnet {carnet} is already marked distributed"),
+            NotActivated => write!(f, "the pass is not activated: its order is not funded yet"),
+            Cancelled => write!(f, "the pass was cancelled"),
+            Expired { at } => write!(f, "the pass expired at {} ms", at.0),
+            NotYetValid { from } => write!(f, "the pass is valid from {} ms", from.0),
+            AlreadyRedeemed { at, site } => write!(f, "the pass was already redeemed at {} ms at site {site}", at.0),
+            SiteInactive(id) => write!(f, "site {id} is not active"),
+            OutsidePerimeter => write!(f, "the place of service is outside the order's perimeter"),
+            ServiceNotAllowed => write!(f, "the order does not allow this service"),
+            NotRedeemed => write!(f, "the pass is not redeemed"),
+            WrongSite { site } => write!(f, "only site {site}, which redeemed the pass, may reverse it"),
+            ReversalWindowClosed { until } => write!(f, "the reversal window closed at {} ms", until.0),
+            NotCancellable => write!(f, "only minted or activated passes can be cancelled"),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The state the core decides against, and the one function that changes it:
+//! `apply`, which replays a record body. Deciding and replaying share it, so a state
+//! rebuilt from the log is the state that was acknowledged.
+
+use super::command::RequestKey;
+use super::entities::*;
+use super::record::{Fact, Outcome, RecordBody};
+use super::refusal::Refusal;
+use super::serial::Serial;
+use super::types::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// What the core remembers of a request id: the content it came with and the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub fingerprint: [u8; 32],
+    pub seq: u64,
+    pub result: Result<Outcome, Refusal>,
+}
+
+/// A piece of state that a record changed: the storage layer rewrites exactly these.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Commanditaire(CommanditaireId),
+    Structure(StructureId),
+    Site(SiteId),
+    Order(OrderId),
+    OrderSerials(OrderId),
+    Pass(Serial),
+    Workshop(WorkshopId),
+    Request(String),
+    Balance(Account),
+    Credential([u8; 32]),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    pub commanditaires: BTreeMap<CommanditaireId, Commanditaire>,
+    pub structures: BTreeMap<StructureId, Structure>,
+    pub sites: BTreeMap<SiteId, Site>,
+    pub orders: BTreeMap<OrderId, Order>,
+    pub order_serials: HashMap<OrderId, Vec<Serial>>,
+    pub passes: HashMap<Serial, Pass>,
+    pub workshops: BTreeMap<WorkshopId, WorkshopSession>,
+    pub requests: HashMap<String, Remembered>,
+    pub balances: BTreeMap<Account, i64>,
+    pub credentials: HashMap<[u8; 32], Role>,
+    /// The sequence number of the last record applied.
+    pub seq: u64,
+    dirty: Vec<Key>,
+}
+
+impl State {
+    /// Applies one record. Called after `decide` on the live path and for every record on
+    /// replay; it trusts the record, which `decide` (or the hash chain) vouched for.
+    pub fn apply(&mut self, seq: u64, at: Timestamp, body: &RecordBody) {
+        debug_assert!(seq > self.seq, "records apply in sequence order");
+        for fact in &body.facts {
+            self.apply_fact(at, fact);
+        }
+        for p in &body.postings {
+            *self.balances.entry(p.account).or_insert(0) += p.amount;
+            self.dirty.push(Key::Balance(p.account));
+        }
+        if let Some(req) = &body.request {
+            self.remember(seq, req, body.result.clone());
+        }
+        self.seq = seq;
+    }
+
+    fn remember(&mut self, seq: u64, req: &RequestKey, result: Result<Outcome, Refusal>) {
+        let key = req.map_key();
+        let fingerprint = req.fingerprint;
+        self.requests.insert(key.clone(), Remembered { fingerprint, seq, result });
+        self.dirty.push(Key::Request(key));
+    }
+
+    fn apply_fact(&mut self, at: Timestamp, fact: &Fact) {
+        match fact {
+            Fact::CommanditaireRegistered(c) => {
+                self.commanditaires.insert(c.id, c.clone());
+                self.dirty.push(Key::Commanditaire(c.id));
+            }
+            Fact::StructureRegistered(s) => {
+                self.structures.insert(s.id, s.clone());
+                self.dirty.push(Key::Structure(s.id));
+            }
+            Fact::StructureIbanSet { structure, iban } => {
+                self.structure_mut(*structure).iban = Some(iban.clone());
+                self.dirty.push(Key::Structure(*structure));
+            }
+            Fact::SiteRegistered(s) => {
+                self.sites.insert(s.id, s.clone());
+                self.dirty.push(Key::Site(s.id));
+            }
+            Fact::SiteActivitySet { site, active } => {
+                self.sites.get_mut(site).expect("fact names a known site").active = *active;
+                self.dirty.push(Key::Site(*site));
+            }
+            Fact::CredentialIssued { token_hash, role } => {
+                self.credentials.insert(*token_hash, role.clone());
+                self.dirty.push(Key::Credential(*token_hash));
+            }
+            Fact::OrderCreated(o) => {
+                self.orders.insert(o.id, o.clone());
+                self.dirty.push(Key::Order(o.id));
+            }
+            Fact::PassesMinted { order, serials } => self.mint(*order, serials),
+            Fact::OrderFunded { order, funding } => self.fund(*order, funding),
+            Fact::CarnetDistributed { order, carnet } => {
+                self.order_mut(*order).distributed.insert(*carnet);
+                self.dirty.push(Key::Order(*order));
+            }
+            Fact::WorkshopHeld(w) => {
+                self.workshops.insert(w.id, w.clone());
+                self.dirty.push(Key::Workshop(w.id));
+            }
+            Fact::PassRedeemed { serial, redemption } => {
+                let pass = self.pass_mut(*serial);
+                pass.status = PassStatus::Redeemed;
+                pass.redemption = Some(redemption.clone());
+            }
+            Fact::RedemptionReversed { serial, .. } => {
+                let pass = self.pass_mut(*serial);
+                pass.status = PassStatus::Active;
+                pass.redemption = None;
+            }
+            Fact::PassCancelled { serial } => self.close(*serial, PassStatus::Cancelled, at),
+            Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
+            Fact::OrderSwept { order } => {
+                self.order_mut(*order).swept = true;
+                self.dirty.push(Key::Order(*order));
+            }
+        }
+    }
+
+    fn mint(&mut self, order: OrderId, serials: &[Serial]) {
+        for (index, serial) in serials.iter().enumerate() {
+            let pass = Pass {
+                serial: *serial,
+                order,
+                index: index as u32,
+                status: PassStatus::Minted,
+                redemption: None,
+                closed_at: None,
+            };
+            self.passes.insert(*serial, pass);
+            self.dirty.push(Key::Pass(*serial));
+        }
+        self.order_serials.insert(order, serials.to_vec());
+        self.order_mut(order).minted = true;
+        self.dirty.push(Key::OrderSerials(order));
+        self.dirty.push(Key::Order(order));
+    }
+
+    fn fund(&mut self, order: OrderId, funding: &Funding) {
+        self.order_mut(order).funding = Some(funding.clone());
+        self.dirty.push(Key::Order(order));
+        let serials = self.order_serials.get(&order).cloned().unwrap_or_default();
+        for serial in serials {
+            let pass = self.pass_mut(serial);
+            if pass.status == PassStatus::Minted {
+                pass.status = PassStatus::Active;
+            }
+        }
+    }
+
+    fn close(&mut self, serial: Serial, status: PassStatus, at: Timestamp) {
+        let pass = self.pass_mut(serial);
+        pass.status = status;
+        pass.closed_at = Some(at);
+    }
+
+    fn pass_mut(&mut self, serial: Serial) -> &mut Pass {
+        self.dirty.push(Key::Pass(serial));
+        self.passes.get_mut(&serial).expect("fact names a known pass")
+    }
+    fn order_mut(&mut self, order: OrderId) -> &mut Order {
+        self.orders.get_mut(&order).expect("fact names a known order")
+    }
+    fn structure_mut(&mut self, s: StructureId) -> &mut Structure {
+        self.structures.get_mut(&s).expect("fact names a known structure")
+    }
+
+    /// The keys changed since the last call, each once.
+    pub fn take_dirty(&mut self) -> Vec<Key> {
+        let mut seen = std::collections::HashSet::with_capacity(self.dirty.len());
+        let mut keys = std::mem::take(&mut self.dirty);
+        keys.retain(|k| seen.insert(k.clone()));
+        keys
+    }
+
+    pub fn balance(&self, account: Account) -> i64 {
+        self.balances.get(&account).copied().unwrap_or(0)
+    }
+
+    /// Inserts an entity loaded from storage (start-up): nothing becomes dirty.
+    pub fn load_pass(&mut self, pass: Pass) {
+        self.passes.insert(pass.serial, pass);
+    }
+
+    /// Checks every invariant of the money and of the passes; names the first broken one.
+    /// O(passes): run at start-up, in tests after every step, and by `verify`.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let total: i128 = self.balances.values().map(|v| i128::from(*v)).sum();
+        if total != 0 {
+            return Err(format!("money is not conserved: balances sum to {total} cents"));
+        }
+        let mut outstanding: HashMap<CommanditaireId, i64> = HashMap::new();
+        let mut payable: HashMap<StructureId, i64> = HashMap::new();
+        let mut credit: HashMap<CommanditaireId, i64> = HashMap::new();
+        for pass in self.passes.values() {
+            let order = self.orders.get(&pass.order).ok_or("a pass names an unknown order")?;
+            let face = order.face_value.0;
+            let c = order.commanditaire;
+            if (pass.status == PassStatus::Redeemed) != pass.redemption.is_some() {
+                return Err(format!("pass {} has a redemption that does not match its status", pass.serial));
+            }
+            match pass.status {
+                PassStatus::Active => *outstanding.entry(c).or_default() += face,
+                PassStatus::Redeemed => {
+                    let s = pass.redemption.as_ref().expect("checked above").structure;
+                    *payable.entry(s).or_default() += face;
+                }
+                PassStatus::Cancelled | PassStatus::Expired if order.funding.is_some() => {
+                    *credit.entry(c).or_default() += face;
+                }
+                PassStatus::Minted if order.funding.is_some() => {
+                    return Err(format!("pass {} of a funded order is not activated", pass.serial));
+                }
+                _ => {}
+            }
+        }
+        for c in self.commanditaires.keys() {
+            let funded: i64 = self
+                .orders
+                .values()
+                .filter(|o| o.commanditaire == *c)
+                .filter_map(|o| o.funding.as_ref().map(|f| f.amount.0))
+                .sum();
+            expect_eq("funds", *c, self.balance(Account::Funds(*c)), funded)?;
+            let out = outstanding.get(c).copied().unwrap_or(0);
+            expect_eq("outstanding", *c, -self.balance(Account::Outstanding(*c)), out)?;
+            let cr = credit.get(c).copied().unwrap_or(0);
+            expect_eq("credit due", *c, -self.balance(Account::CreditDue(*c)), cr)?;
+        }
+        for s in self.structures.keys() {
+            let due = payable.get(s).copied().unwrap_or(0);
+            expect_eq("payable", *s, -self.balance(Account::Payable(*s)), due)?;
+        }
+        Ok(())
+    }
+}
+
+fn expect_eq(what: &str, who: impl std::fmt::Display, ledger: i64, passes: i64) -> Result<(), String> {
+    if ledger == passes {
+        return Ok(());
+    }
+    Err(format!("{what} of {who}: ledger says {ledger} cents, passes say {passes} cents"))
+}

@@ -1,0 +1,6 @@
+//! passnum: the voucher ledger and clearing engine of the Pass numérique.
+//!
+//! See ARCHITECTURE.md for the map, the invariants and the on-disk format.
+
+pub mod domain;
+pub mod storage;

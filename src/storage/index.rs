@@ -1,0 +1,222 @@
+//! The sled index: derived state, rebuildable from the log at any time. One tree, keys
+//! prefixed by kind, so that a batch (one record batch's changes plus the last applied
+//! sequence number) lands atomically.
+//!
+//! | prefix | key                 | value (postcard)          |
+//! |--------|---------------------|---------------------------|
+//! | `m`    | `seq`, `head`       | last applied seq, its hash|
+//! | `c`    | commanditaire id BE | Commanditaire             |
+//! | `s`    | structure id BE     | Structure                 |
+//! | `t`    | site id BE          | Site                      |
+//! | `o`    | order id BE         | Order                     |
+//! | `l`    | order id BE         | Vec<Serial> (mint order)  |
+//! | `p`    | serial BE           | Pass                      |
+//! | `w`    | workshop id BE      | WorkshopSession           |
+//! | `r`    | scope/request id    | Remembered                |
+//! | `a`    | postcard(Account)   | i64 balance               |
+//! | `k`    | token hash          | Role                      |
+
+use crate::domain::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+
+pub const INDEX_DIR: &str = "index";
+
+#[derive(Debug)]
+pub enum IndexError {
+    Sled(sled::Error),
+    /// A stored value does not decode: the index is damaged and must be rebuilt.
+    Decode { key: Vec<u8>, what: String },
+}
+
+impl std::fmt::Display for IndexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexError::Sled(e) => write!(f, "index store: {e}"),
+            IndexError::Decode { key, what } => {
+                write!(f, "index value at key {key:?} does not decode ({what}): rebuild the index")
+            }
+        }
+    }
+}
+
+impl From<sled::Error> for IndexError {
+    fn from(e: sled::Error) -> Self {
+        IndexError::Sled(e)
+    }
+}
+
+fn id_key(prefix: u8, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(prefix);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn key_bytes(key: &Key) -> Vec<u8> {
+    match key {
+        Key::Commanditaire(id) => id_key(b'c', id.0),
+        Key::Structure(id) => id_key(b's', id.0),
+        Key::Site(id) => id_key(b't', id.0),
+        Key::Order(id) => id_key(b'o', id.0),
+        Key::OrderSerials(id) => id_key(b'l', id.0),
+        Key::Pass(s) => id_key(b'p', s.as_u64()),
+        Key::Workshop(id) => id_key(b'w', id.0),
+        Key::Request(r) => [b"r".as_slice(), r.as_bytes()].concat(),
+        Key::Balance(a) => [b"a".as_slice(), &postcard::to_allocvec(a).expect("encodes")].concat(),
+        Key::Credential(h) => [b"k".as_slice(), h.as_slice()].concat(),
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("state values always encode")
+}
+
+fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError> {
+    postcard::from_bytes(bytes).map_err(|e| IndexError::Decode { key: key.to_vec(), what: e.to_string() })
+}
+
+/// The current value of a dirty key, as the index stores it.
+fn value_bytes(state: &State, key: &Key) -> Vec<u8> {
+    match key {
+        Key::Commanditaire(id) => enc(&state.commanditaires[id]),
+        Key::Structure(id) => enc(&state.structures[id]),
+        Key::Site(id) => enc(&state.sites[id]),
+        Key::Order(id) => enc(&state.orders[id]),
+        Key::OrderSerials(id) => enc(&state.order_serials[id]),
+        Key::Pass(s) => enc(&state.passes[s]),
+        Key::Workshop(id) => enc(&state.workshops[id]),
+        Key::Request(r) => enc(&state.requests[r]),
+        Key::Balance(a) => enc(&state.balance(*a)),
+        Key::Credential(h) => enc(&state.credentials[h]),
+    }
+}
+
+/// The index, and the read side that RPC handlers use concurrently with the writer.
+#[derive(Clone)]
+pub struct Index {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Index {
+    pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+        let tree = db.open_tree("state")?;
+        Ok(Index { db, tree })
+    }
+
+    /// The last record applied to the index, and its hash.
+    pub fn applied(&self) -> Result<(u64, [u8; 32]), IndexError> {
+        let seq = match self.tree.get(b"mseq")? {
+            Some(v) => dec(b"mseq", &v)?,
+            None => 0,
+        };
+        let head = match self.tree.get(b"mhead")? {
+            Some(v) => dec(b"mhead", &v)?,
+            None => [0; 32],
+        };
+        Ok((seq, head))
+    }
+
+    /// Writes the dirty keys and the new applied position in one atomic batch.
+    pub fn write(&self, state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> Result<(), IndexError> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.insert(key_bytes(key), value_bytes(state, key));
+        }
+        batch.insert(b"mseq".as_slice(), enc(&seq));
+        batch.insert(b"mhead".as_slice(), enc(&head));
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Asks sled to write its buffers out; the log, not this, is what makes data durable.
+    pub fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn clear(&self) -> Result<(), IndexError> {
+        self.tree.clear()?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Loads the whole state (start-up). The state's `seq` is the applied position.
+    pub fn load_state(&self) -> Result<State, IndexError> {
+        let mut state = State::default();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let id = || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
+            match k[0] {
+                b'c' => drop(state.commanditaires.insert(CommanditaireId(id()), dec(&k, &v)?)),
+                b's' => drop(state.structures.insert(StructureId(id()), dec(&k, &v)?)),
+                b't' => drop(state.sites.insert(SiteId(id()), dec(&k, &v)?)),
+                b'o' => drop(state.orders.insert(OrderId(id()), dec(&k, &v)?)),
+                b'l' => drop(state.order_serials.insert(OrderId(id()), dec(&k, &v)?)),
+                b'p' => {
+                    let pass: Pass = dec(&k, &v)?;
+                    state.passes.insert(pass.serial, pass);
+                }
+                b'w' => drop(state.workshops.insert(WorkshopId(id()), dec(&k, &v)?)),
+                b'r' => {
+                    let key = String::from_utf8_lossy(&k[1..]).into_owned();
+                    state.requests.insert(key, dec(&k, &v)?);
+                }
+                b'a' => drop(state.balances.insert(dec(&k, &k[1..])?, dec(&k, &v)?)),
+                b'k' => drop(state.credentials.insert(k[1..].try_into().unwrap_or([0; 32]), dec(&k, &v)?)),
+                _ => {}
+            }
+        }
+        state.seq = self.applied()?.0;
+        Ok(state)
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, IndexError> {
+        let k = key_bytes(key);
+        self.tree.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: u8) -> impl Iterator<Item = Result<T, IndexError>> + '_ {
+        self.tree.scan_prefix([prefix]).map(|item| {
+            let (k, v) = item?;
+            dec(&k, &v)
+        })
+    }
+
+    pub fn pass(&self, s: Serial) -> Result<Option<Pass>, IndexError> {
+        self.get(&Key::Pass(s))
+    }
+    pub fn order(&self, id: OrderId) -> Result<Option<Order>, IndexError> {
+        self.get(&Key::Order(id))
+    }
+    pub fn order_serials(&self, id: OrderId) -> Result<Vec<Serial>, IndexError> {
+        Ok(self.get(&Key::OrderSerials(id))?.unwrap_or_default())
+    }
+    pub fn site(&self, id: SiteId) -> Result<Option<Site>, IndexError> {
+        self.get(&Key::Site(id))
+    }
+    pub fn structure(&self, id: StructureId) -> Result<Option<Structure>, IndexError> {
+        self.get(&Key::Structure(id))
+    }
+    pub fn commanditaire(&self, id: CommanditaireId) -> Result<Option<Commanditaire>, IndexError> {
+        self.get(&Key::Commanditaire(id))
+    }
+    pub fn credential(&self, token_hash: &[u8; 32]) -> Result<Option<Role>, IndexError> {
+        self.get(&Key::Credential(*token_hash))
+    }
+    pub fn balance(&self, a: Account) -> Result<i64, IndexError> {
+        Ok(self.get(&Key::Balance(a))?.unwrap_or(0))
+    }
+    pub fn orders(&self) -> impl Iterator<Item = Result<Order, IndexError>> + '_ {
+        self.scan(b'o')
+    }
+    pub fn sites(&self) -> impl Iterator<Item = Result<Site, IndexError>> + '_ {
+        self.scan(b't')
+    }
+    pub fn has_credentials(&self) -> Result<bool, IndexError> {
+        Ok(self.tree.scan_prefix(b"k").next().transpose()?.is_some())
+    }
+}
