@@ -4,3 +4,4 @@
 
 pub mod domain;
 pub mod storage;
+pub mod engine;

@@ -1,0 +1,212 @@
+//! The single writer. A closed set of requests arrives on a bounded queue; one thread
+//! drains it in batches and, per batch:
+//!
+//! 1. decides each command against the state, applying each record at once so later
+//!    commands in the batch see it;
+//! 2. asserts every record's postings balance and money is conserved;
+//! 3. appends the batch's frames to the log and `fdatasync`s once (group commit);
+//! 4. writes the changed state and the new position to the index;
+//! 5. answers every waiter. An answer therefore means durable.
+//!
+//! A failed write stops the engine (fail-stop): the state in memory is then ahead of the
+//! disk, and only a restart, which replays the log, makes them agree again.
+
+use crate::domain::{decide, Decision, Envelope, Outcome, Refusal, Rules, State, Timestamp};
+use crate::storage::Store;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+        Timestamp(now.as_millis() as i64)
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most commands in one group commit: bounds a batch's latency and memory.
+    pub batch_records_max: usize,
+    /// Most commands waiting for the writer; past it callers get `Overloaded` at once.
+    pub queue_depth_max: usize,
+    pub rules: Rules,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { batch_records_max: 1024, queue_depth_max: 8192, rules: Rules::default() }
+    }
+}
+
+const _: () = assert!(1024 <= 8192, "a full batch must fit in the queue");
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// The queue is full: try again later (RESOURCE_EXHAUSTED).
+    Overloaded,
+    /// The engine stopped, after a storage failure or at shutdown (UNAVAILABLE).
+    Stopped,
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Overloaded => write!(f, "the ledger writer's queue is full; retry shortly"),
+            EngineError::Stopped => write!(f, "the ledger writer has stopped"),
+        }
+    }
+}
+
+pub type Answer = Result<Outcome, Refusal>;
+
+struct Submission {
+    envelope: Envelope,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The ledger's position: last sequence number and its hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Submission>,
+    head: watch::Receiver<Head>,
+}
+
+impl EngineHandle {
+    pub async fn submit(&self, envelope: Envelope) -> Result<Answer, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Submission { envelope, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
+        })?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    pub fn head(&self) -> Head {
+        *self.head.borrow()
+    }
+}
+
+/// Starts the writer thread. It ends when every handle is dropped, or on a storage failure.
+pub fn start(ledger: Ledger, config: &EngineConfig, clock: Clock) -> (EngineHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_depth_max);
+    assert_eq!(ledger.head().seq, ledger.state.seq, "the state and the log start at the same record");
+    let (head_tx, head) = watch::channel(ledger.head());
+    let writer = Writer { ledger, batch_records_max: config.batch_records_max, clock, head: head_tx };
+    let thread = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || writer.run(rx))
+        .expect("spawn the ledger writer");
+    (EngineHandle { tx, head }, thread)
+}
+
+/// The ledger as one synchronous object: state, log and index, and the batch step.
+/// The writer thread owns one; tests and the simulator drive one directly.
+pub struct Ledger {
+    pub store: Store,
+    pub state: State,
+    pub rules: Rules,
+    /// Record times never go backwards, even if the system clock does.
+    last_at: Timestamp,
+}
+
+impl Ledger {
+    pub fn open(dir: &std::path::Path, rules: Rules) -> Result<Ledger, crate::storage::StoreError> {
+        let (store, state, recovery) = Store::open(dir)?;
+        tracing::info!(records = recovery.records, replayed = recovery.replayed, torn_bytes = recovery.torn_bytes, "ledger opened");
+        Ok(Ledger { store, state, rules, last_at: Timestamp(i64::MIN) })
+    }
+
+    pub fn head(&self) -> Head {
+        let (seq, hash) = self.store.log.head();
+        Head { seq, hash }
+    }
+
+    /// Steps 1–4 of the write path for one batch; returns one answer per envelope, in order.
+    /// An error means the disk did not take the batch: the ledger must not be used again.
+    pub fn execute_batch(&mut self, clock_now: Timestamp, envelopes: &[&Envelope]) -> Result<Vec<Answer>, String> {
+        let now = clock_now.max(self.last_at);
+        self.last_at = now;
+        let mut pending = Vec::with_capacity(envelopes.len());
+        let mut bodies = Vec::new();
+        for envelope in envelopes {
+            match decide(&self.state, &self.rules, now, envelope) {
+                Decision::Answer(a) => pending.push(Pending::Now(a)),
+                Decision::Record(body) => {
+                    assert!(body.postings_balance(), "a record's postings must balance: {body:?}");
+                    self.state.apply(self.state.seq + 1, now, &body);
+                    pending.push(Pending::Recorded(bodies.len()));
+                    bodies.push(body);
+                }
+            }
+        }
+        let total: i128 = self.state.balances.values().map(|v| i128::from(*v)).sum();
+        assert_eq!(total, 0, "money must be conserved at the end of every batch");
+        if !bodies.is_empty() {
+            let refs: Vec<_> = bodies.iter().map(|b| (now, b)).collect();
+            let (buf, appended) = self.store.log.encode_batch(&refs);
+            self.store.log.commit(&buf, &appended).map_err(|e| format!("log append: {e}"))?;
+            let last = appended.last().expect("non-empty batch");
+            assert_eq!(last.seq, self.state.seq, "log and state agree on the sequence");
+            let keys = self.state.take_dirty();
+            self.store.index.write(&self.state, &keys, last.seq, last.hash).map_err(|e| format!("index: {e}"))?;
+        }
+        let mut bodies: Vec<Option<_>> = bodies.into_iter().map(Some).collect();
+        Ok(pending
+            .into_iter()
+            .map(|p| match p {
+                Pending::Now(a) => a,
+                Pending::Recorded(i) => bodies[i].take().expect("each record answers once").result,
+            })
+            .collect())
+    }
+}
+
+struct Writer {
+    ledger: Ledger,
+    batch_records_max: usize,
+    clock: Clock,
+    head: watch::Sender<Head>,
+}
+
+enum Pending {
+    Now(Answer),
+    Recorded(usize),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
+        let mut batch = Vec::with_capacity(self.batch_records_max);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.batch_records_max {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            let envelopes: Vec<&Envelope> = batch.iter().map(|s| &s.envelope).collect();
+            let answers = match self.ledger.execute_batch((self.clock)(), &envelopes) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "ledger write failed; the writer stops (fail-stop)");
+                    return;
+                }
+            };
+            self.head.send_replace(self.ledger.head());
+            for (s, answer) in batch.drain(..).zip(answers) {
+                let _ = s.reply.send(answer);
+            }
+        }
+        if let Err(e) = self.ledger.store.index.flush() {
+            tracing::warn!(error = %e, "index flush at shutdown failed; it will be replayed from the log");
+        }
+    }
+}

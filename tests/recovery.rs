@@ -1,0 +1,129 @@
+//! Recovery on real files: torn tails are cut back to whole records, damage in the middle
+//! stops start-up naming the record, and a lost index is rebuilt identically from the log.
+
+use passnum::domain::*;
+use passnum::engine::Ledger;
+use passnum::storage::{log_path, LogError, StoreError};
+use std::path::Path;
+
+fn label(s: &str) -> Label {
+    Label::parse(s).unwrap()
+}
+
+/// Writes `n` records, one batch each; returns the byte offset where each record starts.
+fn write_records(dir: &Path, n: usize) -> Vec<u64> {
+    write_named(dir, n, "commune")
+}
+
+fn write_named(dir: &Path, n: usize, prefix: &str) -> Vec<u64> {
+    let mut ledger = Ledger::open(dir, Rules::default()).unwrap();
+    let mut starts = vec![];
+    for i in 0..n {
+        starts.push(std::fs::metadata(log_path(dir)).map(|m| m.len()).unwrap_or(0));
+        let env = Envelope { request: None, command: Command::RegisterCommanditaire { name: label(&format!("{prefix} {i}")) } };
+        ledger.execute_batch(Timestamp(1_000 + i as i64), &[&env]).unwrap().remove(0).unwrap();
+    }
+    starts
+}
+
+fn copy_log_only(from: &Path, to: &Path) {
+    std::fs::copy(log_path(from), log_path(to)).unwrap();
+}
+
+#[test]
+fn a_torn_last_record_is_cut_at_every_byte_offset() {
+    let src = tempfile::tempdir().unwrap();
+    let starts = write_records(src.path(), 4);
+    let full = std::fs::read(log_path(src.path())).unwrap();
+    let last_start = *starts.last().unwrap() as usize;
+    let expected_head = {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(log_path(dir.path()), &full[..last_start]).unwrap();
+        Ledger::open(dir.path(), Rules::default()).unwrap().head()
+    };
+    assert_eq!(expected_head.seq, 3);
+    for cut in last_start + 1..full.len() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(log_path(dir.path()), &full[..cut]).unwrap();
+        let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
+        assert_eq!(ledger.head(), expected_head, "cut at byte {cut}");
+        assert_eq!(ledger.state.commanditaires.len(), 3, "cut at byte {cut}");
+        drop(ledger);
+        assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len() as usize, last_start, "the torn tail is cut off");
+    }
+}
+
+#[test]
+fn zeroes_after_the_last_record_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 2);
+    let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(log_path(dir.path()), &bytes).unwrap();
+    let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
+    assert_eq!(ledger.head().seq, 2);
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_stops_start_up_naming_the_record() {
+    let src = tempfile::tempdir().unwrap();
+    let starts = write_records(src.path(), 4);
+    let full = std::fs::read(log_path(src.path())).unwrap();
+    let (from, to) = (starts[1] as usize, starts[2] as usize);
+    for at in from..to {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = full.clone();
+        bytes[at] ^= 0x01;
+        std::fs::write(log_path(dir.path()), &bytes).unwrap();
+        match Ledger::open(dir.path(), Rules::default()) {
+            Err(StoreError::Log(LogError::Corrupt { seq, offset, .. })) => {
+                assert_eq!((seq, offset), (2, starts[1]), "flip at byte {at}");
+            }
+            Err(e) => panic!("flip at byte {at}: unexpected error {e}"),
+            Ok(_) => panic!("flip at byte {at} went unnoticed"),
+        }
+    }
+}
+
+#[test]
+fn a_lost_index_is_rebuilt_with_the_same_state_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 5);
+    let (state, head) = {
+        let l = Ledger::open(dir.path(), Rules::default()).unwrap();
+        (l.state.clone(), l.head())
+    };
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let rebuilt = Ledger::open(dir.path(), Rules::default()).unwrap();
+    assert_eq!(rebuilt.state, state);
+    assert_eq!(rebuilt.head(), head);
+}
+
+#[test]
+fn an_index_from_another_log_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    write_records(a.path(), 3);
+    write_named(b.path(), 1, "other");
+    // b's index says record 1 is b's record 1; a's log has another record 1.
+    std::fs::remove_file(log_path(b.path())).unwrap();
+    copy_log_only(a.path(), b.path());
+    match Ledger::open(b.path(), Rules::default()) {
+        Err(StoreError::IndexMismatch { seq: 1 }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a foreign index was accepted"),
+    }
+}
+
+#[test]
+fn an_index_ahead_of_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = write_records(dir.path(), 3);
+    let bytes = std::fs::read(log_path(dir.path())).unwrap();
+    std::fs::write(log_path(dir.path()), &bytes[..starts[2] as usize]).unwrap();
+    match Ledger::open(dir.path(), Rules::default()) {
+        Err(StoreError::IndexAhead { index_seq: 3, log_seq: 2 }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("an index ahead of its log was accepted"),
+    }
+}
