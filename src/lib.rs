@@ -5,3 +5,6 @@
 pub mod domain;
 pub mod storage;
 pub mod engine;
+pub mod rpc;
+pub mod code;
+pub mod render;
