@@ -398,3 +398,67 @@ mod tests {
         assert!(Cents::face_value(100_001).is_err());
     }
 }
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy as i32;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(z: i32) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i32::from(m <= 2), m, d)
+}
+
+/// Parses `YYYY-MM-DD` into days since 1970-01-01.
+pub fn parse_date(text: &str) -> Result<i32, &'static str> {
+    let bad = "a date is YYYY-MM-DD";
+    let mut it = text.split('-');
+    let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else { return Err(bad) };
+    let (y, m, d): (i32, u32, u32) = (y.parse().map_err(|_| bad)?, m.parse().map_err(|_| bad)?, d.parse().map_err(|_| bad)?);
+    if !(2000..=2200).contains(&y) || !(1..=12).contains(&m) || d == 0 {
+        return Err(bad);
+    }
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) {
+        return Err("no such day in that month");
+    }
+    Ok(days)
+}
+
+/// Formats a timestamp's UTC date as `DD/MM/YYYY`, as French forms print it.
+pub fn french_date(t: Timestamp) -> String {
+    let (y, m, d) = civil_from_days(t.0.div_euclid(Timestamp::MS_PER_DAY) as i32);
+    format!("{d:02}/{m:02}/{y}")
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2026, 1, 1), 20_454);
+        for z in -800_000..800_000 {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(parse_date("2026-02-29"), Err("no such day in that month"));
+        assert_eq!(parse_date("2028-02-29"), Ok(days_from_civil(2028, 2, 29)));
+        assert_eq!(french_date(Timestamp(1_767_225_600_000)), "01/01/2026");
+    }
+}

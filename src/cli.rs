@@ -1,0 +1,347 @@
+//! Command-line arguments, parsed into plain values. Subcommands stay thin: they call the
+//! server (`client`), the store (`rebuild-index`, `verify-log`) or run it (`serve`).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "passnum", version, about = "Voucher ledger and clearing engine for the Pass numérique")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Server address.
+    #[arg(long, env = "PASSNUM_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    pub server: String,
+    /// File holding the bearer token (the operator's is created in the data directory).
+    #[arg(long, env = "PASSNUM_TOKEN_FILE", default_value = "passnum-data/operator.token", global = true)]
+    pub token_file: PathBuf,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Runs the gRPC service on its embedded store.
+    Serve {
+        #[arg(long, env = "PASSNUM_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        #[arg(long, env = "PASSNUM_DATA", default_value = "passnum-data")]
+        data: PathBuf,
+    },
+    /// Drops the index and rebuilds it from the ledger log (server stopped).
+    RebuildIndex {
+        #[arg(long, env = "PASSNUM_DATA", default_value = "passnum-data")]
+        data: PathBuf,
+    },
+    /// Verifies a ledger log file offline: frames, hash chain, money invariants.
+    VerifyLog { file: PathBuf },
+    /// Plays a whole day of the scheme against a running server and tells what happened.
+    Demo {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    #[command(flatten)]
+    Client(ClientCmd),
+    /// Test support: appends records in a loop, printing each acknowledged batch.
+    #[command(hide = true)]
+    StressAppend {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        batches: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Registers a commanditaire, structure or site (operator).
+    Register {
+        #[command(subcommand)]
+        what: RegisterCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Issues a bearer token for one role and actor (operator); prints it once.
+    Credential {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long, default_value_t = 0)]
+        actor: u64,
+        /// Hub only: the départements it covers.
+        #[arg(long = "dept")]
+        departements: Vec<String>,
+        /// Writes the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Creates an order of passes.
+    Order(OrderArgs),
+    /// Mints an order's passes.
+    Mint {
+        #[arg(long)]
+        order: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Records the commanditaire's payment, which activates the order (operator).
+    Fund {
+        #[arg(long)]
+        order: u64,
+        #[arg(long)]
+        amount_cents: i64,
+        #[arg(long)]
+        reference: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Lists an order's passes, one page.
+    Passes {
+        #[arg(long)]
+        order: u64,
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Renders a pass's code (SVG or PNG), or a printable PDF of an order or carnet.
+    Render {
+        #[arg(long, conflicts_with = "order")]
+        serial: Option<String>,
+        #[arg(long, value_enum, default_value = "svg")]
+        format: FormatArg,
+        #[arg(long)]
+        order: Option<u64>,
+        #[arg(long)]
+        carnet: Option<u32>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Says whether a pass could be redeemed here, without redeeming it.
+    Check(PassAtSite),
+    /// Redeems one pass.
+    Redeem(PassAtSite),
+    /// Redeems a workshop's passes in one session.
+    Workshop(WorkshopArgs),
+    /// Reverses a redemption made by mistake (same site, within the window).
+    Reverse {
+        #[command(flatten)]
+        pass: PassArg,
+        #[arg(long)]
+        site: u64,
+        #[arg(long)]
+        request_id: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancels passes (lost or stolen), by serial or by carnet.
+    Cancel {
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        #[arg(long)]
+        order: Option<u64>,
+        #[arg(long)]
+        carnet: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Marks a carnet as handed out.
+    Distribute {
+        #[arg(long)]
+        order: u64,
+        #[arg(long)]
+        carnet: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Shows an order's dashboard.
+    Dashboard {
+        #[arg(long)]
+        order: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Expires passes whose validity and grace have ended (operator).
+    Sweep {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The ledger: head, verify, records.
+    Ledger {
+        #[command(subcommand)]
+        what: LedgerCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RegisterCmd {
+    Commanditaire {
+        #[arg(long)]
+        name: String,
+    },
+    Structure {
+        #[arg(long)]
+        name: String,
+        /// SIRET (14 digits) or RNA (W + 9 digits).
+        #[arg(long)]
+        siret: String,
+        #[arg(long, default_value = "")]
+        iban: String,
+    },
+    Site {
+        #[arg(long)]
+        structure: u64,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// The commune (fixed site) or home commune (workshop).
+        #[arg(long, default_value = "")]
+        insee: String,
+        /// A bus stop, as `label=INSEE`; repeat for each stop, in order.
+        #[arg(long = "stop")]
+        stops: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCmd {
+    Head,
+    Verify,
+    Records {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct OrderArgs {
+    #[arg(long)]
+    pub commanditaire: u64,
+    #[arg(long)]
+    pub passes: u32,
+    #[arg(long, default_value_t = 10)]
+    pub carnet: u32,
+    #[arg(long, default_value_t = 1000)]
+    pub face_cents: i64,
+    /// First day of validity, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: String,
+    /// Last day of validity, YYYY-MM-DD.
+    #[arg(long)]
+    pub until: String,
+    #[arg(long, default_value_t = 31)]
+    pub grace_days: u32,
+    #[arg(long = "dept")]
+    pub departements: Vec<String>,
+    #[arg(long = "insee")]
+    pub communes: Vec<String>,
+    #[arg(long = "site")]
+    pub sites: Vec<u64>,
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+    #[arg(long)]
+    pub programme: String,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct PassArg {
+    /// The scanned QR text (PN1:…).
+    #[arg(long, conflicts_with = "serial")]
+    pub code: Option<String>,
+    /// The typed serial, with --verification.
+    #[arg(long, requires = "verification")]
+    pub serial: Option<String>,
+    #[arg(long)]
+    pub verification: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PassAtSite {
+    #[command(flatten)]
+    pub pass: PassArg,
+    #[arg(long)]
+    pub site: u64,
+    /// Bus stop number (itinerant sites).
+    #[arg(long)]
+    pub stop: Option<u32>,
+    /// Commune of the service (workshop-kind sites).
+    #[arg(long, default_value = "")]
+    pub insee: String,
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkshopArgs {
+    #[arg(long)]
+    pub site: u64,
+    #[arg(long)]
+    pub stop: Option<u32>,
+    #[arg(long, default_value = "")]
+    pub insee: String,
+    /// YYYY-MM-DD
+    #[arg(long)]
+    pub date: String,
+    /// HH:MM
+    #[arg(long)]
+    pub start: String,
+    #[arg(long)]
+    pub duration: u32,
+    #[arg(long = "theme", required = true)]
+    pub themes: Vec<String>,
+    #[arg(long)]
+    pub participants: u32,
+    #[arg(long)]
+    pub mediator: String,
+    /// Scanned codes, one per pass.
+    #[arg(long = "code", required = true)]
+    pub codes: Vec<String>,
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    Operator,
+    Commanditaire,
+    Structure,
+    Site,
+    Hub,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum KindArg {
+    Fixed,
+    Itinerant,
+    Workshop,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FormatArg {
+    Svg,
+    Png,
+}

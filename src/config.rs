@@ -1,0 +1,79 @@
+//! Plain configuration data. Every limit is explicit, with its unit last and one sentence
+//! of why.
+
+use crate::domain::Rules;
+use crate::engine::EngineConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Passes in one order: 5× the largest known order, and a mint record stays under 1 MiB.
+    pub order_passes_max: u32,
+    /// Passes in one workshop redemption: a 2 h workshop never has more than a few dozen.
+    pub workshop_passes_max: usize,
+    /// Serials in one cancellation: a lost box of carnets, not a whole order.
+    pub cancel_passes_max: usize,
+    /// Passes in one ListPasses page.
+    pub page_passes_max: u32,
+    pub page_passes_default: u32,
+    /// Records in one StreamRecords call; clients continue from the last seq.
+    pub stream_records_max: u32,
+    /// Communes, départements and sites in one perimeter: a région has about 5 000 communes.
+    pub perimeter_entries_max: usize,
+    /// Services an order may restrict to, and themes in one workshop.
+    pub services_max: usize,
+    /// Stops of one bus.
+    pub stops_max: usize,
+    /// Passes in one PDF sheet: 1 000 pages of carnets.
+    pub sheet_passes_max: u32,
+    /// Bytes of one request message, checked after decoding.
+    pub request_bytes_max: usize,
+    /// Bytes the transport accepts before decoding; above `request_bytes_max` so that our
+    /// own limit, with its precise refusal, is the one callers meet.
+    pub transport_bytes_max: usize,
+    /// Requests in progress on one connection.
+    pub connection_requests_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            order_passes_max: 100_000,
+            workshop_passes_max: 200,
+            cancel_passes_max: 1_000,
+            page_passes_max: 1_000,
+            page_passes_default: 100,
+            stream_records_max: 10_000,
+            perimeter_entries_max: 5_000,
+            services_max: 64,
+            stops_max: 64,
+            sheet_passes_max: 10_000,
+            request_bytes_max: 1 << 20,
+            transport_bytes_max: 4 << 20,
+            connection_requests_max: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    pub engine: EngineConfig,
+    /// How often the server runs the expiry sweep by itself.
+    pub sweep_interval_ms: u64,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            limits: Limits::default(),
+            engine: EngineConfig { rules: Rules::default(), ..EngineConfig::default() },
+            sweep_interval_ms: 3_600_000,
+        }
+    }
+}

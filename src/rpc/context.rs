@@ -1,0 +1,96 @@
+//! What every service handler shares: the engine handle, the index to read, the keyring,
+//! the limits. `submit` is the one path from a validated request to the writer.
+
+use super::auth::{self, Principal};
+use super::errors;
+use crate::code::Keyring;
+use crate::config::Limits;
+use crate::domain::*;
+use crate::engine::{Clock, EngineHandle};
+use crate::storage::Index;
+use std::path::PathBuf;
+use tonic::Status;
+
+pub struct Ctx {
+    pub engine: EngineHandle,
+    pub index: Index,
+    pub keys: Keyring,
+    pub limits: Limits,
+    pub log_path: PathBuf,
+    pub clock: Clock,
+}
+
+impl Ctx {
+    pub fn auth<T: prost::Message>(&self, request: &tonic::Request<T>) -> Result<Principal, Status> {
+        let principal = auth::authenticate(&self.index, request)?;
+        let len = request.get_ref().encoded_len();
+        if len > self.limits.request_bytes_max {
+            return Err(errors::limit("request_bytes", self.limits.request_bytes_max, len));
+        }
+        Ok(principal)
+    }
+
+    /// Sends a command to the writer under the caller's request id; a refusal becomes its
+    /// status. The fingerprint covers the method and the whole request message.
+    pub async fn submit<M: prost::Message>(
+        &self,
+        who: &Principal,
+        method: &str,
+        request_id: &str,
+        message: &M,
+        command: Command,
+    ) -> Result<Outcome, Status> {
+        let key = request_key(who, method, request_id, message)?;
+        let envelope = Envelope { request: Some(key), command };
+        self.engine.submit(envelope).await.map_err(errors::engine)?.map_err(|r| errors::refused(&r))
+    }
+
+    pub fn order(&self, id: OrderId) -> Result<Order, Status> {
+        self.index.order(id).map_err(errors::store)?.ok_or_else(|| errors::refused(&Refusal::UnknownOrder(id)))
+    }
+    pub fn site(&self, id: SiteId) -> Result<Site, Status> {
+        self.index.site(id).map_err(errors::store)?.ok_or_else(|| errors::refused(&Refusal::UnknownSite(id)))
+    }
+    pub fn pass(&self, serial: Serial) -> Result<Pass, Status> {
+        self.index.pass(serial).map_err(errors::store)?.ok_or_else(|| errors::refused(&Refusal::UnknownPass(serial)))
+    }
+}
+
+fn request_key<M: prost::Message>(who: &Principal, method: &str, id: &str, message: &M) -> Result<RequestKey, Status> {
+    let ok = !id.is_empty()
+        && id.len() <= RequestKey::ID_LEN_MAX
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        let mut v = errors::Violations::default();
+        v.add("request_id", "1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':' (a fresh UUID per action is best)");
+        v.into_result()?;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(method.as_bytes());
+    h.update(&[0]);
+    h.update(&message.encode_to_vec());
+    Ok(RequestKey { scope: who.scope.clone(), id: id.to_owned(), fingerprint: *h.finalize().as_bytes() })
+}
+
+impl Ctx {
+    /// A command the server itself issues (the expiry sweep): no request id to remember.
+    pub async fn submit_unkeyed(&self, command: Command) -> Result<Outcome, Status> {
+        let envelope = Envelope { request: None, command };
+        self.engine.submit(envelope).await.map_err(errors::engine)?.map_err(|r| errors::refused(&r))
+    }
+
+    /// Runs the expiry sweep until no order is left to sweep; returns passes and cents.
+    pub async fn sweep(&self) -> Result<(u32, i64), Status> {
+        let (mut passes, mut cents) = (0, 0);
+        loop {
+            match self.submit_unkeyed(Command::ExpireSweep).await? {
+                Outcome::Expired { passes: 0, .. } => return Ok((passes, cents)),
+                Outcome::Expired { passes: p, credited } => {
+                    passes += p;
+                    cents += credited.0;
+                }
+                o => return Err(Status::internal(format!("unexpected outcome {o:?}"))),
+            }
+        }
+    }
+}

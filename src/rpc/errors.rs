@@ -1,0 +1,103 @@
+//! The one table that maps refusals and failures to gRPC status codes and machine-readable
+//! reasons (google.rpc.ErrorInfo), with field violations (google.rpc.BadRequest).
+
+use crate::code::CodeError;
+use crate::domain::Refusal;
+use crate::engine::EngineError;
+use crate::storage::IndexError;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+pub const DOMAIN: &str = "passnum";
+
+pub fn refusal_code(r: &Refusal) -> Code {
+    use Refusal::*;
+    match r {
+        RequestIdReused | PayeeAlreadyRegistered | CredentialExists => Code::AlreadyExists,
+        UnknownCommanditaire(_) | UnknownStructure(_) | UnknownSite(_) | UnknownOrder(_) | UnknownPass(_)
+        | UnknownStop { .. } | UnknownCarnet { .. } => Code::NotFound,
+        PlaceDoesNotFitSite | EmptyPerimeter | ValidityWindowInverted | CarnetSizeInvalid | MintCountMismatch { .. } => {
+            Code::InvalidArgument
+        }
+        SerialCollision(_) => Code::Aborted,
+        AlreadyMinted | NotMinted | AlreadyFunded | FundingMismatch { .. } | AlreadyDistributed { .. } | NotActivated
+        | Cancelled | Expired { .. } | NotYetValid { .. } | AlreadyRedeemed { .. } | SiteInactive(_) | OutsidePerimeter
+        | ServiceNotAllowed | NotRedeemed | WrongSite { .. } | ReversalWindowClosed { .. } | NotCancellable => {
+            Code::FailedPrecondition
+        }
+    }
+}
+
+pub fn status(code: Code, reason: &str, message: impl Into<String>, metadata: Vec<(&str, String)>) -> Status {
+    let meta: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let details = ErrorDetails::with_error_info(reason, DOMAIN, meta);
+    Status::with_error_details(code, message, details)
+}
+
+pub fn refused(r: &Refusal) -> Status {
+    status(refusal_code(r), r.reason(), r.to_string(), r.metadata())
+}
+
+pub fn engine(e: EngineError) -> Status {
+    match e {
+        EngineError::Overloaded => status(Code::ResourceExhausted, "WRITER_QUEUE_FULL", e.to_string(), vec![]),
+        EngineError::Stopped => status(Code::Unavailable, "WRITER_STOPPED", e.to_string(), vec![]),
+    }
+}
+
+pub fn store(e: IndexError) -> Status {
+    tracing::error!(error = %e, "index read failed");
+    status(Code::Internal, "STORE_ERROR", "the store could not be read", vec![])
+}
+
+pub fn code(field: &str, e: &CodeError) -> Status {
+    let mut details = ErrorDetails::with_error_info(e.reason(), DOMAIN, HashMap::new());
+    details.add_bad_request_violation(field, e.to_string());
+    Status::with_error_details(Code::InvalidArgument, e.to_string(), details)
+}
+
+pub fn limit(what: &str, max: usize, got: usize) -> Status {
+    status(
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+        format!("{what}: at most {max}, got {got}"),
+        vec![("limit", what.to_owned()), ("max", max.to_string()), ("got", got.to_string())],
+    )
+}
+
+pub fn unauthenticated(reason: &str, message: &str) -> Status {
+    status(Code::Unauthenticated, reason, message, vec![])
+}
+
+pub fn denied(message: impl Into<String>) -> Status {
+    status(Code::PermissionDenied, "OUT_OF_SCOPE", message, vec![])
+}
+
+/// Collects every invalid field of a request, so one answer names them all.
+#[derive(Default)]
+pub struct Violations(Vec<(String, String)>);
+
+impl Violations {
+    /// Keeps a parsed value, or records why its field is invalid.
+    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push((field.to_owned(), e.to_string()))).ok()
+    }
+    pub fn add(&mut self, field: &str, why: impl Into<String>) {
+        self.0.push((field.to_owned(), why.into()));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let message = self.0.iter().map(|(f, w)| format!("{f}: {w}")).collect::<Vec<_>>().join("; ");
+        let mut details = ErrorDetails::with_error_info("INVALID_FIELDS", DOMAIN, HashMap::new());
+        for (f, w) in self.0 {
+            details.add_bad_request_violation(f, w);
+        }
+        Err(Status::with_error_details(Code::InvalidArgument, message, details))
+    }
+}

@@ -1,0 +1,317 @@
+//! Issuance (commanditaire, operator): orders, minting, funding, printing, distribution,
+//! cancellation, the order dashboard.
+
+use super::context::Ctx;
+use super::convert;
+use super::errors::{self, Violations};
+use super::pb::{self, issuance_server::Issuance};
+use crate::domain::*;
+use crate::render;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub struct IssuanceService(pub Arc<Ctx>);
+
+type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// PDF sheets go out in chunks of this size.
+const CHUNK_BYTES: usize = 64 << 10;
+
+fn unexpected(o: Outcome) -> Status {
+    tracing::error!(?o, "unexpected outcome");
+    Status::internal("unexpected outcome")
+}
+
+fn random_serials(n: u32) -> Vec<Serial> {
+    let mut bytes = vec![0u8; n as usize * 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.chunks_exact(8).map(|c| Serial::from_random(u64::from_le_bytes(c.try_into().expect("8")))).collect()
+}
+
+fn euros(c: Cents) -> String {
+    format!("{},{:02} €", c.0 / 100, c.0 % 100)
+}
+
+#[tonic::async_trait]
+impl Issuance for IssuanceService {
+    async fn create_order(&self, req: Request<pb::CreateOrderRequest>) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let limits = &self.0.limits;
+        who.may_act_for_commanditaire(CommanditaireId(r.commanditaire_id))?;
+        if r.pass_count > limits.order_passes_max {
+            return Err(errors::limit("order_passes", limits.order_passes_max as usize, r.pass_count as usize));
+        }
+        let mut v = Violations::default();
+        if r.pass_count == 0 {
+            v.add("pass_count", "an order has at least one pass");
+        }
+        let face_value = v.check("face_value_cents", Cents::face_value(r.face_value_cents));
+        let perimeter = convert::perimeter(&mut v, limits, r.perimeter.as_ref());
+        let services = convert::services(&mut v, limits, "services", &r.services);
+        let programme = convert::label(&mut v, "programme", &r.programme);
+        if r.grace_days > 366 {
+            v.add("grace_days", "at most 366 days");
+        }
+        v.into_result()?;
+        let new = NewOrder {
+            commanditaire: CommanditaireId(r.commanditaire_id),
+            pass_count: r.pass_count,
+            carnet_size: r.carnet_size,
+            face_value: face_value.expect("checked"),
+            valid_from: Timestamp(r.valid_from_ms),
+            valid_until: Timestamp(r.valid_until_ms),
+            grace_days: r.grace_days,
+            perimeter: perimeter.expect("checked"),
+            services,
+            programme: programme.expect("checked"),
+        };
+        match self.0.submit(&who, "CreateOrder", &r.request_id, r, Command::CreateOrder(new)).await? {
+            Outcome::OrderCreated(id) => Ok(Response::new(pb::CreateOrderResponse { order_id: id.0 })),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    async fn mint_order(&self, req: Request<pb::MintOrderRequest>) -> Result<Response<pb::MintOrderResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let order = self.0.order(OrderId(r.order_id))?;
+        who.may_manage_order(&order)?;
+        let serials = if order.minted { vec![] } else { random_serials(order.pass_count) };
+        match self.0.submit(&who, "MintOrder", &r.request_id, r, Command::Mint { order: order.id, serials }).await? {
+            Outcome::Minted { order, passes } => Ok(Response::new(pb::MintOrderResponse { order_id: order.0, passes })),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    async fn record_funding(&self, req: Request<pb::RecordFundingRequest>) -> Result<Response<pb::RecordFundingResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        who.require_operator()?;
+        let r = req.get_ref();
+        let mut v = Violations::default();
+        if r.amount_cents <= 0 {
+            v.add("amount_cents", "a positive number of cents");
+        }
+        let reference = convert::label(&mut v, "reference", &r.reference);
+        v.into_result()?;
+        let cmd = Command::RecordFunding { order: OrderId(r.order_id), amount: Cents(r.amount_cents), reference: reference.expect("checked") };
+        match self.0.submit(&who, "RecordFunding", &r.request_id, r, cmd).await? {
+            Outcome::Funded { activated, .. } => Ok(Response::new(pb::RecordFundingResponse { activated })),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    type ListPassesStream = ResultStream<pb::PassInfo>;
+
+    async fn list_passes(&self, req: Request<pb::ListPassesRequest>) -> Result<Response<Self::ListPassesStream>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let limits = &self.0.limits;
+        let order = self.0.order(OrderId(r.order_id))?;
+        who.may_read_order(&order)?;
+        let size = match r.page_size {
+            0 => limits.page_passes_default,
+            n if n > limits.page_passes_max => return Err(errors::limit("page_size", limits.page_passes_max as usize, n as usize)),
+            n => n,
+        } as usize;
+        let start: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            let mut v = Violations::default();
+            let t = v.check("page_token", r.page_token.parse::<usize>().map_err(|_| "not a token from this server"));
+            v.into_result()?;
+            t.expect("checked")
+        };
+        let serials = self.0.index.order_serials(order.id).map_err(errors::store)?;
+        let end = (start + size).min(serials.len());
+        let mut page = Vec::with_capacity(end.saturating_sub(start));
+        for serial in serials.get(start..end).unwrap_or(&[]) {
+            let pass = self.0.pass(*serial)?;
+            page.push(Ok(convert::pass_info(&self.0.keys, &pass, &order)));
+        }
+        if end < serials.len() {
+            if let Some(Ok(last)) = page.last_mut() {
+                last.next_page_token = end.to_string();
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(page))))
+    }
+
+    async fn render_code(&self, req: Request<pb::RenderCodeRequest>) -> Result<Response<pb::RenderCodeResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let mut v = Violations::default();
+        let serial = convert::serial(&mut v, "serial", &r.serial);
+        let format = pb::CodeFormat::try_from(r.format).unwrap_or(pb::CodeFormat::Unspecified);
+        if format == pb::CodeFormat::Unspecified {
+            v.add("format", "SVG or PNG");
+        }
+        v.into_result()?;
+        let pass = self.0.pass(serial.expect("checked"))?;
+        let order = self.0.order(pass.order)?;
+        who.may_read_order(&order).map_err(|_| errors::refused(&Refusal::UnknownPass(pass.serial)))?;
+        let code = self.0.keys.qr_payload(pass.serial);
+        let (image, content_type) = match format {
+            pb::CodeFormat::Png => (render::png(&code), "image/png"),
+            _ => (render::svg(&code), "image/svg+xml"),
+        };
+        Ok(Response::new(pb::RenderCodeResponse { image, content_type: content_type.into(), code }))
+    }
+
+    type RenderSheetStream = ResultStream<pb::Chunk>;
+
+    async fn render_sheet(&self, req: Request<pb::RenderSheetRequest>) -> Result<Response<Self::RenderSheetStream>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let order = self.0.order(OrderId(r.order_id))?;
+        who.may_read_order(&order)?;
+        if !order.minted {
+            return Err(errors::refused(&Refusal::NotMinted));
+        }
+        let carnets: Vec<u32> = match r.carnet {
+            Some(c) if c >= order.carnet_count() => return Err(errors::refused(&Refusal::UnknownCarnet { order: order.id, carnet: c })),
+            Some(c) => vec![c],
+            None => (0..order.carnet_count()).collect(),
+        };
+        let passes = carnets.len() as u32 * order.carnet_size;
+        if passes > self.0.limits.sheet_passes_max {
+            return Err(errors::limit("sheet_passes (render one carnet at a time)", self.0.limits.sheet_passes_max as usize, passes as usize));
+        }
+        let commanditaire = self.0.index.commanditaire(order.commanditaire).map_err(errors::store)?.map(|c| c.name.to_string()).unwrap_or_default();
+        let serials = self.0.index.order_serials(order.id).map_err(errors::store)?;
+        let header = render::SheetHeader {
+            commanditaire,
+            face_value: format!("Valeur : {}", euros(order.face_value)),
+            validity: format!("Valable du {} au {}", french_date(order.valid_from), french_date(Timestamp(order.expires_at().0 - 1))),
+            order: format!("Commande {}", order.id),
+        };
+        let mut pages = Vec::with_capacity(carnets.len());
+        for c in carnets {
+            let from = (c * order.carnet_size) as usize;
+            let to = (from + order.carnet_size as usize).min(serials.len());
+            let printed = serials[from..to]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| render::PrintedPass {
+                    payload: self.0.keys.qr_payload(*s),
+                    serial: s.to_string(),
+                    verification_code: self.0.keys.verification_code(*s),
+                    position: format!("Carnet {} · pass {}/{}", c + 1, i + 1, to - from),
+                })
+                .collect();
+            pages.push((format!("Carnet {} / {}", c + 1, order.carnet_count()), printed));
+        }
+        let pdf = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            render::sheet_pdf(&mut out, &header, &pages).map(|_| out)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let chunks: Vec<Result<pb::Chunk, Status>> = pdf.chunks(CHUNK_BYTES).map(|c| Ok(pb::Chunk { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn mark_distributed(&self, req: Request<pb::MarkDistributedRequest>) -> Result<Response<pb::MarkDistributedResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let order = self.0.order(OrderId(r.order_id))?;
+        who.may_manage_order(&order)?;
+        let cmd = Command::MarkDistributed { order: order.id, carnet: r.carnet };
+        self.0.submit(&who, "MarkDistributed", &r.request_id, r, cmd).await?;
+        Ok(Response::new(pb::MarkDistributedResponse {}))
+    }
+
+    async fn cancel_passes(&self, req: Request<pb::CancelPassesRequest>) -> Result<Response<pb::CancelPassesResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let target = cancel_target(&self.0, &who, r)?;
+        match self.0.submit(&who, "CancelPasses", &r.request_id, r, Command::Cancel { target }).await? {
+            Outcome::Cancelled { passes, credited } => Ok(Response::new(pb::CancelPassesResponse { cancelled: passes, credited_cents: credited.0 })),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    async fn get_dashboard(&self, req: Request<pb::GetDashboardRequest>) -> Result<Response<pb::Dashboard>, Status> {
+        let who = self.0.auth(&req)?;
+        let order = self.0.order(OrderId(req.get_ref().order_id))?;
+        who.may_read_order(&order)?;
+        let serials = self.0.index.order_serials(order.id).map_err(errors::store)?;
+        let mut passes = Vec::with_capacity(serials.len());
+        for s in &serials {
+            passes.push(self.0.pass(*s)?);
+        }
+        Ok(Response::new(dashboard(&order, &passes)))
+    }
+
+    async fn run_expiry_sweep(&self, req: Request<pb::RunExpirySweepRequest>) -> Result<Response<pb::RunExpirySweepResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        who.require_operator()?;
+        let (expired, credited_cents) = self.0.sweep().await?;
+        Ok(Response::new(pb::RunExpirySweepResponse { expired, credited_cents }))
+    }
+}
+
+fn cancel_target(ctx: &Ctx, who: &super::auth::Principal, r: &pb::CancelPassesRequest) -> Result<CancelTarget, Status> {
+    let mut v = Violations::default();
+    match (r.serials.is_empty(), r.carnet) {
+        (false, None) => {
+            if r.serials.len() > ctx.limits.cancel_passes_max {
+                return Err(errors::limit("cancel_passes", ctx.limits.cancel_passes_max, r.serials.len()));
+            }
+            let serials: Vec<Serial> =
+                r.serials.iter().enumerate().filter_map(|(i, s)| convert::serial(&mut v, &format!("serials[{i}]"), s)).collect();
+            v.into_result()?;
+            for s in &serials {
+                let pass = ctx.pass(*s)?;
+                let order = ctx.order(pass.order)?;
+                who.may_manage_order(&order).map_err(|_| errors::refused(&Refusal::UnknownPass(*s)))?;
+            }
+            Ok(CancelTarget::Passes(serials))
+        }
+        (true, Some(carnet)) => {
+            let order = ctx.order(OrderId(r.order_id))?;
+            who.may_manage_order(&order)?;
+            Ok(CancelTarget::Carnet { order: order.id, carnet })
+        }
+        _ => {
+            v.add("serials", "give serials, or an order_id and a carnet, not both");
+            Err(v.into_result().expect_err("one violation"))
+        }
+    }
+}
+
+/// Counts and amounts of an order's passes; carnets started and finished.
+pub fn dashboard(order: &Order, passes: &[Pass]) -> pb::Dashboard {
+    let face = order.face_value.0;
+    let count = |pred: &dyn Fn(&Pass) -> bool| {
+        let n = passes.iter().filter(|p| pred(p)).count() as u32;
+        Some(pb::Count { passes: n, cents: i64::from(n) * face })
+    };
+    let funded = order.funding.is_some();
+    let carnets = order.carnet_count();
+    let mut started = 0;
+    let mut finished = 0;
+    for chunk in passes.chunks(order.carnet_size as usize) {
+        let used = chunk.iter().filter(|p| p.status == PassStatus::Redeemed).count();
+        started += u32::from(used > 0);
+        finished += u32::from(used == chunk.len());
+    }
+    pb::Dashboard {
+        order_id: order.id.0,
+        commanditaire_id: order.commanditaire.0,
+        issued: count(&|_| true),
+        activated: count(&|p| funded && p.status != PassStatus::Minted && !(p.closed_at.is_some_and(|t| order.funding.as_ref().is_some_and(|f| t < f.at)))),
+        redeemed: count(&|p| p.status == PassStatus::Redeemed),
+        cancelled: count(&|p| p.status == PassStatus::Cancelled),
+        expired: count(&|p| p.status == PassStatus::Expired),
+        outstanding: count(&|p| p.status == PassStatus::Active),
+        carnets,
+        carnets_distributed: order.distributed.len() as u32,
+        carnets_started: started,
+        carnets_finished: finished,
+        expires_at_ms: order.expires_at().0,
+    }
+}

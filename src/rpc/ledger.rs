@@ -1,0 +1,113 @@
+//! Ledger (every role, scoped): the head, the records as their exact bytes, verification.
+
+use super::context::Ctx;
+use super::errors;
+use super::pb::{self, ledger_server::Ledger};
+use crate::code::hex;
+use crate::domain::*;
+use crate::storage::{self, LedgerRecord};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub struct LedgerService(pub Arc<Ctx>);
+
+#[tonic::async_trait]
+impl Ledger for LedgerService {
+    async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
+        self.0.auth(&req)?;
+        let head = self.0.engine.head();
+        Ok(Response::new(pb::Head { seq: head.seq, hash: hex(&head.hash) }))
+    }
+
+    type StreamRecordsStream = Pin<Box<dyn Stream<Item = Result<pb::LedgerRecord, Status>> + Send>>;
+
+    async fn stream_records(&self, req: Request<pb::StreamRecordsRequest>) -> Result<Response<Self::StreamRecordsStream>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let max = self.0.limits.stream_records_max;
+        if r.limit > max {
+            return Err(errors::limit("limit", max as usize, r.limit as usize));
+        }
+        let limit = if r.limit == 0 { max } else { r.limit } as u64;
+        let from = r.from_seq.max(1);
+        // Only acknowledged records: a batch being written is not yet part of the ledger.
+        let until = self.0.engine.head().seq.min(from.saturating_add(limit) - 1);
+        let path = self.0.log_path.clone();
+        let ctx = self.0.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            storage::log::scan(&path, |rec| {
+                if rec.seq >= from && rec.seq <= until && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec)) {
+                    out.push(Ok(to_pb(rec)));
+                }
+                Ok(())
+            })
+            .map(|_| out)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| errors::status(tonic::Code::DataLoss, "LOG_DAMAGED", e.to_string(), vec![]))?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(records))))
+    }
+
+    async fn verify_chain(&self, req: Request<pb::VerifyChainRequest>) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        if !who.may_read_whole_ledger() {
+            return Err(errors::denied("only the operator and hubs verify the whole chain"));
+        }
+        let path = self.0.log_path.clone();
+        let result = tokio::task::spawn_blocking(move || storage::verify_log(&path)).await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(match result {
+            Ok((scan, _)) => pb::VerifyChainResponse { ok: true, records: scan.records, head_hash: hex(&scan.head_hash), problem: String::new() },
+            Err(e) => pb::VerifyChainResponse { ok: false, records: 0, head_hash: String::new(), problem: e.to_string() },
+        }))
+    }
+}
+
+fn to_pb(rec: &LedgerRecord) -> pb::LedgerRecord {
+    let (frame, _) = storage::frame::encode(rec.seq, rec.at, &rec.prev_hash, &rec.body);
+    pb::LedgerRecord {
+        seq: rec.seq,
+        at_ms: rec.at.0,
+        hash: hex(&rec.hash),
+        prev_hash: hex(&rec.prev_hash),
+        frame,
+        body_json: serde_json::to_string(&rec.body).unwrap_or_default(),
+    }
+}
+
+/// Whether a record concerns a commanditaire, a structure or a site: it moves their money,
+/// or names their orders, sites or passes.
+fn concerns(ctx: &Ctx, role: &Role, rec: &LedgerRecord) -> bool {
+    let accounts = |pred: &dyn Fn(&Account) -> bool| rec.body.postings.iter().any(|p| pred(&p.account));
+    match role {
+        Role::Commanditaire(c) => {
+            let own_order = |o: &OrderId| ctx.index.order(*o).ok().flatten().is_some_and(|o| o.commanditaire == *c);
+            accounts(&|a| matches!(a, Account::Funds(x) | Account::Outstanding(x) | Account::CreditDue(x) if x == c))
+                || rec.body.facts.iter().any(|f| match f {
+                    Fact::CommanditaireRegistered(x) => x.id == *c,
+                    Fact::OrderCreated(o) => o.commanditaire == *c,
+                    Fact::PassesMinted { order, .. } | Fact::OrderFunded { order, .. } | Fact::CarnetDistributed { order, .. } | Fact::OrderSwept { order } => own_order(order),
+                    _ => false,
+                })
+        }
+        Role::Structure(s) => {
+            accounts(&|a| matches!(a, Account::Payable(x) if x == s))
+                || rec.body.facts.iter().any(|f| match f {
+                    Fact::StructureRegistered(x) => x.id == *s,
+                    Fact::SiteRegistered(site) => site.structure == *s,
+                    _ => false,
+                })
+        }
+        Role::Site(l) => rec.body.facts.iter().any(|f| match f {
+            Fact::PassRedeemed { redemption, .. } => redemption.site == *l,
+            Fact::RedemptionReversed { site, .. } | Fact::SiteActivitySet { site, .. } => site == l,
+            Fact::SiteRegistered(site) => site.id == *l,
+            Fact::WorkshopHeld(w) => w.site == *l,
+            _ => false,
+        }),
+        Role::Operator | Role::Hub(_) => true,
+    }
+}

@@ -1,0 +1,192 @@
+//! Redemptions (sites): check a pass, redeem it, redeem a workshop's passes, reverse.
+
+use super::auth::Principal;
+use super::context::Ctx;
+use super::convert;
+use super::errors::{self, Violations};
+use super::pb::{self, redemptions_server::Redemptions};
+use crate::domain::rules::{check_redeemable, resolve_venue};
+use crate::domain::*;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct RedemptionService(pub Arc<Ctx>);
+
+/// Workshops last at most a working day.
+const WORKSHOP_MINUTES_MAX: u32 = 480;
+/// A collective session has at most this many participants.
+const PARTICIPANTS_MAX: u32 = 1_000;
+
+fn unexpected(o: Outcome) -> Status {
+    tracing::error!(?o, "unexpected outcome");
+    Status::internal("unexpected outcome")
+}
+
+impl RedemptionService {
+    /// The site, checked against the caller: a site redeems only as itself.
+    fn site_for(&self, who: &Principal, id: u64) -> Result<Site, Status> {
+        let site = self.0.site(SiteId(id))?;
+        who.may_redeem_at(&site)?;
+        Ok(site)
+    }
+}
+
+#[tonic::async_trait]
+impl Redemptions for RedemptionService {
+    async fn check_pass(&self, req: Request<pb::CheckPassRequest>) -> Result<Response<pb::CheckPassResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let site = self.0.site(SiteId(r.site_id))?;
+        if !matches!(who.role, Role::Operator) {
+            who.may_redeem_at(&site)?;
+        }
+        let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
+        let mut v = Violations::default();
+        let place = convert::place(&mut v, r.place.as_ref());
+        let service = v.check("service", ServiceCode::parse(&r.service));
+        v.into_result()?;
+        // The same rules as Redeem, run on a state holding just what they read.
+        let mut state = State::default();
+        state.sites.insert(site.id, site.clone());
+        let pass = self.0.index.pass(serial).map_err(errors::store)?;
+        let order = match &pass {
+            Some(p) => Some(self.0.order(p.order)?),
+            None => None,
+        };
+        if let (Some(p), Some(o)) = (&pass, &order) {
+            state.passes.insert(p.serial, p.clone());
+            state.orders.insert(o.id, o.clone());
+        }
+        let now = (self.0.clock)();
+        let verdict = resolve_venue(&state, site.id, &place).and_then(|venue| check_redeemable(&state, now, &venue, serial, &[service.expect("checked")]).map(|_| ()));
+        let (reason, message) = match &verdict {
+            Ok(()) => (String::new(), String::new()),
+            Err(r) => (r.reason().to_owned(), r.to_string()),
+        };
+        Ok(Response::new(pb::CheckPassResponse {
+            serial: serial.to_string(),
+            redeemable: verdict.is_ok(),
+            reason,
+            message,
+            status: pass.as_ref().map_or(pb::PassStatus::Unspecified, |p| convert::pass_status(p.status)) as i32,
+            face_value_cents: order.as_ref().map_or(0, |o| o.face_value.0),
+            expires_at_ms: order.as_ref().map_or(0, |o| o.expires_at().0),
+        }))
+    }
+
+    async fn redeem(&self, req: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let site = self.site_for(&who, r.site_id)?;
+        let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
+        let mut v = Violations::default();
+        let place = convert::place(&mut v, r.place.as_ref());
+        let service = v.check("service", ServiceCode::parse(&r.service));
+        v.into_result()?;
+        let cmd = Command::Redeem { serial, site: site.id, place, service: service.expect("checked") };
+        match self.0.submit(&who, "Redeem", &r.request_id, r, cmd).await? {
+            Outcome::Redeemed(red) => Ok(Response::new(pb::RedeemResponse {
+                serial: red.serial.to_string(),
+                order_id: red.order.0,
+                amount_cents: red.amount.0,
+                redeemed_at_ms: red.at.0,
+                site_id: red.site.0,
+            })),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    async fn redeem_workshop(&self, req: Request<pb::RedeemWorkshopRequest>) -> Result<Response<pb::RedeemWorkshopResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let limits = &self.0.limits;
+        if r.passes.len() > limits.workshop_passes_max {
+            return Err(errors::limit("workshop_passes", limits.workshop_passes_max, r.passes.len()));
+        }
+        let site = self.site_for(&who, r.site_id)?;
+        let workshop = workshop(&mut Violations::default(), limits, r, site.id)?;
+        // A code that fails its check is that pass's outcome; the others still go through.
+        let parsed: Vec<Result<Serial, pb::PassOutcome>> = r
+            .passes
+            .iter()
+            .map(|code| {
+                convert::pass_code(&self.0.keys, "passes", Some(code)).map_err(|status| pb::PassOutcome {
+                    reason: tonic_types::StatusExt::get_error_details(&status).error_info().map(|i| i.reason.clone()).unwrap_or_default(),
+                    message: status.message().to_owned(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let serials: Vec<Serial> = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
+        let cmd = Command::RedeemWorkshop { workshop, serials: serials.clone() };
+        let Outcome::Workshop { workshop: id, passes } = self.0.submit(&who, "RedeemWorkshop", &r.request_id, r, cmd).await? else {
+            return Err(Status::internal("unexpected outcome"));
+        };
+        let mut core = serials.iter().zip(passes.iter());
+        let outcomes: Vec<pb::PassOutcome> = parsed
+            .into_iter()
+            .map(|p| match p {
+                Ok(_) => {
+                    let (serial, result) = core.next().expect("one core outcome per parsed code");
+                    convert::pass_outcome(*serial, result)
+                }
+                Err(bad) => bad,
+            })
+            .collect();
+        let redeemed = outcomes.iter().filter(|o| o.redeemed).count() as u32;
+        let amount_cents = outcomes.iter().map(|o| o.amount_cents).sum();
+        Ok(Response::new(pb::RedeemWorkshopResponse { workshop_id: id.0, outcomes, redeemed, amount_cents }))
+    }
+
+    async fn reverse(&self, req: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        let r = req.get_ref();
+        let site = self.site_for(&who, r.site_id)?;
+        let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
+        match self.0.submit(&who, "Reverse", &r.request_id, r, Command::Reverse { serial, site: site.id }).await? {
+            Outcome::Reversed { serial, amount } => Ok(Response::new(pb::ReverseResponse { serial: serial.to_string(), amount_cents: amount.0 })),
+            o => Err(unexpected(o)),
+        }
+    }
+}
+
+fn workshop(v: &mut Violations, limits: &crate::config::Limits, r: &pb::RedeemWorkshopRequest, site: SiteId) -> Result<NewWorkshop, Status> {
+    let place = convert::place(v, r.place.as_ref());
+    let date = v.check("date", parse_date(&r.date));
+    let start = v.check("start", parse_hhmm(&r.start));
+    if r.duration_minutes == 0 || r.duration_minutes > WORKSHOP_MINUTES_MAX {
+        v.add("duration_minutes", format!("1 to {WORKSHOP_MINUTES_MAX} minutes"));
+    }
+    if r.themes.is_empty() {
+        v.add("themes", "a workshop has at least one theme");
+    }
+    let themes: Vec<ServiceCode> = convert::services(v, limits, "themes", &r.themes).into_iter().collect();
+    if r.participants == 0 || r.participants > PARTICIPANTS_MAX {
+        v.add("participants", format!("1 to {PARTICIPANTS_MAX}"));
+    }
+    let mediator = convert::label(v, "mediator_id", &r.mediator_id);
+    if r.passes.is_empty() {
+        v.add("passes", "a workshop redeems at least one pass");
+    }
+    std::mem::take(v).into_result()?;
+    Ok(NewWorkshop {
+        site,
+        place,
+        date_days: date.expect("checked"),
+        start_minute: start.expect("checked"),
+        duration_minutes: r.duration_minutes as u16,
+        themes,
+        participants: r.participants as u16,
+        mediator: mediator.expect("checked"),
+    })
+}
+
+fn parse_hhmm(s: &str) -> Result<u16, &'static str> {
+    let bad = "a time is HH:MM";
+    let (h, m) = s.split_once(':').ok_or(bad)?;
+    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad)?, m.parse().map_err(|_| bad)?);
+    if h > 23 || m > 59 {
+        return Err(bad);
+    }
+    Ok(h * 60 + m)
+}

@@ -1,0 +1,170 @@
+//! Assembles and runs the gRPC server: opens the ledger, starts the writer, loads the
+//! keyring, bootstraps the operator credential, serves until told to stop.
+
+use crate::code::Keyring;
+use crate::config::ServerConfig;
+use crate::domain::{Command, Envelope, Role};
+use crate::engine::{self, Clock, Ledger};
+use crate::rpc::context::Ctx;
+use crate::rpc::pb;
+use crate::rpc::{auth, issuance, ledger, redemption, registry};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub const KEYS_FILE: &str = "code-keys";
+pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// Set when this start created the operator credential.
+    pub operator_token_file: Option<PathBuf>,
+    shutdown: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes requests in flight, stops the writer and waits for it.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.done.await.map_err(|e| e.to_string())?
+    }
+
+    /// Waits until the server stops by itself (a signal, or a failure).
+    pub async fn wait(self) -> Result<(), String> {
+        self.done.await.map_err(|e| e.to_string())?
+    }
+}
+
+/// Writes a secret file readable by its owner only (mode 0600), never overwriting one.
+pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn load_or_create_keys(dir: &Path) -> Result<Keyring, String> {
+    let path = dir.join(KEYS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Keyring::from_text(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| e.to_string())?;
+            let ring = Keyring::new(1, [(1, key)].into()).expect("one valid key");
+            write_secret(&path, &ring.to_text()).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(ring)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let keys = load_or_create_keys(&config.data_dir)?;
+    let ledger = Ledger::open(&config.data_dir, config.engine.rules.clone()).map_err(|e| e.to_string())?;
+    let index = ledger.store.index.clone();
+    let log_path = ledger.store.log.path().to_owned();
+    let (engine, writer) = engine::start(ledger, &config.engine, clock.clone());
+    let ctx = Arc::new(Ctx { engine, index, keys, limits: config.limits.clone(), log_path, clock });
+    let operator_token_file = bootstrap_operator(&ctx, &config.data_dir).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
+    let router = router(ctx, &config).await?;
+    let done = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let served = router
+            .serve_with_incoming_shutdown(incoming, async {
+                tokio::select! {
+                    _ = shutdown_rx => {}
+                    _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
+                }
+            })
+            .await;
+        sweeper.abort();
+        let _ = sweeper.await;
+        // The services and the sweeper held the last engine handles: the writer now drains
+        // its queue, flushes the index and ends.
+        tokio::task::spawn_blocking(move || writer.join()).await.map_err(|e| e.to_string())?.map_err(|_| "the ledger writer panicked".to_string())?;
+        served.map_err(|e| e.to_string())
+    });
+    Ok(RunningServer { addr, operator_token_file, shutdown: Some(shutdown_tx), done })
+}
+
+async fn router(ctx: Arc<Ctx>, config: &ServerConfig) -> Result<tonic::transport::server::Router, String> {
+    let max = config.limits.transport_bytes_max;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<pb::registry_server::RegistryServer<registry::RegistryService>>().await;
+    health_reporter.set_serving::<pb::issuance_server::IssuanceServer<issuance::IssuanceService>>().await;
+    health_reporter.set_serving::<pb::redemptions_server::RedemptionsServer<redemption::RedemptionService>>().await;
+    health_reporter.set_serving::<pb::ledger_server::LedgerServer<ledger::LedgerService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| e.to_string())?;
+    Ok(tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.limits.connection_requests_max)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::registry_server::RegistryServer::new(registry::RegistryService(ctx.clone())).max_decoding_message_size(max))
+        .add_service(pb::issuance_server::IssuanceServer::new(issuance::IssuanceService(ctx.clone())).max_decoding_message_size(max))
+        .add_service(pb::redemptions_server::RedemptionsServer::new(redemption::RedemptionService(ctx.clone())).max_decoding_message_size(max))
+        .add_service(pb::ledger_server::LedgerServer::new(ledger::LedgerService(ctx)).max_decoding_message_size(max)))
+}
+
+/// On a store with no credential at all, creates the operator's, writes it to a 0600 file
+/// in the data directory and returns that file's path. The token never goes to the logs.
+async fn bootstrap_operator(ctx: &Ctx, dir: &Path) -> Result<Option<PathBuf>, String> {
+    if ctx.index.has_credentials().map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    let path = dir.join(OPERATOR_TOKEN_FILE);
+    let (token, hash) = auth::new_token();
+    let _ = std::fs::remove_file(&path); // a leftover of a start that failed before recording
+    write_secret(&path, &format!("{token}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+    let envelope = Envelope { request: None, command: Command::IssueCredential { token_hash: hash, role: Role::Operator } };
+    ctx.engine.submit(envelope).await.map_err(|e| e.to_string())?.map_err(|r| r.to_string())?;
+    Ok(Some(path))
+}
+
+async fn sweep_periodically(ctx: Arc<Ctx>, every_ms: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms.max(1_000)));
+    loop {
+        tick.tick().await;
+        match ctx.sweep().await {
+            Ok((0, _)) => {}
+            Ok((passes, cents)) => tracing::info!(passes, cents, "expiry sweep"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
