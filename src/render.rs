@@ -154,7 +154,8 @@ fn page_content(header: &SheetHeader, title: &str, passes: &[PrintedPass]) -> Ve
         ];
         let mut ty = y + CELL_H - 28.0;
         for (font, size, line) in lines {
-            text(&mut c, font, size, tx, ty, &clip(line, 34));
+            // Helvetica averages about half an em per character; a cell's text column is ~150 pt.
+            text(&mut c, font, size, tx, ty, &clip(line, (300.0 / size) as usize));
             ty -= size + 7.0;
         }
     }

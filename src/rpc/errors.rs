@@ -21,7 +21,7 @@ pub fn refusal_code(r: &Refusal) -> Code {
             Code::InvalidArgument
         }
         SerialCollision(_) => Code::Aborted,
-        AlreadyMinted | NotMinted | AlreadyFunded | FundingMismatch { .. } | AlreadyDistributed { .. } | NotActivated
+        NotMinted | AlreadyFunded | FundingMismatch { .. } | AlreadyDistributed { .. } | NotActivated
         | Cancelled | Expired { .. } | NotYetValid { .. } | AlreadyRedeemed { .. } | SiteInactive(_) | OutsidePerimeter
         | ServiceNotAllowed | NotRedeemed | WrongSite { .. } | ReversalWindowClosed { .. } | NotCancellable => {
             Code::FailedPrecondition
