@@ -16,14 +16,27 @@ fn l(s: &str) -> Label {
 }
 
 fn env(command: Command) -> Envelope {
-    Envelope { request: None, command }
+    Envelope {
+        request: None,
+        command,
+    }
 }
 
 fn setup_commands() -> Vec<Command> {
     vec![
         Command::RegisterCommanditaire { name: l("Gironde") },
-        Command::RegisterStructure { name: l("S"), payee: PayeeId::parse("21330063500017").unwrap(), iban: None },
-        Command::RegisterSite { structure: StructureId(1), name: l("site"), kind: SiteKind::Fixed { commune: InseeCode::parse("33063").unwrap() } },
+        Command::RegisterStructure {
+            name: l("S"),
+            payee: PayeeId::parse("21330063500017").unwrap(),
+            iban: None,
+        },
+        Command::RegisterSite {
+            structure: StructureId(1),
+            name: l("site"),
+            kind: SiteKind::Fixed {
+                commune: InseeCode::parse("33063").unwrap(),
+            },
+        },
     ]
 }
 
@@ -36,7 +49,10 @@ fn new_order() -> Command {
         valid_from: Timestamp(T0),
         valid_until: Timestamp(T0 + 1000 * Timestamp::MS_PER_DAY),
         grace_days: 31,
-        perimeter: Perimeter { departements: [Departement::parse("33").unwrap()].into(), ..Default::default() },
+        perimeter: Perimeter {
+            departements: [Departement::parse("33").unwrap()].into(),
+            ..Default::default()
+        },
         services: Default::default(),
         programme: l("p"),
     })
@@ -54,11 +70,20 @@ impl Pool {
         while self.free.len() < n {
             let order = OrderId(self.next_order);
             self.next_order += 1;
-            let serials: Vec<Serial> = (0..ORDER_PASSES as u64).map(|i| Serial::from_random(self.next_serial + i)).collect();
+            let serials: Vec<Serial> = (0..ORDER_PASSES as u64)
+                .map(|i| Serial::from_random(self.next_serial + i))
+                .collect();
             self.next_serial += ORDER_PASSES as u64;
             run(&[env(new_order())]);
-            run(&[env(Command::Mint { order, serials: serials.clone() })]);
-            run(&[env(Command::RecordFunding { order, amount: Cents(1000 * i64::from(ORDER_PASSES)), reference: l("r") })]);
+            run(&[env(Command::Mint {
+                order,
+                serials: serials.clone(),
+            })]);
+            run(&[env(Command::RecordFunding {
+                order,
+                amount: Cents(1000 * i64::from(ORDER_PASSES)),
+                reference: l("r"),
+            })]);
             self.free.extend(serials);
         }
         self.free.split_off(self.free.len() - n)
@@ -66,7 +91,12 @@ impl Pool {
 }
 
 fn redeem(serial: Serial) -> Envelope {
-    env(Command::Redeem { serial, site: SiteId(1), place: Place::Site, service: ServiceCode::parse("aide").unwrap() })
+    env(Command::Redeem {
+        serial,
+        site: SiteId(1),
+        place: Place::Site,
+        service: ServiceCode::parse("aide").unwrap(),
+    })
 }
 
 fn core_apply(c: &mut Criterion) {
@@ -85,14 +115,19 @@ fn core_apply(c: &mut Criterion) {
     for cmd in setup_commands() {
         run(&[env(cmd)]);
     }
-    let mut pool = Pool { next_order: 1, next_serial: 1, free: vec![] };
+    let mut pool = Pool {
+        next_order: 1,
+        next_serial: 1,
+        free: vec![],
+    };
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("decide+apply 1000 redemptions", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let envs: Vec<Envelope> = pool.take(1000, &mut run).into_iter().map(redeem).collect();
+                let envs: Vec<Envelope> =
+                    pool.take(1000, &mut run).into_iter().map(redeem).collect();
                 let t = Instant::now();
                 run(&envs);
                 total += t.elapsed();
@@ -113,7 +148,11 @@ fn durable(c: &mut Criterion) {
     for cmd in setup_commands() {
         run(&[env(cmd)]);
     }
-    let mut pool = Pool { next_order: 1, next_serial: 1 << 40, free: vec![] };
+    let mut pool = Pool {
+        next_order: 1,
+        next_serial: 1 << 40,
+        free: vec![],
+    };
 
     let mut g = c.benchmark_group("durable");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
@@ -128,18 +167,23 @@ fn durable(c: &mut Criterion) {
     });
     for batch in [1usize, 10, 100, 1000] {
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_with_input(BenchmarkId::new("group commit of redemptions", batch), &batch, |b, &batch| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let envs: Vec<Envelope> = pool.take(batch, &mut run).into_iter().map(redeem).collect();
-                    let t = Instant::now();
-                    run(&envs);
-                    total += t.elapsed();
-                }
-                total
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("group commit of redemptions", batch),
+            &batch,
+            |b, &batch| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let envs: Vec<Envelope> =
+                            pool.take(batch, &mut run).into_iter().map(redeem).collect();
+                        let t = Instant::now();
+                        run(&envs);
+                        total += t.elapsed();
+                    }
+                    total
+                })
+            },
+        );
     }
     g.throughput(Throughput::Elements(u64::from(ORDER_PASSES)));
     let mut next = 1u64 << 50;
@@ -151,9 +195,14 @@ fn durable(c: &mut Criterion) {
                 run(&[env(new_order())]);
                 order = pool.next_order.max(order + 1);
                 pool.next_order = order + 1;
-                let serials: Vec<Serial> = (0..u64::from(ORDER_PASSES)).map(|i| Serial::from_random(next + i)).collect();
+                let serials: Vec<Serial> = (0..u64::from(ORDER_PASSES))
+                    .map(|i| Serial::from_random(next + i))
+                    .collect();
                 next += u64::from(ORDER_PASSES);
-                let mint = env(Command::Mint { order: OrderId(order), serials });
+                let mint = env(Command::Mint {
+                    order: OrderId(order),
+                    serials,
+                });
                 let t = Instant::now();
                 run(&[mint]);
                 total += t.elapsed();

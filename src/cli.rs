@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "passnum", version, about = "Voucher ledger and clearing engine for the Pass numérique")]
+#[command(
+    name = "passnum",
+    version,
+    about = "Voucher ledger and clearing engine for the Pass numérique"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -15,10 +19,20 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// Server address.
-    #[arg(long, env = "PASSNUM_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "PASSNUM_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     pub server: String,
     /// File holding the bearer token (the operator's is created in the data directory).
-    #[arg(long, env = "PASSNUM_TOKEN_FILE", default_value = "passnum-data/operator.token", global = true)]
+    #[arg(
+        long,
+        env = "PASSNUM_TOKEN_FILE",
+        default_value = "passnum-data/operator.token",
+        global = true
+    )]
     pub token_file: PathBuf,
     /// Machine-readable output.
     #[arg(long, global = true)]

@@ -35,11 +35,21 @@ pub struct Clients {
 impl Clients {
     /// Clients over one channel; `token` None sends no authorization (for tests).
     pub fn new(channel: Channel, token: Option<&str>) -> Clients {
-        let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse().expect("a token is ASCII")));
+        let bearer =
+            Bearer(token.map(|t| format!("Bearer {t}").parse().expect("a token is ASCII")));
         Clients {
-            registry: pb::registry_client::RegistryClient::with_interceptor(channel.clone(), bearer.clone()),
-            issuance: pb::issuance_client::IssuanceClient::with_interceptor(channel.clone(), bearer.clone()),
-            redemptions: pb::redemptions_client::RedemptionsClient::with_interceptor(channel.clone(), bearer.clone()),
+            registry: pb::registry_client::RegistryClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
+            issuance: pb::issuance_client::IssuanceClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
+            redemptions: pb::redemptions_client::RedemptionsClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
             ledger: pb::ledger_client::LedgerClient::with_interceptor(channel, bearer),
         }
     }
@@ -55,9 +65,12 @@ impl Clients {
     }
 
     pub async fn from_conn(conn: &Conn) -> Result<Clients, CliError> {
-        let token = std::fs::read_to_string(&conn.token_file)
-            .map_err(|e| CliError::Usage(format!("token file {}: {e}", conn.token_file.display())))?;
-        Clients::connect(&conn.server, Some(token.trim())).await.map_err(CliError::Unreachable)
+        let token = std::fs::read_to_string(&conn.token_file).map_err(|e| {
+            CliError::Usage(format!("token file {}: {e}", conn.token_file.display()))
+        })?;
+        Clients::connect(&conn.server, Some(token.trim()))
+            .await
+            .map_err(CliError::Unreachable)
     }
 }
 
@@ -70,7 +83,11 @@ pub fn request_id() -> String {
 
 /// The machine-readable reason of a refusal, if the server sent one.
 pub fn reason(status: &Status) -> String {
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
 }
 
 pub fn describe(status: &Status) -> String {
@@ -78,7 +95,11 @@ pub fn describe(status: &Status) -> String {
     let mut s = format!("{:?}", status.code());
     if let Some(info) = details.error_info() {
         s.push_str(&format!(" {}", info.reason));
-        let mut meta: Vec<_> = info.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut meta: Vec<_> = info
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         meta.sort();
         if !meta.is_empty() {
             s.push_str(&format!(" [{}]", meta.join(", ")));
@@ -134,21 +155,32 @@ impl From<Status> for CliError {
 }
 
 fn date_ms(field: &str, text: &str, end_of_day: bool) -> Result<i64, CliError> {
-    let days = crate::domain::parse_date(text).map_err(|e| CliError::Usage(format!("--{field}: {e}")))?;
+    let days =
+        crate::domain::parse_date(text).map_err(|e| CliError::Usage(format!("--{field}: {e}")))?;
     Ok((i64::from(days) + i64::from(end_of_day)) * crate::domain::Timestamp::MS_PER_DAY)
 }
 
 fn pass_code(p: &PassArg) -> Result<pb::PassCode, CliError> {
     let form = match (&p.code, &p.serial, &p.verification) {
         (Some(code), _, _) => pb::pass_code::Form::Scanned(code.clone()),
-        (None, Some(serial), Some(v)) => pb::pass_code::Form::Typed(pb::TypedCode { serial: serial.clone(), verification_code: v.clone() }),
-        _ => return Err(CliError::Usage("give --code, or --serial and --verification".into())),
+        (None, Some(serial), Some(v)) => pb::pass_code::Form::Typed(pb::TypedCode {
+            serial: serial.clone(),
+            verification_code: v.clone(),
+        }),
+        _ => {
+            return Err(CliError::Usage(
+                "give --code, or --serial and --verification".into(),
+            ))
+        }
     };
     Ok(pb::PassCode { form: Some(form) })
 }
 
 fn place(stop: Option<u32>, insee: &str) -> Option<pb::Place> {
-    Some(pb::Place { stop, insee_code: insee.to_owned() })
+    Some(pb::Place {
+        stop,
+        insee_code: insee.to_owned(),
+    })
 }
 
 /// Prints JSON when asked, else the readable line.
@@ -167,18 +199,49 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             let mut c = Clients::from_conn(&conn).await?;
             match what {
                 RegisterCmd::Commanditaire { name } => {
-                    let r = c.registry.register_commanditaire(pb::RegisterCommanditaireRequest { request_id: request_id(), name }).await?.into_inner();
-                    out(&conn, json!({"commanditaire_id": r.commanditaire_id}), format!("commanditaire {} registered", r.commanditaire_id));
+                    let r = c
+                        .registry
+                        .register_commanditaire(pb::RegisterCommanditaireRequest {
+                            request_id: request_id(),
+                            name,
+                        })
+                        .await?
+                        .into_inner();
+                    out(
+                        &conn,
+                        json!({"commanditaire_id": r.commanditaire_id}),
+                        format!("commanditaire {} registered", r.commanditaire_id),
+                    );
                 }
                 RegisterCmd::Structure { name, siret, iban } => {
-                    let req = pb::RegisterStructureRequest { request_id: request_id(), name, siret_or_rna: siret, iban };
+                    let req = pb::RegisterStructureRequest {
+                        request_id: request_id(),
+                        name,
+                        siret_or_rna: siret,
+                        iban,
+                    };
                     let r = c.registry.register_structure(req).await?.into_inner();
-                    out(&conn, json!({"structure_id": r.structure_id}), format!("structure {} registered", r.structure_id));
+                    out(
+                        &conn,
+                        json!({"structure_id": r.structure_id}),
+                        format!("structure {} registered", r.structure_id),
+                    );
                 }
-                RegisterCmd::Site { structure, name, kind, insee, stops } => {
+                RegisterCmd::Site {
+                    structure,
+                    name,
+                    kind,
+                    insee,
+                    stops,
+                } => {
                     let stops = stops
                         .iter()
-                        .map(|s| s.rsplit_once('=').map(|(l, i)| pb::BusStop { label: l.into(), insee_code: i.into() }))
+                        .map(|s| {
+                            s.rsplit_once('=').map(|(l, i)| pb::BusStop {
+                                label: l.into(),
+                                insee_code: i.into(),
+                            })
+                        })
                         .collect::<Option<Vec<_>>>()
                         .ok_or_else(|| CliError::Usage("a --stop is label=INSEE".into()))?;
                     let kind = match kind {
@@ -186,13 +249,30 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                         KindArg::Itinerant => pb::SiteKind::Itinerant,
                         KindArg::Workshop => pb::SiteKind::Workshop,
                     } as i32;
-                    let req = pb::RegisterSiteRequest { request_id: request_id(), structure_id: structure, name, kind, insee_code: insee, stops };
+                    let req = pb::RegisterSiteRequest {
+                        request_id: request_id(),
+                        structure_id: structure,
+                        name,
+                        kind,
+                        insee_code: insee,
+                        stops,
+                    };
                     let r = c.registry.register_site(req).await?.into_inner();
-                    out(&conn, json!({"site_id": r.site_id}), format!("site {} registered", r.site_id));
+                    out(
+                        &conn,
+                        json!({"site_id": r.site_id}),
+                        format!("site {} registered", r.site_id),
+                    );
                 }
             }
         }
-        ClientCmd::Credential { role, actor, departements, out: file, conn } => {
+        ClientCmd::Credential {
+            role,
+            actor,
+            departements,
+            out: file,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
             let role = match role {
                 RoleArg::Operator => pb::Role::Operator,
@@ -201,14 +281,28 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 RoleArg::Site => pb::Role::Site,
                 RoleArg::Hub => pb::Role::Hub,
             } as i32;
-            let req = pb::IssueCredentialRequest { request_id: request_id(), role, actor_id: actor, departements };
+            let req = pb::IssueCredentialRequest {
+                request_id: request_id(),
+                role,
+                actor_id: actor,
+                departements,
+            };
             let token = c.registry.issue_credential(req).await?.into_inner().token;
             match file {
                 Some(path) => {
-                    crate::server::write_secret(&path, &format!("{token}\n")).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
-                    out(&conn, json!({"token_file": path}), format!("token written to {} (mode 0600)", path.display()));
+                    crate::server::write_secret(&path, &format!("{token}\n"))
+                        .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+                    out(
+                        &conn,
+                        json!({"token_file": path}),
+                        format!("token written to {} (mode 0600)", path.display()),
+                    );
                 }
-                None => out(&conn, json!({"token": token}), format!("token (shown once): {token}")),
+                None => out(
+                    &conn,
+                    json!({"token": token}),
+                    format!("token (shown once): {token}"),
+                ),
             }
         }
         ClientCmd::Order(a) => {
@@ -222,40 +316,98 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 valid_from_ms: date_ms("from", &a.from, false)?,
                 valid_until_ms: date_ms("until", &a.until, true)?,
                 grace_days: a.grace_days,
-                perimeter: Some(pb::Perimeter { insee_codes: a.communes, departements: a.departements, site_ids: a.sites }),
+                perimeter: Some(pb::Perimeter {
+                    insee_codes: a.communes,
+                    departements: a.departements,
+                    site_ids: a.sites,
+                }),
                 services: a.services,
                 programme: a.programme,
             };
             let r = c.issuance.create_order(req).await?.into_inner();
-            out(&a.conn, json!({"order_id": r.order_id}), format!("order {} created", r.order_id));
+            out(
+                &a.conn,
+                json!({"order_id": r.order_id}),
+                format!("order {} created", r.order_id),
+            );
         }
         ClientCmd::Mint { order, conn } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let r = c.issuance.mint_order(pb::MintOrderRequest { request_id: request_id(), order_id: order }).await?.into_inner();
-            out(&conn, json!({"order_id": r.order_id, "passes": r.passes}), format!("order {} minted: {} passes", r.order_id, r.passes));
+            let r = c
+                .issuance
+                .mint_order(pb::MintOrderRequest {
+                    request_id: request_id(),
+                    order_id: order,
+                })
+                .await?
+                .into_inner();
+            out(
+                &conn,
+                json!({"order_id": r.order_id, "passes": r.passes}),
+                format!("order {} minted: {} passes", r.order_id, r.passes),
+            );
         }
-        ClientCmd::Fund { order, amount_cents, reference, conn } => {
+        ClientCmd::Fund {
+            order,
+            amount_cents,
+            reference,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let req = pb::RecordFundingRequest { request_id: request_id(), order_id: order, amount_cents, reference };
+            let req = pb::RecordFundingRequest {
+                request_id: request_id(),
+                order_id: order,
+                amount_cents,
+                reference,
+            };
             let r = c.issuance.record_funding(req).await?.into_inner();
-            out(&conn, json!({"activated": r.activated}), format!("order {order} funded: {} passes activated", r.activated));
+            out(
+                &conn,
+                json!({"activated": r.activated}),
+                format!("order {order} funded: {} passes activated", r.activated),
+            );
         }
-        ClientCmd::Passes { order, page_size, page_token, conn } => {
+        ClientCmd::Passes {
+            order,
+            page_size,
+            page_token,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let mut stream = c.issuance.list_passes(pb::ListPassesRequest { order_id: order, page_size, page_token }).await?.into_inner();
+            let mut stream = c
+                .issuance
+                .list_passes(pb::ListPassesRequest {
+                    order_id: order,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
             while let Some(p) = stream.message().await? {
-                let status = pb::PassStatus::try_from(p.status).map(|s| s.as_str_name()).unwrap_or("?");
+                let status = pb::PassStatus::try_from(p.status)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?");
                 out(
                     &conn,
                     json!({"serial": p.serial, "code": p.code, "verification_code": p.verification_code, "carnet": p.carnet, "status": status, "next_page_token": p.next_page_token}),
-                    format!("{}  code {}  carnet {}  {}  {}", p.serial, p.verification_code, p.carnet, status, p.code),
+                    format!(
+                        "{}  code {}  carnet {}  {}  {}",
+                        p.serial, p.verification_code, p.carnet, status, p.code
+                    ),
                 );
                 if !p.next_page_token.is_empty() && !conn.json {
                     println!("next page: --page-token {}", p.next_page_token);
                 }
             }
         }
-        ClientCmd::Render { serial, format, order, carnet, out: path, conn } => {
+        ClientCmd::Render {
+            serial,
+            format,
+            order,
+            carnet,
+            out: path,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
             let bytes = match (serial, order) {
                 (Some(serial), _) => {
@@ -263,10 +415,21 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                         FormatArg::Svg => pb::CodeFormat::Svg,
                         FormatArg::Png => pb::CodeFormat::Png,
                     } as i32;
-                    c.issuance.render_code(pb::RenderCodeRequest { serial, format }).await?.into_inner().image
+                    c.issuance
+                        .render_code(pb::RenderCodeRequest { serial, format })
+                        .await?
+                        .into_inner()
+                        .image
                 }
                 (None, Some(order)) => {
-                    let mut stream = c.issuance.render_sheet(pb::RenderSheetRequest { order_id: order, carnet }).await?.into_inner();
+                    let mut stream = c
+                        .issuance
+                        .render_sheet(pb::RenderSheetRequest {
+                            order_id: order,
+                            carnet,
+                        })
+                        .await?
+                        .into_inner();
                     let mut pdf = Vec::new();
                     while let Some(chunk) = stream.message().await? {
                         pdf.extend_from_slice(&chunk.data);
@@ -275,15 +438,33 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 }
                 (None, None) => return Err(CliError::Usage("give --serial or --order".into())),
             };
-            std::fs::write(&path, &bytes).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
-            out(&conn, json!({"file": path, "bytes": bytes.len()}), format!("wrote {} ({} bytes)", path.display(), bytes.len()));
+            std::fs::write(&path, &bytes)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+            out(
+                &conn,
+                json!({"file": path, "bytes": bytes.len()}),
+                format!("wrote {} ({} bytes)", path.display(), bytes.len()),
+            );
         }
         ClientCmd::Check(a) => {
             let mut c = Clients::from_conn(&a.conn).await?;
-            let req = pb::CheckPassRequest { pass: Some(pass_code(&a.pass)?), site_id: a.site, place: place(a.stop, &a.insee), service: a.service };
+            let req = pb::CheckPassRequest {
+                pass: Some(pass_code(&a.pass)?),
+                site_id: a.site,
+                place: place(a.stop, &a.insee),
+                service: a.service,
+            };
             let r = c.redemptions.check_pass(req).await?.into_inner();
-            let text = if r.redeemable { format!("{}: redeemable", r.serial) } else { format!("{}: not redeemable: {} ({})", r.serial, r.reason, r.message) };
-            out(&a.conn, json!({"serial": r.serial, "redeemable": r.redeemable, "reason": r.reason}), text);
+            let text = if r.redeemable {
+                format!("{}: redeemable", r.serial)
+            } else {
+                format!("{}: not redeemable: {} ({})", r.serial, r.reason, r.message)
+            };
+            out(
+                &a.conn,
+                json!({"serial": r.serial, "redeemable": r.redeemable, "reason": r.reason}),
+                text,
+            );
         }
         ClientCmd::Redeem(a) => {
             let mut c = Clients::from_conn(&a.conn).await?;
@@ -295,11 +476,24 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 service: a.service,
             };
             let r = c.redemptions.redeem(req).await?.into_inner();
-            out(&a.conn, json!({"serial": r.serial, "order_id": r.order_id, "amount_cents": r.amount_cents, "redeemed_at_ms": r.redeemed_at_ms}), format!("{} redeemed at site {}: {} cents", r.serial, r.site_id, r.amount_cents));
+            out(
+                &a.conn,
+                json!({"serial": r.serial, "order_id": r.order_id, "amount_cents": r.amount_cents, "redeemed_at_ms": r.redeemed_at_ms}),
+                format!(
+                    "{} redeemed at site {}: {} cents",
+                    r.serial, r.site_id, r.amount_cents
+                ),
+            );
         }
         ClientCmd::Workshop(a) => {
             let mut c = Clients::from_conn(&a.conn).await?;
-            let passes = a.codes.iter().map(|code| pb::PassCode { form: Some(pb::pass_code::Form::Scanned(code.clone())) }).collect();
+            let passes = a
+                .codes
+                .iter()
+                .map(|code| pb::PassCode {
+                    form: Some(pb::pass_code::Form::Scanned(code.clone())),
+                })
+                .collect();
             let req = pb::RedeemWorkshopRequest {
                 request_id: a.request_id.clone().unwrap_or_else(request_id),
                 site_id: a.site,
@@ -314,35 +508,106 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             };
             let r = c.redemptions.redeem_workshop(req).await?.into_inner();
             if a.conn.json {
-                let outcomes: Vec<_> = r.outcomes.iter().map(|o| json!({"serial": o.serial, "redeemed": o.redeemed, "reason": o.reason})).collect();
-                println!("{}", json!({"workshop_id": r.workshop_id, "redeemed": r.redeemed, "amount_cents": r.amount_cents, "outcomes": outcomes}));
+                let outcomes: Vec<_> = r
+                    .outcomes
+                    .iter()
+                    .map(
+                        |o| json!({"serial": o.serial, "redeemed": o.redeemed, "reason": o.reason}),
+                    )
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"workshop_id": r.workshop_id, "redeemed": r.redeemed, "amount_cents": r.amount_cents, "outcomes": outcomes})
+                );
             } else {
-                println!("workshop {}: {} passes redeemed, {} cents", r.workshop_id, r.redeemed, r.amount_cents);
+                println!(
+                    "workshop {}: {} passes redeemed, {} cents",
+                    r.workshop_id, r.redeemed, r.amount_cents
+                );
                 for o in r.outcomes {
-                    println!("  {} {}", o.serial, if o.redeemed { "redeemed".to_string() } else { format!("refused: {} ({})", o.reason, o.message) });
+                    println!(
+                        "  {} {}",
+                        o.serial,
+                        if o.redeemed {
+                            "redeemed".to_string()
+                        } else {
+                            format!("refused: {} ({})", o.reason, o.message)
+                        }
+                    );
                 }
             }
         }
-        ClientCmd::Reverse { pass, site, request_id: rid, conn } => {
+        ClientCmd::Reverse {
+            pass,
+            site,
+            request_id: rid,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let req = pb::ReverseRequest { request_id: rid.unwrap_or_else(request_id), pass: Some(pass_code(&pass)?), site_id: site };
+            let req = pb::ReverseRequest {
+                request_id: rid.unwrap_or_else(request_id),
+                pass: Some(pass_code(&pass)?),
+                site_id: site,
+            };
             let r = c.redemptions.reverse(req).await?.into_inner();
-            out(&conn, json!({"serial": r.serial, "amount_cents": r.amount_cents}), format!("{} reversed: {} cents back to its order", r.serial, r.amount_cents));
+            out(
+                &conn,
+                json!({"serial": r.serial, "amount_cents": r.amount_cents}),
+                format!(
+                    "{} reversed: {} cents back to its order",
+                    r.serial, r.amount_cents
+                ),
+            );
         }
-        ClientCmd::Cancel { serials, order, carnet, conn } => {
+        ClientCmd::Cancel {
+            serials,
+            order,
+            carnet,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let req = pb::CancelPassesRequest { request_id: request_id(), serials, order_id: order.unwrap_or(0), carnet };
+            let req = pb::CancelPassesRequest {
+                request_id: request_id(),
+                serials,
+                order_id: order.unwrap_or(0),
+                carnet,
+            };
             let r = c.issuance.cancel_passes(req).await?.into_inner();
-            out(&conn, json!({"cancelled": r.cancelled, "credited_cents": r.credited_cents}), format!("{} passes cancelled, {} cents credited back", r.cancelled, r.credited_cents));
+            out(
+                &conn,
+                json!({"cancelled": r.cancelled, "credited_cents": r.credited_cents}),
+                format!(
+                    "{} passes cancelled, {} cents credited back",
+                    r.cancelled, r.credited_cents
+                ),
+            );
         }
-        ClientCmd::Distribute { order, carnet, conn } => {
+        ClientCmd::Distribute {
+            order,
+            carnet,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
-            c.issuance.mark_distributed(pb::MarkDistributedRequest { request_id: request_id(), order_id: order, carnet }).await?;
-            out(&conn, json!({"order_id": order, "carnet": carnet}), format!("order {order} carnet {carnet} marked distributed"));
+            c.issuance
+                .mark_distributed(pb::MarkDistributedRequest {
+                    request_id: request_id(),
+                    order_id: order,
+                    carnet,
+                })
+                .await?;
+            out(
+                &conn,
+                json!({"order_id": order, "carnet": carnet}),
+                format!("order {order} carnet {carnet} marked distributed"),
+            );
         }
         ClientCmd::Dashboard { order, conn } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let d = c.issuance.get_dashboard(pb::GetDashboardRequest { order_id: order }).await?.into_inner();
+            let d = c
+                .issuance
+                .get_dashboard(pb::GetDashboardRequest { order_id: order })
+                .await?
+                .into_inner();
             if conn.json {
                 println!("{}", dashboard_json(&d));
             } else {
@@ -351,28 +616,69 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
         }
         ClientCmd::Sweep { conn } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let r = c.issuance.run_expiry_sweep(pb::RunExpirySweepRequest {}).await?.into_inner();
-            out(&conn, json!({"expired": r.expired, "credited_cents": r.credited_cents}), format!("{} passes expired, {} cents credited back", r.expired, r.credited_cents));
+            let r = c
+                .issuance
+                .run_expiry_sweep(pb::RunExpirySweepRequest {})
+                .await?
+                .into_inner();
+            out(
+                &conn,
+                json!({"expired": r.expired, "credited_cents": r.credited_cents}),
+                format!(
+                    "{} passes expired, {} cents credited back",
+                    r.expired, r.credited_cents
+                ),
+            );
         }
         ClientCmd::Ledger { what, conn } => {
             let mut c = Clients::from_conn(&conn).await?;
             match what {
                 LedgerCmd::Head => {
                     let h = c.ledger.get_head(pb::GetHeadRequest {}).await?.into_inner();
-                    out(&conn, json!({"seq": h.seq, "hash": h.hash}), format!("head: record {} hash {}", h.seq, h.hash));
+                    out(
+                        &conn,
+                        json!({"seq": h.seq, "hash": h.hash}),
+                        format!("head: record {} hash {}", h.seq, h.hash),
+                    );
                 }
                 LedgerCmd::Verify => {
-                    let v = c.ledger.verify_chain(pb::VerifyChainRequest {}).await?.into_inner();
-                    let text = if v.ok { format!("chain verified: {} records, head {}", v.records, v.head_hash) } else { format!("CHAIN BROKEN: {}", v.problem) };
-                    out(&conn, json!({"ok": v.ok, "records": v.records, "head_hash": v.head_hash, "problem": v.problem}), text);
+                    let v = c
+                        .ledger
+                        .verify_chain(pb::VerifyChainRequest {})
+                        .await?
+                        .into_inner();
+                    let text = if v.ok {
+                        format!(
+                            "chain verified: {} records, head {}",
+                            v.records, v.head_hash
+                        )
+                    } else {
+                        format!("CHAIN BROKEN: {}", v.problem)
+                    };
+                    out(
+                        &conn,
+                        json!({"ok": v.ok, "records": v.records, "head_hash": v.head_hash, "problem": v.problem}),
+                        text,
+                    );
                     if !v.ok {
                         return Err(CliError::Failed("the ledger does not verify".into()));
                     }
                 }
                 LedgerCmd::Records { from, limit } => {
-                    let mut s = c.ledger.stream_records(pb::StreamRecordsRequest { from_seq: from, limit }).await?.into_inner();
+                    let mut s = c
+                        .ledger
+                        .stream_records(pb::StreamRecordsRequest {
+                            from_seq: from,
+                            limit,
+                        })
+                        .await?
+                        .into_inner();
                     while let Some(r) = s.message().await? {
-                        out(&conn, json!({"seq": r.seq, "at_ms": r.at_ms, "hash": r.hash, "body": serde_json::from_str::<serde_json::Value>(&r.body_json).unwrap_or_default()}), format!("#{} {} {}", r.seq, r.hash, r.body_json));
+                        out(
+                            &conn,
+                            json!({"seq": r.seq, "at_ms": r.at_ms, "hash": r.hash, "body": serde_json::from_str::<serde_json::Value>(&r.body_json).unwrap_or_default()}),
+                            format!("#{} {} {}", r.seq, r.hash, r.body_json),
+                        );
                     }
                 }
             }
@@ -382,7 +688,12 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
 }
 
 pub fn dashboard_json(d: &pb::Dashboard) -> serde_json::Value {
-    let c = |c: &Option<pb::Count>| c.as_ref().map_or(serde_json::json!({"passes": 0, "cents": 0}), |c| serde_json::json!({"passes": c.passes, "cents": c.cents}));
+    let c = |c: &Option<pb::Count>| {
+        c.as_ref().map_or(
+            serde_json::json!({"passes": 0, "cents": 0}),
+            |c| serde_json::json!({"passes": c.passes, "cents": c.cents}),
+        )
+    };
     serde_json::json!({
         "order_id": d.order_id, "issued": c(&d.issued), "activated": c(&d.activated), "redeemed": c(&d.redeemed),
         "cancelled": c(&d.cancelled), "expired": c(&d.expired), "outstanding": c(&d.outstanding),
@@ -392,11 +703,25 @@ pub fn dashboard_json(d: &pb::Dashboard) -> serde_json::Value {
 
 pub fn dashboard_text(d: &pb::Dashboard) -> String {
     let row = |name: &str, c: &Option<pb::Count>| {
-        let c = c.clone().unwrap_or_default();
-        format!("  {name:<12} {:>6} passes {:>14}\n", c.passes, crate::domain::Cents(c.cents).to_string())
+        let c = c.unwrap_or_default();
+        format!(
+            "  {name:<12} {:>6} passes {:>14}\n",
+            c.passes,
+            crate::domain::Cents(c.cents).to_string()
+        )
     };
-    let mut s = format!("order {} (commanditaire {})\n", d.order_id, d.commanditaire_id);
-    for (n, c) in [("issued", &d.issued), ("activated", &d.activated), ("redeemed", &d.redeemed), ("cancelled", &d.cancelled), ("expired", &d.expired), ("outstanding", &d.outstanding)] {
+    let mut s = format!(
+        "order {} (commanditaire {})\n",
+        d.order_id, d.commanditaire_id
+    );
+    for (n, c) in [
+        ("issued", &d.issued),
+        ("activated", &d.activated),
+        ("redeemed", &d.redeemed),
+        ("cancelled", &d.cancelled),
+        ("expired", &d.expired),
+        ("outstanding", &d.outstanding),
+    ] {
         s.push_str(&row(n, c));
     }
     s.push_str(&format!(

@@ -45,11 +45,19 @@ impl CodeError {
 impl fmt::Display for CodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CodeError::Malformed => write!(f, "not a pass code: expected PN1:<serial>:<verification code>"),
-            CodeError::UnknownVersion => write!(f, "this pass code's version is not known to this server"),
+            CodeError::Malformed => write!(
+                f,
+                "not a pass code: expected PN1:<serial>:<verification code>"
+            ),
+            CodeError::UnknownVersion => {
+                write!(f, "this pass code's version is not known to this server")
+            }
             CodeError::Serial(e) => write!(f, "{e}"),
             CodeError::UnknownKey => write!(f, "the pass code names an unknown key"),
-            CodeError::NotAuthentic => write!(f, "the verification code does not match the serial: forged or mistyped"),
+            CodeError::NotAuthentic => write!(
+                f,
+                "the verification code does not match the serial: forged or mistyped"
+            ),
         }
     }
 }
@@ -85,7 +93,11 @@ impl Keyring {
     pub fn from_text(text: &str) -> Result<Keyring, String> {
         let mut keys = BTreeMap::new();
         let mut current = None;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (id, key) = line.split_once(' ').ok_or("a key line is `id hex`")?;
             let (id, is_current) = id.strip_suffix('*').map_or((id, false), |i| (i, true));
             let id: u8 = id.parse().map_err(|_| "a key id is a number")?;
@@ -114,7 +126,9 @@ impl Keyring {
 
     /// The 8-character verification code printed under the QR.
     pub fn verification_code(&self, serial: Serial) -> String {
-        let tag = self.tag(self.current, serial).expect("the current key exists");
+        let tag = self
+            .tag(self.current, serial)
+            .expect("the current key exists");
         let mut s = String::with_capacity(VERIFICATION_CHARS);
         s.push(ALPHABET[self.current as usize] as char);
         s.extend(tag.iter().map(|b| *b as char));
@@ -123,21 +137,29 @@ impl Keyring {
 
     /// What the QR code holds.
     pub fn qr_payload(&self, serial: Serial) -> String {
-        format!("{VERSION_PREFIX}:{}:{}", serial.compact(), self.verification_code(serial))
+        format!(
+            "{VERSION_PREFIX}:{}:{}",
+            serial.compact(),
+            self.verification_code(serial)
+        )
     }
 
     /// Reads a scanned QR payload.
     pub fn parse_scanned(&self, text: &str) -> Result<Serial, CodeError> {
         let mut parts = text.trim().split(':');
-        let (Some(version), Some(serial), Some(code), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(version), Some(serial), Some(code), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(CodeError::Malformed);
         };
         if !version.eq_ignore_ascii_case(VERSION_PREFIX) {
-            return Err(if version.len() == 3 && version[..2].eq_ignore_ascii_case("PN") {
-                CodeError::UnknownVersion
-            } else {
-                CodeError::Malformed
-            });
+            return Err(
+                if version.len() == 3 && version[..2].eq_ignore_ascii_case("PN") {
+                    CodeError::UnknownVersion
+                } else {
+                    CodeError::Malformed
+                },
+            );
         }
         self.parse_typed(serial, code)
     }
@@ -145,14 +167,22 @@ impl Keyring {
     /// Reads a typed serial and verification code. Hyphens, spaces and case do not matter.
     pub fn parse_typed(&self, serial: &str, code: &str) -> Result<Serial, CodeError> {
         let serial = Serial::parse(serial).map_err(CodeError::Serial)?;
-        let values: Vec<u8> = code.chars().filter(|c| *c != '-' && !c.is_whitespace()).map(symbol_value).collect::<Option<_>>().ok_or(CodeError::Malformed)?;
+        let values: Vec<u8> = code
+            .chars()
+            .filter(|c| *c != '-' && !c.is_whitespace())
+            .map(symbol_value)
+            .collect::<Option<_>>()
+            .ok_or(CodeError::Malformed)?;
         if values.len() != VERIFICATION_CHARS {
             return Err(CodeError::Malformed);
         }
         let expected = self.tag(values[0], serial).ok_or(CodeError::UnknownKey)?;
         let given: Vec<u8> = values[1..].iter().map(|v| ALPHABET[*v as usize]).collect();
         // Constant time: a timing difference must not tell how many characters were right.
-        let diff = expected.iter().zip(&given).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected
+            .iter()
+            .zip(&given)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return Err(CodeError::NotAuthentic);
         }
@@ -192,7 +222,10 @@ mod tests {
         assert_eq!(k.parse_scanned(&payload), Ok(s));
         assert_eq!(k.parse_scanned(&payload.to_lowercase()), Ok(s));
         let code = k.verification_code(s);
-        assert_eq!(k.parse_typed(&s.to_string(), &format!("{}-{}", &code[..4], &code[4..])), Ok(s));
+        assert_eq!(
+            k.parse_typed(&s.to_string(), &format!("{}-{}", &code[..4], &code[4..])),
+            Ok(s)
+        );
     }
 
     #[test]
@@ -203,12 +236,18 @@ mod tests {
         let mut altered = payload.clone().into_bytes();
         let last = altered.len() - 1;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(k.parse_scanned(std::str::from_utf8(&altered).unwrap()), Err(CodeError::NotAuthentic));
+        assert_eq!(
+            k.parse_scanned(std::str::from_utf8(&altered).unwrap()),
+            Err(CodeError::NotAuthentic)
+        );
         let other = Serial::from_random(43);
         let forged = format!("PN1:{}:{}", other.compact(), k.verification_code(s));
         assert_eq!(k.parse_scanned(&forged), Err(CodeError::NotAuthentic));
         assert_eq!(k.parse_scanned("hello"), Err(CodeError::Malformed));
-        assert_eq!(k.parse_scanned(&payload.replace("PN1", "PN9")), Err(CodeError::UnknownVersion));
+        assert_eq!(
+            k.parse_scanned(&payload.replace("PN1", "PN9")),
+            Err(CodeError::UnknownVersion)
+        );
         let unknown_key = format!("PN1:{}:Z{}", s.compact(), &k.verification_code(s)[1..]);
         assert_eq!(k.parse_scanned(&unknown_key), Err(CodeError::UnknownKey));
     }
@@ -226,6 +265,9 @@ mod tests {
     fn keyring_text_round_trip() {
         let k = ring();
         let back = Keyring::from_text(&k.to_text()).unwrap();
-        assert_eq!(back.qr_payload(Serial::from_random(1)), k.qr_payload(Serial::from_random(1)));
+        assert_eq!(
+            back.qr_payload(Serial::from_random(1)),
+            k.qr_payload(Serial::from_random(1))
+        );
     }
 }

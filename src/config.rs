@@ -72,7 +72,10 @@ impl ServerConfig {
             listen,
             data_dir,
             limits: Limits::default(),
-            engine: EngineConfig { rules: Rules::default(), ..EngineConfig::default() },
+            engine: EngineConfig {
+                rules: Rules::default(),
+                ..EngineConfig::default()
+            },
             sweep_interval_ms: 3_600_000,
         }
     }

@@ -20,7 +20,9 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 pub fn system_clock() -> Clock {
     Arc::new(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
         Timestamp(now.as_millis() as i64)
     })
 }
@@ -36,11 +38,13 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_records_max: 1024, queue_depth_max: 8192, rules: Rules::default() }
+        EngineConfig {
+            batch_records_max: 1024,
+            queue_depth_max: 8192,
+            rules: Rules::default(),
+        }
     }
 }
-
-const _: () = assert!(1024 <= 8192, "a full batch must fit in the queue");
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineError {
@@ -53,7 +57,9 @@ pub enum EngineError {
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EngineError::Overloaded => write!(f, "the ledger writer's queue is full; retry shortly"),
+            EngineError::Overloaded => {
+                write!(f, "the ledger writer's queue is full; retry shortly")
+            }
             EngineError::Stopped => write!(f, "the ledger writer has stopped"),
         }
     }
@@ -82,10 +88,12 @@ pub struct EngineHandle {
 impl EngineHandle {
     pub async fn submit(&self, envelope: Envelope) -> Result<Answer, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Submission { envelope, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
-        })?;
+        self.tx
+            .try_send(Submission { envelope, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
+            })?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
@@ -95,11 +103,28 @@ impl EngineHandle {
 }
 
 /// Starts the writer thread. It ends when every handle is dropped, or on a storage failure.
-pub fn start(ledger: Ledger, config: &EngineConfig, clock: Clock) -> (EngineHandle, std::thread::JoinHandle<()>) {
+pub fn start(
+    ledger: Ledger,
+    config: &EngineConfig,
+    clock: Clock,
+) -> (EngineHandle, std::thread::JoinHandle<()>) {
+    assert!(
+        config.batch_records_max <= config.queue_depth_max,
+        "a full batch must fit in the queue"
+    );
     let (tx, rx) = mpsc::channel(config.queue_depth_max);
-    assert_eq!(ledger.head().seq, ledger.state.seq, "the state and the log start at the same record");
+    assert_eq!(
+        ledger.head().seq,
+        ledger.state.seq,
+        "the state and the log start at the same record"
+    );
     let (head_tx, head) = watch::channel(ledger.head());
-    let writer = Writer { ledger, batch_records_max: config.batch_records_max, clock, head: head_tx };
+    let writer = Writer {
+        ledger,
+        batch_records_max: config.batch_records_max,
+        clock,
+        head: head_tx,
+    };
     let thread = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || writer.run(rx))
@@ -120,8 +145,18 @@ pub struct Ledger {
 impl Ledger {
     pub fn open(dir: &std::path::Path, rules: Rules) -> Result<Ledger, crate::storage::StoreError> {
         let (store, state, recovery) = Store::open(dir)?;
-        tracing::info!(records = recovery.records, replayed = recovery.replayed, torn_bytes = recovery.torn_bytes, "ledger opened");
-        Ok(Ledger { store, state, rules, last_at: Timestamp(i64::MIN) })
+        tracing::info!(
+            records = recovery.records,
+            replayed = recovery.replayed,
+            torn_bytes = recovery.torn_bytes,
+            "ledger opened"
+        );
+        Ok(Ledger {
+            store,
+            state,
+            rules,
+            last_at: Timestamp(i64::MIN),
+        })
     }
 
     pub fn head(&self) -> Head {
@@ -131,7 +166,11 @@ impl Ledger {
 
     /// Steps 1–4 of the write path for one batch; returns one answer per envelope, in order.
     /// An error means the disk did not take the batch: the ledger must not be used again.
-    pub fn execute_batch(&mut self, clock_now: Timestamp, envelopes: &[&Envelope]) -> Result<Vec<Answer>, String> {
+    pub fn execute_batch(
+        &mut self,
+        clock_now: Timestamp,
+        envelopes: &[&Envelope],
+    ) -> Result<Vec<Answer>, String> {
         let now = clock_now.max(self.last_at);
         self.last_at = now;
         let mut pending = Vec::with_capacity(envelopes.len());
@@ -140,7 +179,10 @@ impl Ledger {
             match decide(&self.state, &self.rules, now, envelope) {
                 Decision::Answer(a) => pending.push(Pending::Now(a)),
                 Decision::Record(body) => {
-                    assert!(body.postings_balance(), "a record's postings must balance: {body:?}");
+                    assert!(
+                        body.postings_balance(),
+                        "a record's postings must balance: {body:?}"
+                    );
                     self.state.apply(self.state.seq + 1, now, &body);
                     pending.push(Pending::Recorded(bodies.len()));
                     bodies.push(body);
@@ -148,15 +190,27 @@ impl Ledger {
             }
         }
         let total: i128 = self.state.balances.values().map(|v| i128::from(*v)).sum();
-        assert_eq!(total, 0, "money must be conserved at the end of every batch");
+        assert_eq!(
+            total, 0,
+            "money must be conserved at the end of every batch"
+        );
         if !bodies.is_empty() {
             let refs: Vec<_> = bodies.iter().map(|b| (now, b)).collect();
             let (buf, appended) = self.store.log.encode_batch(&refs);
-            self.store.log.commit(&buf, &appended).map_err(|e| format!("log append: {e}"))?;
+            self.store
+                .log
+                .commit(&buf, &appended)
+                .map_err(|e| format!("log append: {e}"))?;
             let last = appended.last().expect("non-empty batch");
-            assert_eq!(last.seq, self.state.seq, "log and state agree on the sequence");
+            assert_eq!(
+                last.seq, self.state.seq,
+                "log and state agree on the sequence"
+            );
             let keys = self.state.take_dirty();
-            self.store.index.write(&self.state, &keys, last.seq, last.hash).map_err(|e| format!("index: {e}"))?;
+            self.store
+                .index
+                .write(&self.state, &keys, last.seq, last.hash)
+                .map_err(|e| format!("index: {e}"))?;
         }
         let mut bodies: Vec<Option<_>> = bodies.into_iter().map(Some).collect();
         Ok(pending

@@ -2,15 +2,15 @@
 //!
 //! See ARCHITECTURE.md for the map, the invariants and the on-disk format.
 
-pub mod domain;
-pub mod storage;
-pub mod engine;
-pub mod rpc;
-pub mod code;
-pub mod render;
-pub mod config;
-pub mod server;
 pub mod cli;
 pub mod client;
+pub mod code;
+pub mod config;
 pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod render;
+pub mod rpc;
+pub mod server;
+pub mod storage;
 pub mod stress;

@@ -9,10 +9,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -26,27 +31,41 @@ async fn run(command: Cmd) -> Result<(), CliError> {
     match command {
         Cmd::Serve { listen, data } => serve(ServerConfig::new(listen, data)).await,
         Cmd::RebuildIndex { data } => {
-            let r = passnum::storage::Store::rebuild_index(&data).map_err(|e| CliError::Failed(e.to_string()))?;
+            let r = passnum::storage::Store::rebuild_index(&data)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             println!("index rebuilt from {} records", r.records);
             Ok(())
         }
         Cmd::VerifyLog { file } => {
-            let (scan, _) = passnum::storage::verify_log(&file).map_err(|e| CliError::Failed(e.to_string()))?;
-            println!("{}: {} records, head {}, money invariants hold", file.display(), scan.records, passnum::code::hex(&scan.head_hash));
+            let (scan, _) =
+                passnum::storage::verify_log(&file).map_err(|e| CliError::Failed(e.to_string()))?;
+            println!(
+                "{}: {} records, head {}, money invariants hold",
+                file.display(),
+                scan.records,
+                passnum::code::hex(&scan.head_hash)
+            );
             if scan.torn_bytes > 0 {
-                println!("(a torn tail of {} bytes follows the last whole record)", scan.torn_bytes);
+                println!(
+                    "(a torn tail of {} bytes follows the last whole record)",
+                    scan.torn_bytes
+                );
             }
             Ok(())
         }
         Cmd::Demo { conn } => passnum::demo::run(&conn).await,
         Cmd::Client(c) => passnum::client::run(c).await,
-        Cmd::StressAppend { data, batches } => passnum::stress::append(&data, batches).map_err(CliError::Failed),
+        Cmd::StressAppend { data, batches } => {
+            passnum::stress::append(&data, batches).map_err(CliError::Failed)
+        }
     }
 }
 
 async fn serve(config: ServerConfig) -> Result<(), CliError> {
     let data = config.data_dir.clone();
-    let server = passnum::server::start(config, passnum::engine::system_clock()).await.map_err(CliError::Failed)?;
+    let server = passnum::server::start(config, passnum::engine::system_clock())
+        .await
+        .map_err(CliError::Failed)?;
     if let Some(path) = &server.operator_token_file {
         println!("operator credential created: {}", path.display());
     }

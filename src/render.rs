@@ -11,21 +11,35 @@ const PNG_MODULE_PX: usize = 8;
 
 /// The QR matrix (row-major, true = dark) and its width in modules.
 pub fn qr_matrix(payload: &str) -> (Vec<bool>, usize) {
-    let code = QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M).expect("a pass payload always fits a QR code");
+    let code = QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M)
+        .expect("a pass payload always fits a QR code");
     let width = code.width();
-    (code.to_colors().into_iter().map(|c| c == Color::Dark).collect(), width)
+    (
+        code.to_colors()
+            .into_iter()
+            .map(|c| c == Color::Dark)
+            .collect(),
+        width,
+    )
 }
 
 /// The QR version chosen for a payload (1–40).
 pub fn qr_version(payload: &str) -> i16 {
-    match QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M).expect("fits").version() {
+    match QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M)
+        .expect("fits")
+        .version()
+    {
         qrcode::Version::Normal(v) | qrcode::Version::Micro(v) => v,
     }
 }
 
 pub fn svg(payload: &str) -> Vec<u8> {
     let code = QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M).expect("fits");
-    code.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).quiet_zone(true).build().into_bytes()
+    code.render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build()
+        .into_bytes()
 }
 
 pub fn png(payload: &str) -> Vec<u8> {
@@ -35,7 +49,8 @@ pub fn png(payload: &str) -> Vec<u8> {
     for y in 0..side {
         for x in 0..side {
             let (mx, my) = (x / PNG_MODULE_PX, y / PNG_MODULE_PX);
-            let inside = (QUIET_MODULES..QUIET_MODULES + width).contains(&mx) && (QUIET_MODULES..QUIET_MODULES + width).contains(&my);
+            let inside = (QUIET_MODULES..QUIET_MODULES + width).contains(&mx)
+                && (QUIET_MODULES..QUIET_MODULES + width).contains(&my);
             if inside && matrix[(my - QUIET_MODULES) * width + (mx - QUIET_MODULES)] {
                 pixels[y * side + x] = 0;
             }
@@ -46,7 +61,9 @@ pub fn png(payload: &str) -> Vec<u8> {
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().expect("in-memory PNG header");
-    writer.write_image_data(&pixels).expect("in-memory PNG data");
+    writer
+        .write_image_data(&pixels)
+        .expect("in-memory PNG data");
     writer.finish().expect("in-memory PNG end");
     out
 }
@@ -79,14 +96,38 @@ const QR_SIDE: f32 = 112.0;
 pub const PASSES_PER_PAGE: usize = 10;
 
 /// Writes a PDF with one page per carnet (`carnets[i]` holds at most 10 passes).
-pub fn sheet_pdf(out: &mut impl Write, header: &SheetHeader, carnets: &[(String, Vec<PrintedPass>)]) -> io::Result<()> {
-    let mut pdf = Pdf { out, offset: 0, offsets: vec![] };
+pub fn sheet_pdf(
+    out: &mut impl Write,
+    header: &SheetHeader,
+    carnets: &[(String, Vec<PrintedPass>)],
+) -> io::Result<()> {
+    let mut pdf = Pdf {
+        out,
+        offset: 0,
+        offsets: vec![],
+    };
     pdf.raw(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")?;
-    let kids: Vec<String> = (0..carnets.len()).map(|i| format!("{} 0 R", 5 + 2 * i)).collect();
+    let kids: Vec<String> = (0..carnets.len())
+        .map(|i| format!("{} 0 R", 5 + 2 * i))
+        .collect();
     pdf.object(1, b"<< /Type /Catalog /Pages 2 0 R >>")?;
-    pdf.object(2, format!("<< /Type /Pages /Kids [{}] /Count {} >>", kids.join(" "), carnets.len()).as_bytes())?;
-    pdf.object(3, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")?;
-    pdf.object(4, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>")?;
+    pdf.object(
+        2,
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {} >>",
+            kids.join(" "),
+            carnets.len()
+        )
+        .as_bytes(),
+    )?;
+    pdf.object(
+        3,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    )?;
+    pdf.object(
+        4,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
+    )?;
     for (i, (title, passes)) in carnets.iter().enumerate() {
         let page = 5 + 2 * i;
         let content = page_content(header, title, passes);
@@ -128,20 +169,41 @@ impl<W: Write> Pdf<'_, W> {
         for o in &self.offsets {
             table.push_str(&format!("{o:010} 00000 n \n"));
         }
-        table.push_str(&format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", self.offsets.len() + 1));
+        table.push_str(&format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            self.offsets.len() + 1
+        ));
         self.raw(table.as_bytes())
     }
 }
 
 fn page_content(header: &SheetHeader, title: &str, passes: &[PrintedPass]) -> Vec<u8> {
     let mut c = Vec::new();
-    text(&mut c, "F2", 9.0, 30.0, 825.0, &format!("{title} · {} · {}", header.order, header.commanditaire));
+    text(
+        &mut c,
+        "F2",
+        9.0,
+        30.0,
+        825.0,
+        &format!("{title} · {} · {}", header.order, header.commanditaire),
+    );
     for (i, pass) in passes.iter().take(PASSES_PER_PAGE).enumerate() {
         let x = (i % 2) as f32 * CELL_W;
         let y = TOP - (i / 2 + 1) as f32 * CELL_H;
         // Cut marks: a thin grey frame around each pass.
-        c.extend_from_slice(format!("0.7 G 0.5 w {:.1} {:.1} {CELL_W:.1} {CELL_H:.1} re S 0 G\n", x, y).as_bytes());
-        qr_rects(&mut c, &pass.payload, x + 12.0, y + (CELL_H - QR_SIDE) / 2.0);
+        c.extend_from_slice(
+            format!(
+                "0.7 G 0.5 w {:.1} {:.1} {CELL_W:.1} {CELL_H:.1} re S 0 G\n",
+                x, y
+            )
+            .as_bytes(),
+        );
+        qr_rects(
+            &mut c,
+            &pass.payload,
+            x + 12.0,
+            y + (CELL_H - QR_SIDE) / 2.0,
+        );
         let tx = x + QR_SIDE + 22.0;
         let lines: [(&str, f32, &str); 7] = [
             ("F2", 12.0, "PASS NUMÉRIQUE"),
@@ -155,7 +217,14 @@ fn page_content(header: &SheetHeader, title: &str, passes: &[PrintedPass]) -> Ve
         let mut ty = y + CELL_H - 28.0;
         for (font, size, line) in lines {
             // Helvetica averages about half an em per character; a cell's text column is ~150 pt.
-            text(&mut c, font, size, tx, ty, &clip(line, (300.0 / size) as usize));
+            text(
+                &mut c,
+                font,
+                size,
+                tx,
+                ty,
+                &clip(line, (300.0 / size) as usize),
+            );
             ty -= size + 7.0;
         }
     }
@@ -189,7 +258,13 @@ fn qr_rects(c: &mut Vec<u8>, payload: &str, x0: f32, y0: f32) {
             }
             let x = x0 + origin + start as f32 * module;
             let y = y0 + QR_SIDE - origin - (row + 1) as f32 * module;
-            c.extend_from_slice(format!("{x:.2} {y:.2} {:.2} {module:.2} re\n", (col - start) as f32 * module).as_bytes());
+            c.extend_from_slice(
+                format!(
+                    "{x:.2} {y:.2} {:.2} {module:.2} re\n",
+                    (col - start) as f32 * module
+                )
+                .as_bytes(),
+            );
         }
     }
     c.extend_from_slice(b"f\n");
@@ -241,17 +316,44 @@ mod tests {
 
     #[test]
     fn pdf_xref_points_at_objects() {
-        let header = SheetHeader { commanditaire: "Gironde".into(), face_value: "10,00 €".into(), validity: "v".into(), order: "O1".into() };
-        let pass = PrintedPass { payload: "PN1:0123456789ABX:1K3M5P7Q".into(), serial: "s".into(), verification_code: "c".into(), position: "p".into() };
+        let header = SheetHeader {
+            commanditaire: "Gironde".into(),
+            face_value: "10,00 €".into(),
+            validity: "v".into(),
+            order: "O1".into(),
+        };
+        let pass = PrintedPass {
+            payload: "PN1:0123456789ABX:1K3M5P7Q".into(),
+            serial: "s".into(),
+            verification_code: "c".into(),
+            position: "p".into(),
+        };
         let mut out = Vec::new();
-        sheet_pdf(&mut out, &header, &[("Carnet 1".into(), vec![pass.clone(), pass])]).unwrap();
+        sheet_pdf(
+            &mut out,
+            &header,
+            &[("Carnet 1".into(), vec![pass.clone(), pass])],
+        )
+        .unwrap();
         let tail = String::from_utf8_lossy(&out[out.len() - 40..]).into_owned();
-        let start: usize = tail.rsplit("startxref\n").next().unwrap().lines().next().unwrap().parse().unwrap();
+        let start: usize = tail
+            .rsplit("startxref\n")
+            .next()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(out[start..].starts_with(b"xref"));
         let table = String::from_utf8(out[start..].to_vec()).unwrap();
         for (n, line) in table.lines().skip(3).take(6).enumerate() {
             let off: usize = line[..10].parse().unwrap();
-            assert!(out[off..].starts_with(format!("{} 0 obj", n + 1).as_bytes()), "object {}", n + 1);
+            assert!(
+                out[off..].starts_with(format!("{} 0 obj", n + 1).as_bytes()),
+                "object {}",
+                n + 1
+            );
         }
     }
 }

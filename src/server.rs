@@ -67,16 +67,27 @@ fn load_or_create_keys(dir: &Path) -> Result<Keyring, String> {
 }
 
 pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let keys = load_or_create_keys(&config.data_dir)?;
-    let ledger = Ledger::open(&config.data_dir, config.engine.rules.clone()).map_err(|e| e.to_string())?;
+    let ledger =
+        Ledger::open(&config.data_dir, config.engine.rules.clone()).map_err(|e| e.to_string())?;
     let index = ledger.store.index.clone();
     let log_path = ledger.store.log.path().to_owned();
     let (engine, writer) = engine::start(ledger, &config.engine, clock.clone());
-    let ctx = Arc::new(Ctx { engine, index, keys, limits: config.limits.clone(), log_path, clock });
+    let ctx = Arc::new(Ctx {
+        engine,
+        index,
+        keys,
+        limits: config.limits.clone(),
+        log_path,
+        clock,
+    });
     let operator_token_file = bootstrap_operator(&ctx, &config.data_dir).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
@@ -95,19 +106,38 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         let _ = sweeper.await;
         // The services and the sweeper held the last engine handles: the writer now drains
         // its queue, flushes the index and ends.
-        tokio::task::spawn_blocking(move || writer.join()).await.map_err(|e| e.to_string())?.map_err(|_| "the ledger writer panicked".to_string())?;
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the ledger writer panicked".to_string())?;
         served.map_err(|e| e.to_string())
     });
-    Ok(RunningServer { addr, operator_token_file, shutdown: Some(shutdown_tx), done })
+    Ok(RunningServer {
+        addr,
+        operator_token_file,
+        shutdown: Some(shutdown_tx),
+        done,
+    })
 }
 
-async fn router(ctx: Arc<Ctx>, config: &ServerConfig) -> Result<tonic::transport::server::Router, String> {
+async fn router(
+    ctx: Arc<Ctx>,
+    config: &ServerConfig,
+) -> Result<tonic::transport::server::Router, String> {
     let max = config.limits.transport_bytes_max;
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<pb::registry_server::RegistryServer<registry::RegistryService>>().await;
-    health_reporter.set_serving::<pb::issuance_server::IssuanceServer<issuance::IssuanceService>>().await;
-    health_reporter.set_serving::<pb::redemptions_server::RedemptionsServer<redemption::RedemptionService>>().await;
-    health_reporter.set_serving::<pb::ledger_server::LedgerServer<ledger::LedgerService>>().await;
+    health_reporter
+        .set_serving::<pb::registry_server::RegistryServer<registry::RegistryService>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::issuance_server::IssuanceServer<issuance::IssuanceService>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::redemptions_server::RedemptionsServer<redemption::RedemptionService>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::ledger_server::LedgerServer<ledger::LedgerService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -123,10 +153,24 @@ async fn router(ctx: Arc<Ctx>, config: &ServerConfig) -> Result<tonic::transport
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::registry_server::RegistryServer::new(registry::RegistryService(ctx.clone())).max_decoding_message_size(max))
-        .add_service(pb::issuance_server::IssuanceServer::new(issuance::IssuanceService(ctx.clone())).max_decoding_message_size(max))
-        .add_service(pb::redemptions_server::RedemptionsServer::new(redemption::RedemptionService(ctx.clone())).max_decoding_message_size(max))
-        .add_service(pb::ledger_server::LedgerServer::new(ledger::LedgerService(ctx)).max_decoding_message_size(max)))
+        .add_service(
+            pb::registry_server::RegistryServer::new(registry::RegistryService(ctx.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::issuance_server::IssuanceServer::new(issuance::IssuanceService(ctx.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::redemptions_server::RedemptionsServer::new(redemption::RedemptionService(
+                ctx.clone(),
+            ))
+            .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::ledger_server::LedgerServer::new(ledger::LedgerService(ctx))
+                .max_decoding_message_size(max),
+        ))
 }
 
 /// On a store with no credential at all, creates the operator's, writes it to a 0600 file
@@ -139,8 +183,18 @@ async fn bootstrap_operator(ctx: &Ctx, dir: &Path) -> Result<Option<PathBuf>, St
     let (token, hash) = auth::new_token();
     let _ = std::fs::remove_file(&path); // a leftover of a start that failed before recording
     write_secret(&path, &format!("{token}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
-    let envelope = Envelope { request: None, command: Command::IssueCredential { token_hash: hash, role: Role::Operator } };
-    ctx.engine.submit(envelope).await.map_err(|e| e.to_string())?.map_err(|r| r.to_string())?;
+    let envelope = Envelope {
+        request: None,
+        command: Command::IssueCredential {
+            token_hash: hash,
+            role: Role::Operator,
+        },
+    };
+    ctx.engine
+        .submit(envelope)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|r| r.to_string())?;
     Ok(Some(path))
 }
 
@@ -159,7 +213,8 @@ async fn sweep_periodically(ctx: Arc<Ctx>, every_ms: u64) {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -12,7 +12,12 @@ pub fn append(dir: &Path, batches: u64) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     for b in 0..batches {
         let envelopes: Vec<Envelope> = (0..10)
-            .map(|i| Envelope { request: None, command: Command::RegisterCommanditaire { name: Label::parse(&format!("c{b}-{i}")).expect("label") } })
+            .map(|i| Envelope {
+                request: None,
+                command: Command::RegisterCommanditaire {
+                    name: Label::parse(&format!("c{b}-{i}")).expect("label"),
+                },
+            })
             .collect();
         let refs: Vec<&Envelope> = envelopes.iter().collect();
         let answers = ledger.execute_batch(Timestamp(b as i64), &refs)?;

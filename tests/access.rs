@@ -10,7 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use tonic::{Code, Status};
 
-const ROLES: [&str; 10] = ["none", "bad", "op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"];
+const ROLES: [&str; 10] = [
+    "none", "bad", "op", "c1", "c2", "s1", "s2", "l1", "h33", "h75",
+];
 
 type Call = Box<dyn Fn(Clients) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>>;
 
@@ -44,7 +46,9 @@ macro_rules! stream {
 
 fn denied(s: &Status) -> bool {
     matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied)
-        || (s.code() == Code::NotFound && ["UNKNOWN_ORDER", "UNKNOWN_SITE", "UNKNOWN_PASS"].contains(&passnum::client::reason(s).as_str()))
+        || (s.code() == Code::NotFound
+            && ["UNKNOWN_ORDER", "UNKNOWN_SITE", "UNKNOWN_PASS"]
+                .contains(&passnum::client::reason(s).as_str()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +56,11 @@ async fn every_rpc_with_every_role() {
     let t = TestServer::start().await;
     registry(&t).await;
     let (o1, p) = order(&t, 1, 10, true).await;
-    let mut clients = vec![t.client(None).await, t.client(Some("pn_0000")).await, t.op.clone()];
+    let mut clients = vec![
+        t.client(None).await,
+        t.client(Some("pn_0000")).await,
+        t.op.clone(),
+    ];
     for (role, actor, depts) in [
         (pb::Role::Commanditaire, 1, vec![]),
         (pb::Role::Commanditaire, 2, vec![]),
@@ -78,30 +86,261 @@ async fn every_rpc_with_every_role() {
         passes: vec![code(2).unwrap()],
     };
     let table: Vec<(&str, Call, &[&str])> = vec![
-        ("RegisterCommanditaire", call!(registry, register_commanditaire, pb::RegisterCommanditaireRequest { request_id: rid(), name: "x".into() }), &["op"]),
-        ("RegisterStructure", call!(registry, register_structure, pb::RegisterStructureRequest { request_id: rid(), name: "x".into(), siret_or_rna: "W123456789".into(), iban: String::new() }), &["op"]),
-        ("SetStructureIban", call!(registry, set_structure_iban, pb::SetStructureIbanRequest { request_id: rid(), structure_id: 1, iban: "FR7630006000011234567890189".into() }), &["op"]),
-        ("RegisterSite", call!(registry, register_site, pb::RegisterSiteRequest { request_id: rid(), structure_id: 1, name: "x".into(), kind: pb::SiteKind::Fixed as i32, insee_code: "33063".into(), stops: vec![] }), &["op"]),
-        ("SetSiteActive", call!(registry, set_site_active, pb::SetSiteActiveRequest { request_id: rid(), site_id: 4, active: true }), &["op"]),
-        ("IssueCredential", call!(registry, issue_credential, pb::IssueCredentialRequest { request_id: rid(), role: pb::Role::Site as i32, actor_id: 4, departements: vec![] }), &["op"]),
-        ("GetSite", call!(registry, get_site, pb::GetSiteRequest { site_id: 1 }), &["op", "s1", "l1", "h33"]),
-        ("CreateOrder", call!(issuance, create_order, order_req(1, 5, &[])), &["op", "c1"]),
-        ("MintOrder", call!(issuance, mint_order, pb::MintOrderRequest { request_id: rid(), order_id: o1 }), &["op", "c1"]),
-        ("RecordFunding", call!(issuance, record_funding, pb::RecordFundingRequest { request_id: rid(), order_id: o1, amount_cents: 10_000, reference: "r".into() }), &["op"]),
-        ("ListPasses", stream!(issuance, list_passes, pb::ListPassesRequest { order_id: o1, page_size: 1, page_token: String::new() }), &["op", "c1", "h33"]),
-        ("RenderCode", call!(issuance, render_code, pb::RenderCodeRequest { serial: p[0].serial.clone(), format: pb::CodeFormat::Svg as i32 }), &["op", "c1", "h33"]),
-        ("RenderSheet", stream!(issuance, render_sheet, pb::RenderSheetRequest { order_id: o1, carnet: Some(0) }), &["op", "c1", "h33"]),
-        ("MarkDistributed", call!(issuance, mark_distributed, pb::MarkDistributedRequest { request_id: rid(), order_id: o1, carnet: 1 }), &["op", "c1"]),
-        ("CancelPasses", call!(issuance, cancel_passes, pb::CancelPassesRequest { request_id: rid(), serials: vec![p[9].serial.clone()], order_id: 0, carnet: None }), &["op", "c1"]),
-        ("GetDashboard", call!(issuance, get_dashboard, pb::GetDashboardRequest { order_id: o1 }), &["op", "c1", "h33"]),
-        ("RunExpirySweep", call!(issuance, run_expiry_sweep, pb::RunExpirySweepRequest {}), &["op"]),
-        ("CheckPass", call!(redemptions, check_pass, pb::CheckPassRequest { pass: code(0), site_id: 1, place: None, service: "aide".into() }), &["op", "s1", "l1"]),
-        ("Redeem", call!(redemptions, redeem, redeem_req(&p[0].code, 1, None, "aide")), &["s1", "l1"]),
-        ("RedeemWorkshop", call!(redemptions, redeem_workshop, ws), &["s1"]),
-        ("Reverse", call!(redemptions, reverse, pb::ReverseRequest { request_id: rid(), pass: code(0), site_id: 1 }), &["s1", "l1"]),
-        ("GetHead", call!(ledger, get_head, pb::GetHeadRequest {}), &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"]),
-        ("StreamRecords", stream!(ledger, stream_records, pb::StreamRecordsRequest { from_seq: 1, limit: 0 }), &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"]),
-        ("VerifyChain", call!(ledger, verify_chain, pb::VerifyChainRequest {}), &["op", "h33", "h75"]),
+        (
+            "RegisterCommanditaire",
+            call!(
+                registry,
+                register_commanditaire,
+                pb::RegisterCommanditaireRequest {
+                    request_id: rid(),
+                    name: "x".into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "RegisterStructure",
+            call!(
+                registry,
+                register_structure,
+                pb::RegisterStructureRequest {
+                    request_id: rid(),
+                    name: "x".into(),
+                    siret_or_rna: "W123456789".into(),
+                    iban: String::new()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "SetStructureIban",
+            call!(
+                registry,
+                set_structure_iban,
+                pb::SetStructureIbanRequest {
+                    request_id: rid(),
+                    structure_id: 1,
+                    iban: "FR7630006000011234567890189".into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "RegisterSite",
+            call!(
+                registry,
+                register_site,
+                pb::RegisterSiteRequest {
+                    request_id: rid(),
+                    structure_id: 1,
+                    name: "x".into(),
+                    kind: pb::SiteKind::Fixed as i32,
+                    insee_code: "33063".into(),
+                    stops: vec![]
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "SetSiteActive",
+            call!(
+                registry,
+                set_site_active,
+                pb::SetSiteActiveRequest {
+                    request_id: rid(),
+                    site_id: 4,
+                    active: true
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "IssueCredential",
+            call!(
+                registry,
+                issue_credential,
+                pb::IssueCredentialRequest {
+                    request_id: rid(),
+                    role: pb::Role::Site as i32,
+                    actor_id: 4,
+                    departements: vec![]
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "GetSite",
+            call!(registry, get_site, pb::GetSiteRequest { site_id: 1 }),
+            &["op", "s1", "l1", "h33"],
+        ),
+        (
+            "CreateOrder",
+            call!(issuance, create_order, order_req(1, 5, &[])),
+            &["op", "c1"],
+        ),
+        (
+            "MintOrder",
+            call!(
+                issuance,
+                mint_order,
+                pb::MintOrderRequest {
+                    request_id: rid(),
+                    order_id: o1
+                }
+            ),
+            &["op", "c1"],
+        ),
+        (
+            "RecordFunding",
+            call!(
+                issuance,
+                record_funding,
+                pb::RecordFundingRequest {
+                    request_id: rid(),
+                    order_id: o1,
+                    amount_cents: 10_000,
+                    reference: "r".into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "ListPasses",
+            stream!(
+                issuance,
+                list_passes,
+                pb::ListPassesRequest {
+                    order_id: o1,
+                    page_size: 1,
+                    page_token: String::new()
+                }
+            ),
+            &["op", "c1", "h33"],
+        ),
+        (
+            "RenderCode",
+            call!(
+                issuance,
+                render_code,
+                pb::RenderCodeRequest {
+                    serial: p[0].serial.clone(),
+                    format: pb::CodeFormat::Svg as i32
+                }
+            ),
+            &["op", "c1", "h33"],
+        ),
+        (
+            "RenderSheet",
+            stream!(
+                issuance,
+                render_sheet,
+                pb::RenderSheetRequest {
+                    order_id: o1,
+                    carnet: Some(0)
+                }
+            ),
+            &["op", "c1", "h33"],
+        ),
+        (
+            "MarkDistributed",
+            call!(
+                issuance,
+                mark_distributed,
+                pb::MarkDistributedRequest {
+                    request_id: rid(),
+                    order_id: o1,
+                    carnet: 1
+                }
+            ),
+            &["op", "c1"],
+        ),
+        (
+            "CancelPasses",
+            call!(
+                issuance,
+                cancel_passes,
+                pb::CancelPassesRequest {
+                    request_id: rid(),
+                    serials: vec![p[9].serial.clone()],
+                    order_id: 0,
+                    carnet: None
+                }
+            ),
+            &["op", "c1"],
+        ),
+        (
+            "GetDashboard",
+            call!(
+                issuance,
+                get_dashboard,
+                pb::GetDashboardRequest { order_id: o1 }
+            ),
+            &["op", "c1", "h33"],
+        ),
+        (
+            "RunExpirySweep",
+            call!(issuance, run_expiry_sweep, pb::RunExpirySweepRequest {}),
+            &["op"],
+        ),
+        (
+            "CheckPass",
+            call!(
+                redemptions,
+                check_pass,
+                pb::CheckPassRequest {
+                    pass: code(0),
+                    site_id: 1,
+                    place: None,
+                    service: "aide".into()
+                }
+            ),
+            &["op", "s1", "l1"],
+        ),
+        (
+            "Redeem",
+            call!(redemptions, redeem, redeem_req(&p[0].code, 1, None, "aide")),
+            &["s1", "l1"],
+        ),
+        (
+            "RedeemWorkshop",
+            call!(redemptions, redeem_workshop, ws),
+            &["s1"],
+        ),
+        (
+            "Reverse",
+            call!(
+                redemptions,
+                reverse,
+                pb::ReverseRequest {
+                    request_id: rid(),
+                    pass: code(0),
+                    site_id: 1
+                }
+            ),
+            &["s1", "l1"],
+        ),
+        (
+            "GetHead",
+            call!(ledger, get_head, pb::GetHeadRequest {}),
+            &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"],
+        ),
+        (
+            "StreamRecords",
+            stream!(
+                ledger,
+                stream_records,
+                pb::StreamRecordsRequest {
+                    from_seq: 1,
+                    limit: 0
+                }
+            ),
+            &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"],
+        ),
+        (
+            "VerifyChain",
+            call!(ledger, verify_chain, pb::VerifyChainRequest {}),
+            &["op", "h33", "h75"],
+        ),
     ];
     let mut wrong = vec![];
     for (rpc, call, allowed) in &table {
@@ -109,11 +348,21 @@ async fn every_rpc_with_every_role() {
             let result = call(client.clone()).await;
             let was_denied = result.as_ref().err().is_some_and(denied);
             if was_denied == allowed.contains(role) {
-                wrong.push(format!("{rpc} as {role}: {}", result.err().map_or("allowed".into(), |s| passnum::client::describe(&s))));
+                wrong.push(format!(
+                    "{rpc} as {role}: {}",
+                    result
+                        .err()
+                        .map_or("allowed".into(), |s| passnum::client::describe(&s))
+                ));
             }
         }
     }
-    assert!(wrong.is_empty(), "{} wrong decisions:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong decisions:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     t.stop().await;
 }
 
@@ -124,10 +373,23 @@ async fn scoped_ledger_streams_show_only_what_concerns_the_caller() {
     let (_, p1) = order(&t, 1, 5, true).await;
     let (_, _p2) = order(&t, 2, 5, true).await;
     let s2 = t.credential(pb::Role::Structure, 2, &[]).await;
-    s2.redemptions.clone().redeem(redeem_req(&p1[0].code, 4, None, "aide")).await.unwrap();
+    s2.redemptions
+        .clone()
+        .redeem(redeem_req(&p1[0].code, 4, None, "aide"))
+        .await
+        .unwrap();
     let c2 = t.credential(pb::Role::Commanditaire, 2, &[]).await;
     let bodies = |c: Clients| async move {
-        let mut s = c.ledger.clone().stream_records(pb::StreamRecordsRequest { from_seq: 1, limit: 0 }).await.unwrap().into_inner();
+        let mut s = c
+            .ledger
+            .clone()
+            .stream_records(pb::StreamRecordsRequest {
+                from_seq: 1,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
         let mut out = vec![];
         while let Some(r) = s.message().await.unwrap() {
             out.push(r.body_json);
@@ -138,8 +400,17 @@ async fn scoped_ledger_streams_show_only_what_concerns_the_caller() {
     let of_c2 = bodies(c2).await;
     let of_s2 = bodies(s2).await;
     assert!(of_c2.len() < all.len() && !of_c2.is_empty());
-    assert!(of_c2.iter().all(|b| !b.contains("\"Payable\"")), "commanditaire 2 paid for no redemption");
-    assert!(of_s2.iter().any(|b| b.contains("PassRedeemed")), "structure 2 sees its redemption");
-    assert!(of_s2.iter().all(|b| !b.contains("OrderCreated")), "and no orders");
+    assert!(
+        of_c2.iter().all(|b| !b.contains("\"Payable\"")),
+        "commanditaire 2 paid for no redemption"
+    );
+    assert!(
+        of_s2.iter().any(|b| b.contains("PassRedeemed")),
+        "structure 2 sees its redemption"
+    );
+    assert!(
+        of_s2.iter().all(|b| !b.contains("OrderCreated")),
+        "and no orders"
+    );
     t.stop().await;
 }

@@ -31,7 +31,11 @@ impl World {
         self.run_as(None, command)
     }
 
-    fn run_as(&mut self, request: Option<RequestKey>, command: Command) -> Result<Outcome, Refusal> {
+    fn run_as(
+        &mut self,
+        request: Option<RequestKey>,
+        command: Command,
+    ) -> Result<Outcome, Refusal> {
         let envelope = Envelope { request, command };
         match decide(&self.state, &self.rules, self.now, &envelope) {
             Decision::Answer(a) => a,
@@ -70,12 +74,20 @@ impl World {
 
     fn fund(&mut self, order: OrderId) {
         let amount = self.state.orders[&order].total();
-        self.run(Command::RecordFunding { order, amount, reference: label("virement 1") }).unwrap();
+        self.run(Command::RecordFunding {
+            order,
+            amount,
+            reference: label("virement 1"),
+        })
+        .unwrap();
     }
 }
 
 fn dept(d: &str) -> Perimeter {
-    Perimeter { departements: [Departement::parse(d).unwrap()].into(), ..Default::default() }
+    Perimeter {
+        departements: [Departement::parse(d).unwrap()].into(),
+        ..Default::default()
+    }
 }
 
 /// A world with one commanditaire, one structure, four sites and four orders:
@@ -85,26 +97,59 @@ fn dept(d: &str) -> Perimeter {
 /// - order 3: Gironde, only `demarches-en-ligne`, serials 201–205, funded;
 /// - order 4: only site 1 explicitly, serials 301–305, funded.
 fn world() -> World {
-    let mut w = World { state: State::default(), rules: Rules::default(), now: Timestamp(T0 + DAY) };
-    w.run(Command::RegisterCommanditaire { name: label("Département de la Gironde") }).unwrap();
+    let mut w = World {
+        state: State::default(),
+        rules: Rules::default(),
+        now: Timestamp(T0 + DAY),
+    };
+    w.run(Command::RegisterCommanditaire {
+        name: label("Département de la Gironde"),
+    })
+    .unwrap();
     let payee = PayeeId::parse("21330063500017").unwrap();
-    w.run(Command::RegisterStructure { name: label("Médiathèque"), payee, iban: None }).unwrap();
+    w.run(Command::RegisterStructure {
+        name: label("Médiathèque"),
+        payee,
+        iban: None,
+    })
+    .unwrap();
     let kinds = [
-        SiteKind::Fixed { commune: insee("33063") },
+        SiteKind::Fixed {
+            commune: insee("33063"),
+        },
         SiteKind::Itinerant {
             stops: vec![
-                Stop { label: label("Place de la mairie"), commune: insee("33063") },
-                Stop { label: label("Marché"), commune: insee("24322") },
+                Stop {
+                    label: label("Place de la mairie"),
+                    commune: insee("33063"),
+                },
+                Stop {
+                    label: label("Marché"),
+                    commune: insee("24322"),
+                },
             ],
         },
-        SiteKind::Workshop { home: insee("33063") },
-        SiteKind::Fixed { commune: insee("33063") },
+        SiteKind::Workshop {
+            home: insee("33063"),
+        },
+        SiteKind::Fixed {
+            commune: insee("33063"),
+        },
     ];
     for (i, kind) in kinds.into_iter().enumerate() {
         let name = label(&format!("site {i}"));
-        w.run(Command::RegisterSite { structure: StructureId(1), name, kind }).unwrap();
+        w.run(Command::RegisterSite {
+            structure: StructureId(1),
+            name,
+            kind,
+        })
+        .unwrap();
     }
-    w.run(Command::SetSiteActive { site: SiteId(4), active: false }).unwrap();
+    w.run(Command::SetSiteActive {
+        site: SiteId(4),
+        active: false,
+    })
+    .unwrap();
     let o1 = w.order(10, dept("33"), &[]);
     w.mint(o1, 1, 10);
     w.fund(o1);
@@ -113,7 +158,10 @@ fn world() -> World {
     let o3 = w.order(5, dept("33"), &["demarches-en-ligne"]);
     w.mint(o3, 201, 5);
     w.fund(o3);
-    let sites = Perimeter { sites: [SiteId(1)].into(), ..Default::default() };
+    let sites = Perimeter {
+        sites: [SiteId(1)].into(),
+        ..Default::default()
+    };
     let o4 = w.order(5, sites, &[]);
     w.mint(o4, 301, 5);
     w.fund(o4);
@@ -121,7 +169,12 @@ fn world() -> World {
 }
 
 fn redeem(n: u64, site: u64, place: Place, service: &str) -> Command {
-    Command::Redeem { serial: serial(n), site: SiteId(site), place, service: svc(service) }
+    Command::Redeem {
+        serial: serial(n),
+        site: SiteId(site),
+        place,
+        service: svc(service),
+    }
 }
 
 enum Expect {
@@ -154,27 +207,98 @@ fn redemption_rules_in_order_of_precedence() {
     check(
         &mut w,
         vec![
-            ("unknown site", redeem(1, 99, Place::Site, "x"), Refused("UNKNOWN_SITE")),
-            ("a bus must name a stop", redeem(1, 2, Place::Site, "x"), Refused("PLACE_DOES_NOT_FIT_SITE")),
-            ("a bus stop that does not exist", redeem(1, 2, Place::Stop(7), "x"), Refused("UNKNOWN_STOP")),
-            ("a fixed site names no commune", redeem(1, 1, Place::Commune(insee("33063")), "x"), Refused("PLACE_DOES_NOT_FIT_SITE")),
-            ("unknown pass", redeem(999, 1, Place::Site, "x"), Refused("UNKNOWN_PASS")),
-            ("order not funded", redeem(101, 1, Place::Site, "x"), Refused("NOT_ACTIVATED")),
+            (
+                "unknown site",
+                redeem(1, 99, Place::Site, "x"),
+                Refused("UNKNOWN_SITE"),
+            ),
+            (
+                "a bus must name a stop",
+                redeem(1, 2, Place::Site, "x"),
+                Refused("PLACE_DOES_NOT_FIT_SITE"),
+            ),
+            (
+                "a bus stop that does not exist",
+                redeem(1, 2, Place::Stop(7), "x"),
+                Refused("UNKNOWN_STOP"),
+            ),
+            (
+                "a fixed site names no commune",
+                redeem(1, 1, Place::Commune(insee("33063")), "x"),
+                Refused("PLACE_DOES_NOT_FIT_SITE"),
+            ),
+            (
+                "unknown pass",
+                redeem(999, 1, Place::Site, "x"),
+                Refused("UNKNOWN_PASS"),
+            ),
+            (
+                "order not funded",
+                redeem(101, 1, Place::Site, "x"),
+                Refused("NOT_ACTIVATED"),
+            ),
             ("redeem at a fixed site", redeem(1, 1, Place::Site, "x"), Ok),
-            ("second redemption", redeem(1, 1, Place::Site, "x"), Refused("ALREADY_REDEEMED")),
-            ("inactive site", redeem(2, 4, Place::Site, "x"), Refused("SITE_INACTIVE")),
-            ("bus stop outside Gironde", redeem(2, 2, Place::Stop(1), "x"), Refused("OUTSIDE_PERIMETER")),
-            ("bus stop inside Gironde", redeem(2, 2, Place::Stop(0), "x"), Ok),
-            ("workshop commune outside", redeem(3, 3, Place::Commune(insee("75056")), "x"), Refused("OUTSIDE_PERIMETER")),
-            ("workshop commune inside", redeem(3, 3, Place::Commune(insee("33281")), "x"), Ok),
-            ("service not in the order", redeem(201, 1, Place::Site, "x"), Refused("SERVICE_NOT_ALLOWED")),
-            ("service in the order", redeem(201, 1, Place::Site, "demarches-en-ligne"), Ok),
-            ("explicit site list: other site", redeem(301, 2, Place::Stop(0), "x"), Refused("OUTSIDE_PERIMETER")),
-            ("explicit site list: listed site", redeem(301, 1, Place::Site, "x"), Ok),
+            (
+                "second redemption",
+                redeem(1, 1, Place::Site, "x"),
+                Refused("ALREADY_REDEEMED"),
+            ),
+            (
+                "inactive site",
+                redeem(2, 4, Place::Site, "x"),
+                Refused("SITE_INACTIVE"),
+            ),
+            (
+                "bus stop outside Gironde",
+                redeem(2, 2, Place::Stop(1), "x"),
+                Refused("OUTSIDE_PERIMETER"),
+            ),
+            (
+                "bus stop inside Gironde",
+                redeem(2, 2, Place::Stop(0), "x"),
+                Ok,
+            ),
+            (
+                "workshop commune outside",
+                redeem(3, 3, Place::Commune(insee("75056")), "x"),
+                Refused("OUTSIDE_PERIMETER"),
+            ),
+            (
+                "workshop commune inside",
+                redeem(3, 3, Place::Commune(insee("33281")), "x"),
+                Ok,
+            ),
+            (
+                "service not in the order",
+                redeem(201, 1, Place::Site, "x"),
+                Refused("SERVICE_NOT_ALLOWED"),
+            ),
+            (
+                "service in the order",
+                redeem(201, 1, Place::Site, "demarches-en-ligne"),
+                Ok,
+            ),
+            (
+                "explicit site list: other site",
+                redeem(301, 2, Place::Stop(0), "x"),
+                Refused("OUTSIDE_PERIMETER"),
+            ),
+            (
+                "explicit site list: listed site",
+                redeem(301, 1, Place::Site, "x"),
+                Ok,
+            ),
         ],
     );
-    let Err(Refusal::AlreadyRedeemed { at, site }) = w.run(redeem(1, 2, Place::Stop(0), "x")) else { panic!() };
-    assert_eq!((at, site), (Timestamp(T0 + DAY), SiteId(1)), "the refusal names when and where");
+    let Err(Refusal::AlreadyRedeemed { at, site }) = w.run(redeem(1, 2, Place::Stop(0), "x"))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (at, site),
+        (Timestamp(T0 + DAY), SiteId(1)),
+        "the refusal names when and where"
+    );
 }
 
 #[test]
@@ -182,24 +306,66 @@ fn validity_window_and_expiry() {
     use Expect::*;
     let mut w = world();
     w.now = Timestamp(T0 - 1);
-    check(&mut w, vec![("before validity", redeem(1, 1, Place::Site, "x"), Refused("NOT_YET_VALID"))]);
+    check(
+        &mut w,
+        vec![(
+            "before validity",
+            redeem(1, 1, Place::Site, "x"),
+            Refused("NOT_YET_VALID"),
+        )],
+    );
     w.now = Timestamp(T0 + 365 * DAY + 30 * DAY);
-    check(&mut w, vec![("in the grace month", redeem(1, 1, Place::Site, "x"), Ok)]);
+    check(
+        &mut w,
+        vec![("in the grace month", redeem(1, 1, Place::Site, "x"), Ok)],
+    );
     w.now = Timestamp(T0 + 365 * DAY + 31 * DAY);
-    check(&mut w, vec![("after grace, before the sweep", redeem(2, 1, Place::Site, "x"), Refused("EXPIRED"))]);
+    check(
+        &mut w,
+        vec![(
+            "after grace, before the sweep",
+            redeem(2, 1, Place::Site, "x"),
+            Refused("EXPIRED"),
+        )],
+    );
     let swept = w.run(Command::ExpireSweep).unwrap();
     // Orders 1, 3, 4 are funded: 9 + 5 + 5 live activated passes; order 2's 5 passes have no value.
-    assert_eq!(swept, Outcome::Expired { passes: 24, credited: Cents(19 * 1000) });
-    assert_eq!(w.run(Command::ExpireSweep).unwrap(), Outcome::Expired { passes: 0, credited: Cents(0) });
-    check(&mut w, vec![("swept pass", redeem(2, 1, Place::Site, "x"), Refused("EXPIRED"))]);
-    assert_eq!(w.state.balance(Account::CreditDue(CommanditaireId(1))), -19_000);
+    assert_eq!(
+        swept,
+        Outcome::Expired {
+            passes: 24,
+            credited: Cents(19 * 1000)
+        }
+    );
+    assert_eq!(
+        w.run(Command::ExpireSweep).unwrap(),
+        Outcome::Expired {
+            passes: 0,
+            credited: Cents(0)
+        }
+    );
+    check(
+        &mut w,
+        vec![(
+            "swept pass",
+            redeem(2, 1, Place::Site, "x"),
+            Refused("EXPIRED"),
+        )],
+    );
+    assert_eq!(
+        w.state.balance(Account::CreditDue(CommanditaireId(1))),
+        -19_000
+    );
 }
 
 #[test]
 fn reversal_rules() {
     use Expect::*;
     let mut w = world();
-    let rev = |n, site| Command::Reverse { serial: serial(n), site: SiteId(site) };
+    let rev = |n, site| Command::Reverse {
+        serial: serial(n),
+        site: SiteId(site),
+    };
     check(
         &mut w,
         vec![
@@ -208,11 +374,22 @@ fn reversal_rules() {
             ("other site", rev(1, 2), Refused("WRONG_SITE")),
             ("unknown pass", rev(999, 1), Refused("UNKNOWN_PASS")),
             ("same site, in the window", rev(1, 1), Ok),
-            ("redeem again after reversal", redeem(1, 1, Place::Site, "x"), Ok),
+            (
+                "redeem again after reversal",
+                redeem(1, 1, Place::Site, "x"),
+                Ok,
+            ),
         ],
     );
     w.now = Timestamp(w.now.0 + w.rules.reversal_window_ms);
-    check(&mut w, vec![("window closed", rev(1, 1), Refused("REVERSAL_WINDOW_CLOSED"))]);
+    check(
+        &mut w,
+        vec![(
+            "window closed",
+            rev(1, 1),
+            Refused("REVERSAL_WINDOW_CLOSED"),
+        )],
+    );
     assert_eq!(w.state.balance(Account::Payable(StructureId(1))), -1000);
 }
 
@@ -234,39 +411,147 @@ fn orders_mint_funding_distribution_cancellation() {
             programme: label("p"),
         })
     };
-    let fund = |order, cents| Command::RecordFunding { order: OrderId(order), amount: Cents(cents), reference: label("r") };
-    let cancel = |serials: Vec<u64>| Command::Cancel { target: CancelTarget::Passes(serials.into_iter().map(serial).collect()) };
+    let fund = |order, cents| Command::RecordFunding {
+        order: OrderId(order),
+        amount: Cents(cents),
+        reference: label("r"),
+    };
+    let cancel = |serials: Vec<u64>| Command::Cancel {
+        target: CancelTarget::Passes(serials.into_iter().map(serial).collect()),
+    };
     check(
         &mut w,
         vec![
-            ("empty perimeter", new(Perimeter::default(), 5, T0, T0 + DAY), Refused("EMPTY_PERIMETER")),
-            ("inverted window", new(dept("33"), 5, T0, T0), Refused("VALIDITY_WINDOW_INVERTED")),
-            ("carnet of 0", new(dept("33"), 0, T0, T0 + DAY), Refused("CARNET_SIZE_INVALID")),
-            ("carnet of 21", new(dept("33"), 21, T0, T0 + DAY), Refused("CARNET_SIZE_INVALID")),
+            (
+                "empty perimeter",
+                new(Perimeter::default(), 5, T0, T0 + DAY),
+                Refused("EMPTY_PERIMETER"),
+            ),
+            (
+                "inverted window",
+                new(dept("33"), 5, T0, T0),
+                Refused("VALIDITY_WINDOW_INVERTED"),
+            ),
+            (
+                "carnet of 0",
+                new(dept("33"), 0, T0, T0 + DAY),
+                Refused("CARNET_SIZE_INVALID"),
+            ),
+            (
+                "carnet of 21",
+                new(dept("33"), 21, T0, T0 + DAY),
+                Refused("CARNET_SIZE_INVALID"),
+            ),
             ("order 5", new(dept("33"), 5, T0, T0 + 10 * DAY), Ok),
             ("fund before mint", fund(5, 10_000), Refused("NOT_MINTED")),
-            ("mint too few", Command::Mint { order: OrderId(5), serials: vec![serial(500)] }, Refused("MINT_COUNT_MISMATCH")),
-            ("mint over an existing serial", Command::Mint { order: OrderId(5), serials: (1..=10).map(serial).collect() }, Refused("SERIAL_COLLISION")),
-            ("mint", Command::Mint { order: OrderId(5), serials: (500..510).map(serial).collect() }, Ok),
-            ("mint again is idempotent", Command::Mint { order: OrderId(5), serials: vec![] }, Ok),
+            (
+                "mint too few",
+                Command::Mint {
+                    order: OrderId(5),
+                    serials: vec![serial(500)],
+                },
+                Refused("MINT_COUNT_MISMATCH"),
+            ),
+            (
+                "mint over an existing serial",
+                Command::Mint {
+                    order: OrderId(5),
+                    serials: (1..=10).map(serial).collect(),
+                },
+                Refused("SERIAL_COLLISION"),
+            ),
+            (
+                "mint",
+                Command::Mint {
+                    order: OrderId(5),
+                    serials: (500..510).map(serial).collect(),
+                },
+                Ok,
+            ),
+            (
+                "mint again is idempotent",
+                Command::Mint {
+                    order: OrderId(5),
+                    serials: vec![],
+                },
+                Ok,
+            ),
             ("cancel before funding", cancel(vec![500]), Ok),
-            ("fund the wrong amount", fund(5, 9_000), Refused("FUNDING_MISMATCH")),
+            (
+                "fund the wrong amount",
+                fund(5, 9_000),
+                Refused("FUNDING_MISMATCH"),
+            ),
             ("fund", fund(5, 10_000), Ok),
             ("fund twice", fund(5, 10_000), Refused("ALREADY_FUNDED")),
             ("unknown order", fund(77, 1), Refused("UNKNOWN_ORDER")),
-            ("distribute carnet 1", Command::MarkDistributed { order: OrderId(5), carnet: 1 }, Ok),
-            ("distribute it again", Command::MarkDistributed { order: OrderId(5), carnet: 1 }, Refused("ALREADY_DISTRIBUTED")),
-            ("no carnet 2 in 10 passes of 5", Command::MarkDistributed { order: OrderId(5), carnet: 2 }, Refused("UNKNOWN_CARNET")),
-            ("cancelled pass", redeem(500, 1, Place::Site, "x"), Refused("CANCELLED")),
-            ("cancel a cancelled pass", cancel(vec![500]), Refused("NOT_CANCELLABLE")),
-            ("cancel an unknown pass", cancel(vec![9999]), Refused("UNKNOWN_PASS")),
+            (
+                "distribute carnet 1",
+                Command::MarkDistributed {
+                    order: OrderId(5),
+                    carnet: 1,
+                },
+                Ok,
+            ),
+            (
+                "distribute it again",
+                Command::MarkDistributed {
+                    order: OrderId(5),
+                    carnet: 1,
+                },
+                Refused("ALREADY_DISTRIBUTED"),
+            ),
+            (
+                "no carnet 2 in 10 passes of 5",
+                Command::MarkDistributed {
+                    order: OrderId(5),
+                    carnet: 2,
+                },
+                Refused("UNKNOWN_CARNET"),
+            ),
+            (
+                "cancelled pass",
+                redeem(500, 1, Place::Site, "x"),
+                Refused("CANCELLED"),
+            ),
+            (
+                "cancel a cancelled pass",
+                cancel(vec![500]),
+                Refused("NOT_CANCELLABLE"),
+            ),
+            (
+                "cancel an unknown pass",
+                cancel(vec![9999]),
+                Refused("UNKNOWN_PASS"),
+            ),
             ("redeem 501", redeem(501, 1, Place::Site, "x"), Ok),
-            ("cancel carnet 0: skips redeemed and cancelled", Command::Cancel { target: CancelTarget::Carnet { order: OrderId(5), carnet: 0 } }, Ok),
-            ("carnet 0 has nothing live", Command::Cancel { target: CancelTarget::Carnet { order: OrderId(5), carnet: 0 } }, Refused("NOT_CANCELLABLE")),
+            (
+                "cancel carnet 0: skips redeemed and cancelled",
+                Command::Cancel {
+                    target: CancelTarget::Carnet {
+                        order: OrderId(5),
+                        carnet: 0,
+                    },
+                },
+                Ok,
+            ),
+            (
+                "carnet 0 has nothing live",
+                Command::Cancel {
+                    target: CancelTarget::Carnet {
+                        order: OrderId(5),
+                        carnet: 0,
+                    },
+                },
+                Refused("NOT_CANCELLABLE"),
+            ),
         ],
     );
     // Pass 500 cancelled before funding and 502–504 after: 4 passes owed back.
-    assert_eq!(w.state.balance(Account::CreditDue(CommanditaireId(1))), -4000);
+    assert_eq!(
+        w.state.balance(Account::CreditDue(CommanditaireId(1))),
+        -4000
+    );
 }
 
 #[test]
@@ -277,12 +562,58 @@ fn registry_rules() {
     check(
         &mut w,
         vec![
-            ("same SIRET twice", Command::RegisterStructure { name: label("x"), payee, iban: None }, Refused("PAYEE_ALREADY_REGISTERED")),
-            ("site of an unknown structure", Command::RegisterSite { structure: StructureId(9), name: label("x"), kind: SiteKind::Workshop { home: insee("33063") } }, Refused("UNKNOWN_STRUCTURE")),
-            ("credential", Command::IssueCredential { token_hash: [1; 32], role: Role::Operator }, Ok),
-            ("same credential", Command::IssueCredential { token_hash: [1; 32], role: Role::Operator }, Refused("CREDENTIAL_EXISTS")),
-            ("credential for an unknown site", Command::IssueCredential { token_hash: [2; 32], role: Role::Site(SiteId(99)) }, Refused("UNKNOWN_SITE")),
-            ("reactivate site 4", Command::SetSiteActive { site: SiteId(4), active: true }, Ok),
+            (
+                "same SIRET twice",
+                Command::RegisterStructure {
+                    name: label("x"),
+                    payee,
+                    iban: None,
+                },
+                Refused("PAYEE_ALREADY_REGISTERED"),
+            ),
+            (
+                "site of an unknown structure",
+                Command::RegisterSite {
+                    structure: StructureId(9),
+                    name: label("x"),
+                    kind: SiteKind::Workshop {
+                        home: insee("33063"),
+                    },
+                },
+                Refused("UNKNOWN_STRUCTURE"),
+            ),
+            (
+                "credential",
+                Command::IssueCredential {
+                    token_hash: [1; 32],
+                    role: Role::Operator,
+                },
+                Ok,
+            ),
+            (
+                "same credential",
+                Command::IssueCredential {
+                    token_hash: [1; 32],
+                    role: Role::Operator,
+                },
+                Refused("CREDENTIAL_EXISTS"),
+            ),
+            (
+                "credential for an unknown site",
+                Command::IssueCredential {
+                    token_hash: [2; 32],
+                    role: Role::Site(SiteId(99)),
+                },
+                Refused("UNKNOWN_SITE"),
+            ),
+            (
+                "reactivate site 4",
+                Command::SetSiteActive {
+                    site: SiteId(4),
+                    active: true,
+                },
+                Ok,
+            ),
             ("redeem at it", redeem(5, 4, Place::Site, "x"), Ok),
         ],
     );
@@ -303,26 +634,72 @@ fn workshop_gives_one_outcome_per_pass() {
         mediator: label("CNFS-0042"),
     };
     let serials = [5, 6, 6, 4, 101, 999, 201].map(serial).to_vec();
-    let Outcome::Workshop { workshop: id, passes } = w.run(Command::RedeemWorkshop { workshop, serials }).unwrap() else { panic!() };
-    let reasons: Vec<&str> = passes.iter().map(|p| p.as_ref().map_or_else(|r| r.reason(), |_| "OK")).collect();
-    assert_eq!(reasons, ["OK", "OK", "ALREADY_REDEEMED", "ALREADY_REDEEMED", "NOT_ACTIVATED", "UNKNOWN_PASS", "OK"]);
+    let Outcome::Workshop {
+        workshop: id,
+        passes,
+    } = w
+        .run(Command::RedeemWorkshop { workshop, serials })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let reasons: Vec<&str> = passes
+        .iter()
+        .map(|p| p.as_ref().map_or_else(|r| r.reason(), |_| "OK"))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "OK",
+            "OK",
+            "ALREADY_REDEEMED",
+            "ALREADY_REDEEMED",
+            "NOT_ACTIVATED",
+            "UNKNOWN_PASS",
+            "OK"
+        ]
+    );
     assert_eq!(id, WorkshopId(1));
-    assert_eq!(w.state.passes[&serial(201)].redemption.as_ref().unwrap().workshop, Some(id));
+    assert_eq!(
+        w.state.passes[&serial(201)]
+            .redemption
+            .as_ref()
+            .unwrap()
+            .workshop,
+        Some(id)
+    );
     assert_eq!(w.state.balance(Account::Payable(StructureId(1))), -4000);
 }
 
 #[test]
 fn request_ids_replay_answers_and_refuse_reuse() {
     let mut w = world();
-    let key = |fp: u8| Some(RequestKey { scope: "site:1".into(), id: "scan-1".into(), fingerprint: [fp; 32] });
+    let key = |fp: u8| {
+        Some(RequestKey {
+            scope: "site:1".into(),
+            id: "scan-1".into(),
+            fingerprint: [fp; 32],
+        })
+    };
     let first = w.run_as(key(1), redeem(1, 1, Place::Site, "x"));
     assert!(first.is_ok());
     let seq = w.state.seq;
-    assert_eq!(w.run_as(key(1), redeem(1, 1, Place::Site, "x")), first, "a retry gets the first answer");
+    assert_eq!(
+        w.run_as(key(1), redeem(1, 1, Place::Site, "x")),
+        first,
+        "a retry gets the first answer"
+    );
     assert_eq!(w.state.seq, seq, "and adds no record");
-    assert_eq!(w.run_as(key(2), redeem(2, 1, Place::Site, "x")), Err(Refusal::RequestIdReused));
+    assert_eq!(
+        w.run_as(key(2), redeem(2, 1, Place::Site, "x")),
+        Err(Refusal::RequestIdReused)
+    );
     // A refusal is remembered too: funding the order later does not change the answer.
-    let k2 = Some(RequestKey { scope: "site:1".into(), id: "scan-2".into(), fingerprint: [3; 32] });
+    let k2 = Some(RequestKey {
+        scope: "site:1".into(),
+        id: "scan-2".into(),
+        fingerprint: [3; 32],
+    });
     let refused = w.run_as(k2.clone(), redeem(101, 1, Place::Site, "x"));
     assert_eq!(refused, Err(Refusal::NotActivated));
     w.fund(OrderId(2));
@@ -336,6 +713,10 @@ fn reversal_after_sweep_expires_the_pass() {
     w.run(redeem(1, 1, Place::Site, "x")).unwrap();
     w.now = Timestamp(T0 + 396 * DAY);
     w.run(Command::ExpireSweep).unwrap();
-    w.run(Command::Reverse { serial: serial(1), site: SiteId(1) }).unwrap();
+    w.run(Command::Reverse {
+        serial: serial(1),
+        site: SiteId(1),
+    })
+    .unwrap();
     assert_eq!(w.state.passes[&serial(1)].status, PassStatus::Expired);
 }

@@ -45,8 +45,16 @@ fn everything_acknowledged_before_sigkill_survives() {
         acked_seq = seq;
 
         let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
-        assert!(ledger.head().seq >= acked_seq, "cycle {cycle}: acknowledged record {acked_seq} lost; head is {}", ledger.head().seq);
-        assert_eq!(ledger.state.commanditaires.len() as u64, ledger.head().seq, "one registration per record");
+        assert!(
+            ledger.head().seq >= acked_seq,
+            "cycle {cycle}: acknowledged record {acked_seq} lost; head is {}",
+            ledger.head().seq
+        );
+        assert_eq!(
+            ledger.state.commanditaires.len() as u64,
+            ledger.head().seq,
+            "one registration per record"
+        );
         ledger.state.check_invariants().unwrap();
         drop(ledger);
         passnum::storage::verify_log(&passnum::storage::log_path(dir.path())).unwrap();

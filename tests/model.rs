@@ -126,7 +126,9 @@ impl Model {
     }
 
     fn reverse(&mut self, p: usize, site: u64) -> &'static str {
-        let MStatus::Redeemed { site: at_site, at } = self.passes[p] else { return "NOT_REDEEMED" };
+        let MStatus::Redeemed { site: at_site, at } = self.passes[p] else {
+            return "NOT_REDEEMED";
+        };
         if at_site != site {
             return "WRONG_SITE";
         }
@@ -134,7 +136,11 @@ impl Model {
             return "REVERSAL_WINDOW_CLOSED";
         }
         let order = p / PASSES_PER_ORDER as usize;
-        self.passes[p] = if self.swept[order] { MStatus::Expired } else { MStatus::Active };
+        self.passes[p] = if self.swept[order] {
+            MStatus::Expired
+        } else {
+            MStatus::Active
+        };
         "OK"
     }
 }
@@ -144,19 +150,50 @@ fn serial(pass: u64) -> Serial {
 }
 
 fn run(ledger: &mut Ledger, now: i64, command: Command) -> Result<Outcome, Refusal> {
-    let env = Envelope { request: None, command };
-    ledger.execute_batch(Timestamp(now), &[&env]).expect("disk takes the batch").remove(0)
+    let env = Envelope {
+        request: None,
+        command,
+    };
+    ledger
+        .execute_batch(Timestamp(now), &[&env])
+        .expect("disk takes the batch")
+        .remove(0)
 }
 
 fn setup(ledger: &mut Ledger, now: i64) {
     let l = |s: &str| Label::parse(s).unwrap();
     let insee = |s: &str| InseeCode::parse(s).unwrap();
-    run(ledger, now, Command::RegisterCommanditaire { name: l("Gironde") }).unwrap();
+    run(
+        ledger,
+        now,
+        Command::RegisterCommanditaire { name: l("Gironde") },
+    )
+    .unwrap();
     let payee = PayeeId::parse("21330063500017").unwrap();
-    run(ledger, now, Command::RegisterStructure { name: l("S"), payee, iban: None }).unwrap();
+    run(
+        ledger,
+        now,
+        Command::RegisterStructure {
+            name: l("S"),
+            payee,
+            iban: None,
+        },
+    )
+    .unwrap();
     for commune in ["33063", "75056"] {
-        let kind = SiteKind::Fixed { commune: insee(commune) };
-        run(ledger, now, Command::RegisterSite { structure: StructureId(1), name: l(commune), kind }).unwrap();
+        let kind = SiteKind::Fixed {
+            commune: insee(commune),
+        };
+        run(
+            ledger,
+            now,
+            Command::RegisterSite {
+                structure: StructureId(1),
+                name: l(commune),
+                kind,
+            },
+        )
+        .unwrap();
     }
     for o in 0..ORDERS {
         let new = NewOrder {
@@ -167,22 +204,45 @@ fn setup(ledger: &mut Ledger, now: i64) {
             valid_from: Timestamp(T0),
             valid_until: Timestamp(T0 + VALID_MS),
             grace_days: GRACE_DAYS,
-            perimeter: Perimeter { departements: [Departement::parse("33").unwrap()].into(), ..Default::default() },
+            perimeter: Perimeter {
+                departements: [Departement::parse("33").unwrap()].into(),
+                ..Default::default()
+            },
             services: Default::default(),
             programme: l("p"),
         };
         run(ledger, now, Command::CreateOrder(new)).unwrap();
-        let serials = (o * PASSES_PER_ORDER..(o + 1) * PASSES_PER_ORDER).map(serial).collect();
-        run(ledger, now, Command::Mint { order: OrderId(o + 1), serials }).unwrap();
+        let serials = (o * PASSES_PER_ORDER..(o + 1) * PASSES_PER_ORDER)
+            .map(serial)
+            .collect();
+        run(
+            ledger,
+            now,
+            Command::Mint {
+                order: OrderId(o + 1),
+                serials,
+            },
+        )
+        .unwrap();
     }
 }
 
 fn command(op: &Op) -> Option<Command> {
     let svc = ServiceCode::parse("aide").unwrap();
     Some(match *op {
-        Op::Redeem { pass, site } => Command::Redeem { serial: serial(pass), site: SiteId(site), place: Place::Site, service: svc },
-        Op::Reverse { pass, site } => Command::Reverse { serial: serial(pass), site: SiteId(site) },
-        Op::Cancel { pass } => Command::Cancel { target: CancelTarget::Passes(vec![serial(pass)]) },
+        Op::Redeem { pass, site } => Command::Redeem {
+            serial: serial(pass),
+            site: SiteId(site),
+            place: Place::Site,
+            service: svc,
+        },
+        Op::Reverse { pass, site } => Command::Reverse {
+            serial: serial(pass),
+            site: SiteId(site),
+        },
+        Op::Cancel { pass } => Command::Cancel {
+            target: CancelTarget::Passes(vec![serial(pass)]),
+        },
         Op::Fund { order } => Command::RecordFunding {
             order: OrderId(order + 1),
             amount: Cents(1000 * PASSES_PER_ORDER as i64),
@@ -239,6 +299,8 @@ proptest! {
 
 #[test]
 fn model_serials_are_distinct() {
-    let all: HashMap<Serial, u64> = (0..ORDERS * PASSES_PER_ORDER).map(|p| (serial(p), p)).collect();
+    let all: HashMap<Serial, u64> = (0..ORDERS * PASSES_PER_ORDER)
+        .map(|p| (serial(p), p))
+        .collect();
     assert_eq!(all.len() as u64, ORDERS * PASSES_PER_ORDER);
 }

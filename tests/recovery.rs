@@ -19,9 +19,22 @@ fn write_named(dir: &Path, n: usize, prefix: &str) -> Vec<u64> {
     let mut ledger = Ledger::open(dir, Rules::default()).unwrap();
     let mut starts = vec![];
     for i in 0..n {
-        starts.push(std::fs::metadata(log_path(dir)).map(|m| m.len()).unwrap_or(0));
-        let env = Envelope { request: None, command: Command::RegisterCommanditaire { name: label(&format!("{prefix} {i}")) } };
-        ledger.execute_batch(Timestamp(1_000 + i as i64), &[&env]).unwrap().remove(0).unwrap();
+        starts.push(
+            std::fs::metadata(log_path(dir))
+                .map(|m| m.len())
+                .unwrap_or(0),
+        );
+        let env = Envelope {
+            request: None,
+            command: Command::RegisterCommanditaire {
+                name: label(&format!("{prefix} {i}")),
+            },
+        };
+        ledger
+            .execute_batch(Timestamp(1_000 + i as i64), &[&env])
+            .unwrap()
+            .remove(0)
+            .unwrap();
     }
     starts
 }
@@ -49,7 +62,11 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
         assert_eq!(ledger.head(), expected_head, "cut at byte {cut}");
         assert_eq!(ledger.state.commanditaires.len(), 3, "cut at byte {cut}");
         drop(ledger);
-        assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len() as usize, last_start, "the torn tail is cut off");
+        assert_eq!(
+            std::fs::metadata(log_path(dir.path())).unwrap().len() as usize,
+            last_start,
+            "the torn tail is cut off"
+        );
     }
 }
 
@@ -122,7 +139,10 @@ fn an_index_ahead_of_the_log_is_refused() {
     let bytes = std::fs::read(log_path(dir.path())).unwrap();
     std::fs::write(log_path(dir.path()), &bytes[..starts[2] as usize]).unwrap();
     match Ledger::open(dir.path(), Rules::default()) {
-        Err(StoreError::IndexAhead { index_seq: 3, log_seq: 2 }) => {}
+        Err(StoreError::IndexAhead {
+            index_seq: 3,
+            log_seq: 2,
+        }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("an index ahead of its log was accepted"),
     }

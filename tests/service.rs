@@ -17,77 +17,260 @@ async fn a_whole_day_reaches_every_refusal() {
     let mut site = t.credential(pb::Role::Structure, 1, &[]).await.redemptions;
 
     // Registry refusals.
-    let dup = pb::RegisterStructureRequest { request_id: rid(), name: "x".into(), siret_or_rna: "21330063500017".into(), iban: String::new() };
-    refused(reg.register_structure(dup).await, Code::AlreadyExists, "PAYEE_ALREADY_REGISTERED");
-    let orphan = pb::RegisterSiteRequest { request_id: rid(), structure_id: 99, name: "x".into(), kind: pb::SiteKind::Fixed as i32, insee_code: "33063".into(), stops: vec![] };
-    refused(reg.register_site(orphan).await, Code::NotFound, "UNKNOWN_STRUCTURE");
+    let dup = pb::RegisterStructureRequest {
+        request_id: rid(),
+        name: "x".into(),
+        siret_or_rna: "21330063500017".into(),
+        iban: String::new(),
+    };
+    refused(
+        reg.register_structure(dup).await,
+        Code::AlreadyExists,
+        "PAYEE_ALREADY_REGISTERED",
+    );
+    let orphan = pb::RegisterSiteRequest {
+        request_id: rid(),
+        structure_id: 99,
+        name: "x".into(),
+        kind: pb::SiteKind::Fixed as i32,
+        insee_code: "33063".into(),
+        stops: vec![],
+    };
+    refused(
+        reg.register_site(orphan).await,
+        Code::NotFound,
+        "UNKNOWN_STRUCTURE",
+    );
 
     // Order refusals.
-    refused(iss.create_order(order_req(99, 10, &[])).await, Code::NotFound, "UNKNOWN_COMMANDITAIRE");
+    refused(
+        iss.create_order(order_req(99, 10, &[])).await,
+        Code::NotFound,
+        "UNKNOWN_COMMANDITAIRE",
+    );
     let mut empty = order_req(1, 10, &[]);
     empty.perimeter = None;
-    refused(iss.create_order(empty).await, Code::InvalidArgument, "EMPTY_PERIMETER");
+    refused(
+        iss.create_order(empty).await,
+        Code::InvalidArgument,
+        "EMPTY_PERIMETER",
+    );
     let mut inverted = order_req(1, 10, &[]);
     inverted.valid_until_ms = inverted.valid_from_ms;
-    refused(iss.create_order(inverted).await, Code::InvalidArgument, "VALIDITY_WINDOW_INVERTED");
+    refused(
+        iss.create_order(inverted).await,
+        Code::InvalidArgument,
+        "VALIDITY_WINDOW_INVERTED",
+    );
     let mut carnet = order_req(1, 10, &[]);
     carnet.carnet_size = 30;
-    refused(iss.create_order(carnet).await, Code::InvalidArgument, "CARNET_SIZE_INVALID");
-    refused(iss.mint_order(pb::MintOrderRequest { request_id: rid(), order_id: 99 }).await, Code::NotFound, "UNKNOWN_ORDER");
+    refused(
+        iss.create_order(carnet).await,
+        Code::InvalidArgument,
+        "CARNET_SIZE_INVALID",
+    );
+    refused(
+        iss.mint_order(pb::MintOrderRequest {
+            request_id: rid(),
+            order_id: 99,
+        })
+        .await,
+        Code::NotFound,
+        "UNKNOWN_ORDER",
+    );
 
-    let o1 = iss.create_order(order_req(1, 10, &[])).await.unwrap().into_inner().order_id;
-    let fund = |order, cents| pb::RecordFundingRequest { request_id: rid(), order_id: order, amount_cents: cents, reference: "VIR-1".into() };
-    refused(iss.record_funding(fund(o1, 10_000)).await, Code::FailedPrecondition, "NOT_MINTED");
-    let mint = pb::MintOrderRequest { request_id: rid(), order_id: o1 };
+    let o1 = iss
+        .create_order(order_req(1, 10, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order_id;
+    let fund = |order, cents| pb::RecordFundingRequest {
+        request_id: rid(),
+        order_id: order,
+        amount_cents: cents,
+        reference: "VIR-1".into(),
+    };
+    refused(
+        iss.record_funding(fund(o1, 10_000)).await,
+        Code::FailedPrecondition,
+        "NOT_MINTED",
+    );
+    let mint = pb::MintOrderRequest {
+        request_id: rid(),
+        order_id: o1,
+    };
     assert_eq!(iss.mint_order(mint).await.unwrap().into_inner().passes, 10);
-    let again = iss.mint_order(pb::MintOrderRequest { request_id: rid(), order_id: o1 }).await.unwrap().into_inner();
+    let again = iss
+        .mint_order(pb::MintOrderRequest {
+            request_id: rid(),
+            order_id: o1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.passes, 10, "minting is idempotent by order");
     let p1 = passes(&t.op, o1).await;
     assert_eq!(p1.len(), 10);
 
-    refused(site.redeem(redeem_req(&p1[0].code, 1, None, "aide")).await, Code::FailedPrecondition, "NOT_ACTIVATED");
-    refused(iss.record_funding(fund(o1, 9_000)).await, Code::FailedPrecondition, "FUNDING_MISMATCH");
-    assert_eq!(iss.record_funding(fund(o1, 10_000)).await.unwrap().into_inner().activated, 10);
-    refused(iss.record_funding(fund(o1, 10_000)).await, Code::FailedPrecondition, "ALREADY_FUNDED");
+    refused(
+        site.redeem(redeem_req(&p1[0].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "NOT_ACTIVATED",
+    );
+    refused(
+        iss.record_funding(fund(o1, 9_000)).await,
+        Code::FailedPrecondition,
+        "FUNDING_MISMATCH",
+    );
+    assert_eq!(
+        iss.record_funding(fund(o1, 10_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .activated,
+        10
+    );
+    refused(
+        iss.record_funding(fund(o1, 10_000)).await,
+        Code::FailedPrecondition,
+        "ALREADY_FUNDED",
+    );
 
     // Distribution.
-    let dist = |carnet| pb::MarkDistributedRequest { request_id: rid(), order_id: o1, carnet };
+    let dist = |carnet| pb::MarkDistributedRequest {
+        request_id: rid(),
+        order_id: o1,
+        carnet,
+    };
     iss.mark_distributed(dist(0)).await.unwrap();
-    refused(iss.mark_distributed(dist(0)).await, Code::FailedPrecondition, "ALREADY_DISTRIBUTED");
-    refused(iss.mark_distributed(dist(9)).await, Code::NotFound, "UNKNOWN_CARNET");
+    refused(
+        iss.mark_distributed(dist(0)).await,
+        Code::FailedPrecondition,
+        "ALREADY_DISTRIBUTED",
+    );
+    refused(
+        iss.mark_distributed(dist(9)).await,
+        Code::NotFound,
+        "UNKNOWN_CARNET",
+    );
 
     // Redemptions at several sites.
-    let r = site.redeem(redeem_req(&p1[0].code, 1, None, "aide")).await.unwrap().into_inner();
-    assert_eq!((r.amount_cents, r.site_id, r.redeemed_at_ms), (1000, 1, T0 + DAY));
-    let s = refused(site.redeem(redeem_req(&p1[0].code, 2, stop(0), "aide")).await, Code::FailedPrecondition, "ALREADY_REDEEMED");
-    let info = tonic_types::StatusExt::get_error_details(&s).error_info().cloned().unwrap();
-    assert_eq!(info.metadata["site"], "1", "already redeemed names the site");
-    assert_eq!(info.metadata["redeemed_at_ms"], (T0 + DAY).to_string(), "and when");
-    site.redeem(redeem_req(&p1[1].code, 2, stop(0), "aide")).await.unwrap();
-    refused(site.redeem(redeem_req(&p1[2].code, 2, stop(1), "aide")).await, Code::FailedPrecondition, "OUTSIDE_PERIMETER");
-    refused(site.redeem(redeem_req(&p1[2].code, 2, stop(5), "aide")).await, Code::NotFound, "UNKNOWN_STOP");
-    refused(site.redeem(redeem_req(&p1[2].code, 2, None, "aide")).await, Code::InvalidArgument, "PLACE_DOES_NOT_FIT_SITE");
-    site.redeem(redeem_req(&p1[2].code, 3, commune("33281"), "aide")).await.unwrap();
-    refused(site.redeem(redeem_req(&p1[3].code, 99, None, "aide")).await, Code::NotFound, "UNKNOWN_SITE");
+    let r = site
+        .redeem(redeem_req(&p1[0].code, 1, None, "aide"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.amount_cents, r.site_id, r.redeemed_at_ms),
+        (1000, 1, T0 + DAY)
+    );
+    let s = refused(
+        site.redeem(redeem_req(&p1[0].code, 2, stop(0), "aide"))
+            .await,
+        Code::FailedPrecondition,
+        "ALREADY_REDEEMED",
+    );
+    let info = tonic_types::StatusExt::get_error_details(&s)
+        .error_info()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        info.metadata["site"], "1",
+        "already redeemed names the site"
+    );
+    assert_eq!(
+        info.metadata["redeemed_at_ms"],
+        (T0 + DAY).to_string(),
+        "and when"
+    );
+    site.redeem(redeem_req(&p1[1].code, 2, stop(0), "aide"))
+        .await
+        .unwrap();
+    refused(
+        site.redeem(redeem_req(&p1[2].code, 2, stop(1), "aide"))
+            .await,
+        Code::FailedPrecondition,
+        "OUTSIDE_PERIMETER",
+    );
+    refused(
+        site.redeem(redeem_req(&p1[2].code, 2, stop(5), "aide"))
+            .await,
+        Code::NotFound,
+        "UNKNOWN_STOP",
+    );
+    refused(
+        site.redeem(redeem_req(&p1[2].code, 2, None, "aide")).await,
+        Code::InvalidArgument,
+        "PLACE_DOES_NOT_FIT_SITE",
+    );
+    site.redeem(redeem_req(&p1[2].code, 3, commune("33281"), "aide"))
+        .await
+        .unwrap();
+    refused(
+        site.redeem(redeem_req(&p1[3].code, 99, None, "aide")).await,
+        Code::NotFound,
+        "UNKNOWN_SITE",
+    );
     let unknown = Serial::from_random(0x0BAD_5EED);
-    refused(site.redeem(redeem_req(&t.keys.qr_payload(unknown), 1, None, "aide")).await, Code::NotFound, "UNKNOWN_PASS");
+    refused(
+        site.redeem(redeem_req(&t.keys.qr_payload(unknown), 1, None, "aide"))
+            .await,
+        Code::NotFound,
+        "UNKNOWN_PASS",
+    );
 
     // Services restricted by the order.
-    let o2 = iss.create_order(order_req(1, 5, &["demarches-en-ligne"])).await.unwrap().into_inner().order_id;
-    iss.mint_order(pb::MintOrderRequest { request_id: rid(), order_id: o2 }).await.unwrap();
+    let o2 = iss
+        .create_order(order_req(1, 5, &["demarches-en-ligne"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order_id;
+    iss.mint_order(pb::MintOrderRequest {
+        request_id: rid(),
+        order_id: o2,
+    })
+    .await
+    .unwrap();
     iss.record_funding(fund(o2, 5_000)).await.unwrap();
     let p2 = passes(&t.op, o2).await;
-    refused(site.redeem(redeem_req(&p2[0].code, 1, None, "aide")).await, Code::FailedPrecondition, "SERVICE_NOT_ALLOWED");
-    site.redeem(redeem_req(&p2[0].code, 1, None, "demarches-en-ligne")).await.unwrap();
+    refused(
+        site.redeem(redeem_req(&p2[0].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "SERVICE_NOT_ALLOWED",
+    );
+    site.redeem(redeem_req(&p2[0].code, 1, None, "demarches-en-ligne"))
+        .await
+        .unwrap();
 
     // An inactive site.
-    reg.set_site_active(pb::SetSiteActiveRequest { request_id: rid(), site_id: 1, active: false }).await.unwrap();
-    refused(site.redeem(redeem_req(&p1[3].code, 1, None, "aide")).await, Code::FailedPrecondition, "SITE_INACTIVE");
-    reg.set_site_active(pb::SetSiteActiveRequest { request_id: rid(), site_id: 1, active: true }).await.unwrap();
+    reg.set_site_active(pb::SetSiteActiveRequest {
+        request_id: rid(),
+        site_id: 1,
+        active: false,
+    })
+    .await
+    .unwrap();
+    refused(
+        site.redeem(redeem_req(&p1[3].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "SITE_INACTIVE",
+    );
+    reg.set_site_active(pb::SetSiteActiveRequest {
+        request_id: rid(),
+        site_id: 1,
+        active: true,
+    })
+    .await
+    .unwrap();
 
     // A workshop: one outcome per pass, a bad code among them.
     let mut forged = p1[6].code.clone();
-    forged.replace_range(forged.len() - 1.., if forged.ends_with('A') { "B" } else { "A" });
+    forged.replace_range(
+        forged.len() - 1..,
+        if forged.ends_with('A') { "B" } else { "A" },
+    );
     let w = site
         .redeem_workshop(pb::RedeemWorkshopRequest {
             request_id: rid(),
@@ -99,49 +282,137 @@ async fn a_whole_day_reaches_every_refusal() {
             themes: vec!["messagerie".into()],
             participants: 3,
             mediator_id: "CNFS-33-0042".into(),
-            passes: [&p1[4].code, &p1[5].code, &forged, &p1[0].code].iter().map(|c| scanned(c).unwrap()).collect(),
+            passes: [&p1[4].code, &p1[5].code, &forged, &p1[0].code]
+                .iter()
+                .map(|c| scanned(c).unwrap())
+                .collect(),
         })
         .await
         .unwrap()
         .into_inner();
-    let reasons: Vec<&str> = w.outcomes.iter().map(|o| if o.redeemed { "OK" } else { o.reason.as_str() }).collect();
-    assert_eq!(reasons, ["OK", "OK", "CODE_NOT_AUTHENTIC", "ALREADY_REDEEMED"]);
+    let reasons: Vec<&str> = w
+        .outcomes
+        .iter()
+        .map(|o| if o.redeemed { "OK" } else { o.reason.as_str() })
+        .collect();
+    assert_eq!(
+        reasons,
+        ["OK", "OK", "CODE_NOT_AUTHENTIC", "ALREADY_REDEEMED"]
+    );
     assert_eq!((w.redeemed, w.amount_cents), (2, 2000));
 
     // Reversal.
-    let rev = |code: &str, site_id| pb::ReverseRequest { request_id: rid(), pass: scanned(code), site_id };
-    refused(site.reverse(rev(&p1[7].code, 1)).await, Code::FailedPrecondition, "NOT_REDEEMED");
-    refused(site.reverse(rev(&p1[0].code, 2)).await, Code::FailedPrecondition, "WRONG_SITE");
-    assert_eq!(site.reverse(rev(&p1[4].code, 3)).await.unwrap().into_inner().amount_cents, 1000);
+    let rev = |code: &str, site_id| pb::ReverseRequest {
+        request_id: rid(),
+        pass: scanned(code),
+        site_id,
+    };
+    refused(
+        site.reverse(rev(&p1[7].code, 1)).await,
+        Code::FailedPrecondition,
+        "NOT_REDEEMED",
+    );
+    refused(
+        site.reverse(rev(&p1[0].code, 2)).await,
+        Code::FailedPrecondition,
+        "WRONG_SITE",
+    );
+    assert_eq!(
+        site.reverse(rev(&p1[4].code, 3))
+            .await
+            .unwrap()
+            .into_inner()
+            .amount_cents,
+        1000
+    );
     t.set_now(T0 + 3 * DAY);
-    refused(site.reverse(rev(&p1[0].code, 1)).await, Code::FailedPrecondition, "REVERSAL_WINDOW_CLOSED");
+    refused(
+        site.reverse(rev(&p1[0].code, 1)).await,
+        Code::FailedPrecondition,
+        "REVERSAL_WINDOW_CLOSED",
+    );
 
     // Cancellation.
-    let cancel = |serials: Vec<String>| pb::CancelPassesRequest { request_id: rid(), serials, order_id: 0, carnet: None };
-    let c = iss.cancel_passes(cancel(vec![p1[8].serial.clone()])).await.unwrap().into_inner();
+    let cancel = |serials: Vec<String>| pb::CancelPassesRequest {
+        request_id: rid(),
+        serials,
+        order_id: 0,
+        carnet: None,
+    };
+    let c = iss
+        .cancel_passes(cancel(vec![p1[8].serial.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((c.cancelled, c.credited_cents), (1, 1000));
-    refused(site.redeem(redeem_req(&p1[8].code, 1, None, "aide")).await, Code::FailedPrecondition, "CANCELLED");
-    refused(iss.cancel_passes(cancel(vec![p1[8].serial.clone()])).await, Code::FailedPrecondition, "NOT_CANCELLABLE");
+    refused(
+        site.redeem(redeem_req(&p1[8].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "CANCELLED",
+    );
+    refused(
+        iss.cancel_passes(cancel(vec![p1[8].serial.clone()])).await,
+        Code::FailedPrecondition,
+        "NOT_CANCELLABLE",
+    );
 
     // Validity: not yet valid, then expired, then swept.
     let mut later = order_req(1, 5, &[]);
     later.valid_from_ms = T0 + 100 * DAY;
     let o3 = iss.create_order(later).await.unwrap().into_inner().order_id;
-    iss.mint_order(pb::MintOrderRequest { request_id: rid(), order_id: o3 }).await.unwrap();
+    iss.mint_order(pb::MintOrderRequest {
+        request_id: rid(),
+        order_id: o3,
+    })
+    .await
+    .unwrap();
     iss.record_funding(fund(o3, 5_000)).await.unwrap();
     let p3 = passes(&t.op, o3).await;
-    refused(site.redeem(redeem_req(&p3[0].code, 1, None, "aide")).await, Code::FailedPrecondition, "NOT_YET_VALID");
+    refused(
+        site.redeem(redeem_req(&p3[0].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "NOT_YET_VALID",
+    );
     t.set_now(T0 + 400 * DAY);
-    refused(site.redeem(redeem_req(&p1[9].code, 1, None, "aide")).await, Code::FailedPrecondition, "EXPIRED");
-    let swept = iss.run_expiry_sweep(pb::RunExpirySweepRequest {}).await.unwrap().into_inner();
+    refused(
+        site.redeem(redeem_req(&p1[9].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "EXPIRED",
+    );
+    let swept = iss
+        .run_expiry_sweep(pb::RunExpirySweepRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     // o1: 10 − 4 redeemed (0, 1, 2, 5) − 1 cancelled = 5 live; o2: 4 live; o3: 5 live.
     assert_eq!((swept.expired, swept.credited_cents), (14, 14_000));
 
     // The dashboard tells the same story.
-    let d = iss.get_dashboard(pb::GetDashboardRequest { order_id: o1 }).await.unwrap().into_inner();
+    let d = iss
+        .get_dashboard(pb::GetDashboardRequest { order_id: o1 })
+        .await
+        .unwrap()
+        .into_inner();
     let n = |c: Option<pb::Count>| c.unwrap().passes;
-    assert_eq!((n(d.issued), n(d.redeemed), n(d.cancelled), n(d.expired), n(d.outstanding)), (10, 4, 1, 5, 0));
-    assert_eq!((d.carnets, d.carnets_distributed, d.carnets_started, d.carnets_finished), (2, 1, 2, 0));
+    assert_eq!(
+        (
+            n(d.issued),
+            n(d.redeemed),
+            n(d.cancelled),
+            n(d.expired),
+            n(d.outstanding)
+        ),
+        (10, 4, 1, 5, 0)
+    );
+    assert_eq!(
+        (
+            d.carnets,
+            d.carnets_distributed,
+            d.carnets_started,
+            d.carnets_finished
+        ),
+        (2, 1, 2, 0)
+    );
 
     // The same request id with other content.
     let id = rid();
@@ -150,9 +421,19 @@ async fn a_whole_day_reaches_every_refusal() {
     let mut b = redeem_req(&p3[2].code, 1, None, "aide");
     b.request_id = id;
     refused(site.redeem(a).await, Code::FailedPrecondition, "EXPIRED");
-    refused(site.redeem(b).await, Code::AlreadyExists, "REQUEST_ID_REUSED");
+    refused(
+        site.redeem(b).await,
+        Code::AlreadyExists,
+        "REQUEST_ID_REUSED",
+    );
 
-    let v = t.op.ledger.clone().verify_chain(pb::VerifyChainRequest {}).await.unwrap().into_inner();
+    let v =
+        t.op.ledger
+            .clone()
+            .verify_chain(pb::VerifyChainRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     assert!(v.ok, "{}", v.problem);
     t.stop().await;
 }
@@ -166,14 +447,20 @@ async fn many_clients_race_for_one_pass_and_exactly_one_wins() {
     let s2 = t.credential(pb::Role::Structure, 2, &[]).await;
     let mut tasks = vec![];
     for i in 0..32u64 {
-        let (client, site) = if i % 2 == 0 { (s1.clone(), [1, 2, 3][(i / 2 % 3) as usize]) } else { (s2.clone(), 4) };
+        let (client, site) = if i % 2 == 0 {
+            (s1.clone(), [1, 2, 3][(i / 2 % 3) as usize])
+        } else {
+            (s2.clone(), 4)
+        };
         let place = match site {
             2 => stop(0),
             3 => commune("33063"),
             _ => None,
         };
         let req = redeem_req(&p[0].code, site, place, "aide");
-        tasks.push(tokio::spawn(async move { (site, client.redemptions.clone().redeem(req).await) }));
+        tasks.push(tokio::spawn(async move {
+            (site, client.redemptions.clone().redeem(req).await)
+        }));
     }
     let mut winners = vec![];
     let mut losers = vec![];
@@ -187,8 +474,15 @@ async fn many_clients_race_for_one_pass_and_exactly_one_wins() {
     let (site, _) = &winners[0];
     for s in &losers {
         assert_eq!(passnum::client::reason(s), "ALREADY_REDEEMED");
-        let info = tonic_types::StatusExt::get_error_details(s).error_info().cloned().unwrap();
-        assert_eq!(info.metadata["site"], site.to_string(), "every loser is told the winner's site");
+        let info = tonic_types::StatusExt::get_error_details(s)
+            .error_info()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            info.metadata["site"],
+            site.to_string(),
+            "every loser is told the winner's site"
+        );
     }
     t.stop().await;
 }
@@ -201,23 +495,69 @@ async fn everything_is_there_after_a_restart() {
     let mut site = t.credential(pb::Role::Site, 1, &[]).await.redemptions;
     let req = redeem_req(&p[0].code, 1, None, "aide");
     let first = site.redeem(req.clone()).await.unwrap().into_inner();
-    let head = t.op.ledger.clone().get_head(pb::GetHeadRequest {}).await.unwrap().into_inner();
+    let head =
+        t.op.ledger
+            .clone()
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     let token = {
         let mut reg = t.op.registry.clone();
-        reg.issue_credential(pb::IssueCredentialRequest { request_id: rid(), role: pb::Role::Site as i32, actor_id: 1, departements: vec![] }).await.unwrap().into_inner().token
+        reg.issue_credential(pb::IssueCredentialRequest {
+            request_id: rid(),
+            role: pb::Role::Site as i32,
+            actor_id: 1,
+            departements: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
     };
     t.restart().await;
     let mut ledger = t.op.ledger.clone();
-    assert_eq!(ledger.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner().seq, head.seq + 1);
+    assert_eq!(
+        ledger
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .seq,
+        head.seq + 1
+    );
     let mut site = t.client(Some(&token)).await.redemptions;
     // The first credential's retry is remembered across the restart; the new one redeems.
     let mut old = t.client(None).await;
-    refused(old.ledger.get_head(pb::GetHeadRequest {}).await, Code::Unauthenticated, "MISSING_TOKEN");
+    refused(
+        old.ledger.get_head(pb::GetHeadRequest {}).await,
+        Code::Unauthenticated,
+        "MISSING_TOKEN",
+    );
     let after = passes(&t.op, o).await;
-    assert_eq!(after.iter().filter(|p| p.status == pb::PassStatus::Redeemed as i32).count(), 1);
-    assert_eq!(after[0].redemption.as_ref().unwrap().at_ms, first.redeemed_at_ms);
-    refused(site.redeem(redeem_req(&p[0].code, 1, None, "aide")).await, Code::FailedPrecondition, "ALREADY_REDEEMED");
-    let d = t.op.issuance.clone().get_dashboard(pb::GetDashboardRequest { order_id: o }).await.unwrap().into_inner();
+    assert_eq!(
+        after
+            .iter()
+            .filter(|p| p.status == pb::PassStatus::Redeemed as i32)
+            .count(),
+        1
+    );
+    assert_eq!(
+        after[0].redemption.as_ref().unwrap().at_ms,
+        first.redeemed_at_ms
+    );
+    refused(
+        site.redeem(redeem_req(&p[0].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "ALREADY_REDEEMED",
+    );
+    let d =
+        t.op.issuance
+            .clone()
+            .get_dashboard(pb::GetDashboardRequest { order_id: o })
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(d.redeemed.unwrap().cents, 1000);
     t.stop().await;
 }
@@ -229,16 +569,33 @@ async fn a_retry_with_the_same_request_id_gets_the_first_answer() {
     let (_, p) = order(&t, 1, 5, true).await;
     let token = {
         let mut reg = t.op.registry.clone();
-        reg.issue_credential(pb::IssueCredentialRequest { request_id: rid(), role: pb::Role::Site as i32, actor_id: 1, departements: vec![] }).await.unwrap().into_inner().token
+        reg.issue_credential(pb::IssueCredentialRequest {
+            request_id: rid(),
+            role: pb::Role::Site as i32,
+            actor_id: 1,
+            departements: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
     };
     let mut site = t.client(Some(&token)).await.redemptions;
     let req = redeem_req(&p[0].code, 1, None, "aide");
     let first = site.redeem(req.clone()).await.unwrap().into_inner();
     t.set_now(T0 + 2 * DAY);
-    assert_eq!(site.redeem(req.clone()).await.unwrap().into_inner(), first, "a retry is answered the same");
+    assert_eq!(
+        site.redeem(req.clone()).await.unwrap().into_inner(),
+        first,
+        "a retry is answered the same"
+    );
     t.restart().await;
     let mut site = t.client(Some(&token)).await.redemptions;
-    assert_eq!(site.redeem(req).await.unwrap().into_inner(), first, "also after a restart");
+    assert_eq!(
+        site.redeem(req).await.unwrap().into_inner(),
+        first,
+        "also after a restart"
+    );
     t.stop().await;
 }
 
@@ -249,48 +606,194 @@ async fn bad_input_gets_a_precise_refusal_and_the_server_keeps_serving() {
     let (o, p) = order(&t, 1, 5, true).await;
     let mut site = t.credential(pb::Role::Structure, 1, &[]).await.redemptions;
     let mut iss = t.op.issuance.clone();
-    let with = |pass| pb::RedeemRequest { request_id: rid(), pass, site_id: 1, place: None, service: "aide".into() };
-    refused(site.redeem(with(scanned("hello"))).await, Code::InvalidArgument, "MALFORMED_CODE");
-    refused(site.redeem(with(scanned(&p[0].code.replace("PN1", "PN7")))).await, Code::InvalidArgument, "UNKNOWN_CODE_VERSION");
+    let with = |pass| pb::RedeemRequest {
+        request_id: rid(),
+        pass,
+        site_id: 1,
+        place: None,
+        service: "aide".into(),
+    };
+    refused(
+        site.redeem(with(scanned("hello"))).await,
+        Code::InvalidArgument,
+        "MALFORMED_CODE",
+    );
+    refused(
+        site.redeem(with(scanned(&p[0].code.replace("PN1", "PN7"))))
+            .await,
+        Code::InvalidArgument,
+        "UNKNOWN_CODE_VERSION",
+    );
     let serial = p[0].serial.clone();
     let mut wrong = serial.clone().into_bytes();
     wrong[0] = if wrong[0] == b'A' { b'B' } else { b'A' };
     let wrong = String::from_utf8(wrong).unwrap();
-    let s = refused(site.redeem(with(typed(&wrong, &p[0].verification_code))).await, Code::InvalidArgument, "BAD_CHECK_CHARACTER");
-    assert_eq!(tonic_types::StatusExt::get_error_details(&s).bad_request().unwrap().field_violations[0].field, "pass");
-    refused(site.redeem(with(typed(&serial, "1AAAAAAA"))).await, Code::InvalidArgument, "CODE_NOT_AUTHENTIC");
-    refused(site.redeem(with(typed(&serial, &format!("Z{}", &p[0].verification_code[1..])))).await, Code::InvalidArgument, "UNKNOWN_CODE_KEY");
-    refused(site.redeem(with(None)).await, Code::InvalidArgument, "INVALID_FIELDS");
+    let s = refused(
+        site.redeem(with(typed(&wrong, &p[0].verification_code)))
+            .await,
+        Code::InvalidArgument,
+        "BAD_CHECK_CHARACTER",
+    );
+    assert_eq!(
+        tonic_types::StatusExt::get_error_details(&s)
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "pass"
+    );
+    refused(
+        site.redeem(with(typed(&serial, "1AAAAAAA"))).await,
+        Code::InvalidArgument,
+        "CODE_NOT_AUTHENTIC",
+    );
+    refused(
+        site.redeem(with(typed(
+            &serial,
+            &format!("Z{}", &p[0].verification_code[1..]),
+        )))
+        .await,
+        Code::InvalidArgument,
+        "UNKNOWN_CODE_KEY",
+    );
+    refused(
+        site.redeem(with(None)).await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
     // Typed entry works, with hyphens and lower case.
-    site.redeem(with(typed(&serial.to_lowercase(), &p[0].verification_code))).await.unwrap();
+    site.redeem(with(typed(&serial.to_lowercase(), &p[0].verification_code)))
+        .await
+        .unwrap();
 
     // Every bad field at once.
     let mut bad = order_req(1, 0, &["Bad Service"]);
     bad.face_value_cents = -5;
     bad.programme = String::new();
-    bad.perimeter = Some(pb::Perimeter { insee_codes: vec!["20004".into()], departements: vec!["99x".into()], site_ids: vec![] });
-    let s = refused(iss.create_order(bad).await, Code::InvalidArgument, "INVALID_FIELDS");
-    let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&s).bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
-    assert_eq!(fields, ["pass_count", "face_value_cents", "perimeter.insee_codes[0]", "perimeter.departements[0]", "services[0]", "programme"]);
+    bad.perimeter = Some(pb::Perimeter {
+        insee_codes: vec!["20004".into()],
+        departements: vec!["99x".into()],
+        site_ids: vec![],
+    });
+    let s = refused(
+        iss.create_order(bad).await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&s)
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "pass_count",
+            "face_value_cents",
+            "perimeter.insee_codes[0]",
+            "perimeter.departements[0]",
+            "services[0]",
+            "programme"
+        ]
+    );
 
     // Limits.
-    refused(iss.create_order(order_req(1, 100_001, &[])).await, Code::ResourceExhausted, "LIMIT_EXCEEDED");
-    let big = pb::RedeemWorkshopRequest { request_id: rid(), site_id: 3, passes: vec![scanned(&p[1].code).unwrap(); 21], ..Default::default() };
-    refused(site.redeem_workshop(big).await, Code::ResourceExhausted, "LIMIT_EXCEEDED");
-    let page = pb::ListPassesRequest { order_id: o, page_size: 5_000, page_token: String::new() };
-    refused(iss.list_passes(page).await, Code::ResourceExhausted, "LIMIT_EXCEEDED");
-    let huge = pb::CancelPassesRequest { request_id: rid(), serials: vec!["x".repeat(1000); 1100], order_id: 0, carnet: None };
-    refused(iss.cancel_passes(huge).await, Code::ResourceExhausted, "LIMIT_EXCEEDED");
-    let oversized = pb::RegisterCommanditaireRequest { request_id: rid(), name: "x".repeat(2 << 20) };
-    refused(t.op.registry.clone().register_commanditaire(oversized).await, Code::ResourceExhausted, "LIMIT_EXCEEDED");
+    refused(
+        iss.create_order(order_req(1, 100_001, &[])).await,
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+    );
+    let big = pb::RedeemWorkshopRequest {
+        request_id: rid(),
+        site_id: 3,
+        passes: vec![scanned(&p[1].code).unwrap(); 21],
+        ..Default::default()
+    };
+    refused(
+        site.redeem_workshop(big).await,
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+    );
+    let page = pb::ListPassesRequest {
+        order_id: o,
+        page_size: 5_000,
+        page_token: String::new(),
+    };
+    refused(
+        iss.list_passes(page).await,
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+    );
+    let huge = pb::CancelPassesRequest {
+        request_id: rid(),
+        serials: vec!["x".repeat(1000); 1100],
+        order_id: 0,
+        carnet: None,
+    };
+    refused(
+        iss.cancel_passes(huge).await,
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+    );
+    let oversized = pb::RegisterCommanditaireRequest {
+        request_id: rid(),
+        name: "x".repeat(2 << 20),
+    };
+    refused(
+        t.op.registry
+            .clone()
+            .register_commanditaire(oversized)
+            .await,
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+    );
 
     // Unknown ids, empty and bad fields, zero counts.
-    refused(iss.get_dashboard(pb::GetDashboardRequest { order_id: 999 }).await, Code::NotFound, "UNKNOWN_ORDER");
-    refused(site.redeem(pb::RedeemRequest { request_id: String::new(), ..with(scanned(&p[1].code)) }).await, Code::InvalidArgument, "INVALID_FIELDS");
-    refused(site.redeem(pb::RedeemRequest { service: String::new(), ..with(scanned(&p[1].code)) }).await, Code::InvalidArgument, "INVALID_FIELDS");
-    let bad_iban = pb::RegisterStructureRequest { request_id: rid(), name: "x".into(), siret_or_rna: "12345678901234".into(), iban: "FR00".into() };
-    let s = refused(t.op.registry.clone().register_structure(bad_iban).await, Code::InvalidArgument, "INVALID_FIELDS");
-    assert_eq!(tonic_types::StatusExt::get_error_details(&s).bad_request().unwrap().field_violations.len(), 2);
+    refused(
+        iss.get_dashboard(pb::GetDashboardRequest { order_id: 999 })
+            .await,
+        Code::NotFound,
+        "UNKNOWN_ORDER",
+    );
+    refused(
+        site.redeem(pb::RedeemRequest {
+            request_id: String::new(),
+            ..with(scanned(&p[1].code))
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    refused(
+        site.redeem(pb::RedeemRequest {
+            service: String::new(),
+            ..with(scanned(&p[1].code))
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    let bad_iban = pb::RegisterStructureRequest {
+        request_id: rid(),
+        name: "x".into(),
+        siret_or_rna: "12345678901234".into(),
+        iban: "FR00".into(),
+    };
+    let s = refused(
+        t.op.registry.clone().register_structure(bad_iban).await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    assert_eq!(
+        tonic_types::StatusExt::get_error_details(&s)
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .len(),
+        2
+    );
 
     // Still serving.
     site.redeem(with(scanned(&p[1].code))).await.unwrap();
@@ -303,7 +806,14 @@ async fn codes_render_and_decode_back_byte_for_byte() {
     registry(&t).await;
     let (o, p) = order(&t, 1, 12, false).await;
     let mut iss = t.op.issuance.clone();
-    let png = iss.render_code(pb::RenderCodeRequest { serial: p[0].serial.clone(), format: pb::CodeFormat::Png as i32 }).await.unwrap().into_inner();
+    let png = iss
+        .render_code(pb::RenderCodeRequest {
+            serial: p[0].serial.clone(),
+            format: pb::CodeFormat::Png as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(png.content_type, "image/png");
     let decoder = png::Decoder::new(std::io::Cursor::new(png.image));
     let mut reader = decoder.read_info().unwrap();
@@ -315,22 +825,55 @@ async fn codes_render_and_decode_back_byte_for_byte() {
     assert_eq!(grids.len(), 1);
     let (meta, content) = grids[0].decode().unwrap();
     assert_eq!(content, p[0].code, "the QR holds exactly the pass's code");
-    assert!(meta.version.0 <= 5, "QR version {} at most 5", meta.version.0);
-    let svg = iss.render_code(pb::RenderCodeRequest { serial: p[0].serial.clone(), format: pb::CodeFormat::Svg as i32 }).await.unwrap().into_inner();
+    assert!(
+        meta.version.0 <= 5,
+        "QR version {} at most 5",
+        meta.version.0
+    );
+    let svg = iss
+        .render_code(pb::RenderCodeRequest {
+            serial: p[0].serial.clone(),
+            format: pb::CodeFormat::Svg as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(String::from_utf8(svg.image).unwrap().starts_with("<?xml"));
 
     let mut pdf = vec![];
-    let mut s = iss.render_sheet(pb::RenderSheetRequest { order_id: o, carnet: None }).await.unwrap().into_inner();
+    let mut s = iss
+        .render_sheet(pb::RenderSheetRequest {
+            order_id: o,
+            carnet: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     while let Some(c) = s.message().await.unwrap() {
         pdf.extend(c.data);
     }
     assert!(pdf.starts_with(b"%PDF-1.4"));
     let text = String::from_utf8_lossy(&pdf);
-    assert!(text.contains("/Count 3"), "12 passes in carnets of 5 make 3 pages");
+    assert!(
+        text.contains("/Count 3"),
+        "12 passes in carnets of 5 make 3 pages"
+    );
     for pass in &p {
-        assert!(text.contains(&pass.serial), "the sheet prints {}", pass.serial);
+        assert!(
+            text.contains(&pass.serial),
+            "the sheet prints {}",
+            pass.serial
+        );
     }
-    refused(iss.render_sheet(pb::RenderSheetRequest { order_id: o, carnet: Some(3) }).await, Code::NotFound, "UNKNOWN_CARNET");
+    refused(
+        iss.render_sheet(pb::RenderSheetRequest {
+            order_id: o,
+            carnet: Some(3),
+        })
+        .await,
+        Code::NotFound,
+        "UNKNOWN_CARNET",
+    );
     t.stop().await;
 }
 
@@ -340,18 +883,59 @@ async fn streamed_records_verify_without_the_server() {
     registry(&t).await;
     order(&t, 1, 5, true).await;
     let mut ledger = t.op.ledger.clone();
-    let mut s = ledger.stream_records(pb::StreamRecordsRequest { from_seq: 1, limit: 0 }).await.unwrap().into_inner();
+    let mut s = ledger
+        .stream_records(pb::StreamRecordsRequest {
+            from_seq: 1,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut prev = "0".repeat(64);
     let mut n = 0;
     while let Some(r) = s.message().await.unwrap() {
         let (rec, used) = passnum::storage::frame::decode(&r.frame).unwrap();
         assert_eq!(used, r.frame.len());
         assert_eq!(passnum::code::hex(&rec.hash), r.hash);
-        assert_eq!(r.prev_hash, prev, "record {} chains to the one before", r.seq);
+        assert_eq!(
+            r.prev_hash, prev,
+            "record {} chains to the one before",
+            r.seq
+        );
         prev = r.hash;
         n += 1;
     }
-    let head = ledger.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner();
+    let head = ledger
+        .get_head(pb::GetHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((n, prev), (head.seq, head.hash));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_both_reflection_versions_answer() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let t = TestServer::start().await;
+    let channel = tonic::transport::Channel::from_shared(t.url()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let req = tonic_health::pb::HealthCheckRequest { service: "passnum.v1.Redemptions".into() };
+    assert_eq!(health.check(req).await.unwrap().into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    let list = v1alpha::ServerReflectionRequest { host: String::new(), message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())) };
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut s = alpha.server_reflection_info(tokio_stream::iter(vec![list])).await.unwrap().into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) = s.message().await.unwrap().unwrap().message_response else { panic!() };
+    let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+    for svc in ["passnum.v1.Registry", "passnum.v1.Issuance", "passnum.v1.Redemptions", "passnum.v1.Ledger", "grpc.health.v1.Health"] {
+        assert!(names.contains(&svc.to_string()), "v1alpha lists {svc}: {names:?}");
+    }
+
+    let list = v1::ServerReflectionRequest { host: String::new(), message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())) };
+    let mut v1c = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut s = v1c.server_reflection_info(tokio_stream::iter(vec![list])).await.unwrap().into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) = s.message().await.unwrap().unwrap().message_response else { panic!() };
+    assert!(l.service.iter().any(|s| s.name == "passnum.v1.Redemptions"));
     t.stop().await;
 }

@@ -67,20 +67,62 @@ pub enum CancelTarget {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    RegisterCommanditaire { name: Label },
-    RegisterStructure { name: Label, payee: PayeeId, iban: Option<Iban> },
-    SetStructureIban { structure: StructureId, iban: Iban },
-    RegisterSite { structure: StructureId, name: Label, kind: SiteKind },
-    SetSiteActive { site: SiteId, active: bool },
-    IssueCredential { token_hash: [u8; 32], role: Role },
+    RegisterCommanditaire {
+        name: Label,
+    },
+    RegisterStructure {
+        name: Label,
+        payee: PayeeId,
+        iban: Option<Iban>,
+    },
+    SetStructureIban {
+        structure: StructureId,
+        iban: Iban,
+    },
+    RegisterSite {
+        structure: StructureId,
+        name: Label,
+        kind: SiteKind,
+    },
+    SetSiteActive {
+        site: SiteId,
+        active: bool,
+    },
+    IssueCredential {
+        token_hash: [u8; 32],
+        role: Role,
+    },
     CreateOrder(NewOrder),
-    Mint { order: OrderId, serials: Vec<Serial> },
-    RecordFunding { order: OrderId, amount: Cents, reference: Label },
-    MarkDistributed { order: OrderId, carnet: u32 },
-    Redeem { serial: Serial, site: SiteId, place: Place, service: ServiceCode },
-    RedeemWorkshop { workshop: NewWorkshop, serials: Vec<Serial> },
-    Reverse { serial: Serial, site: SiteId },
-    Cancel { target: CancelTarget },
+    Mint {
+        order: OrderId,
+        serials: Vec<Serial>,
+    },
+    RecordFunding {
+        order: OrderId,
+        amount: Cents,
+        reference: Label,
+    },
+    MarkDistributed {
+        order: OrderId,
+        carnet: u32,
+    },
+    Redeem {
+        serial: Serial,
+        site: SiteId,
+        place: Place,
+        service: ServiceCode,
+    },
+    RedeemWorkshop {
+        workshop: NewWorkshop,
+        serials: Vec<Serial>,
+    },
+    Reverse {
+        serial: Serial,
+        site: SiteId,
+    },
+    Cancel {
+        target: CancelTarget,
+    },
     /// Expires every live pass whose order's validity plus grace has ended by `now`.
     ExpireSweep,
 }

@@ -22,7 +22,10 @@ pub struct Rules {
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules { reversal_window_ms: 24 * 3_600_000, sweep_orders_max: 8 }
+        Rules {
+            reversal_window_ms: 24 * 3_600_000,
+            sweep_orders_max: 8,
+        }
     }
 }
 
@@ -47,7 +50,11 @@ struct Effects {
 
 impl Effects {
     fn of(facts: Vec<Fact>, outcome: Outcome) -> Effects {
-        Effects { facts, postings: vec![], outcome }
+        Effects {
+            facts,
+            postings: vec![],
+            outcome,
+        }
     }
 }
 
@@ -76,11 +83,21 @@ pub fn decide(state: &State, rules: &Rules, now: Timestamp, envelope: &Envelope)
         }),
         Ok(Step::NoChange(outcome)) => match request {
             // Remember the answer so a retry is answered the same way even if state moves on.
-            Some(_) => Decision::Record(RecordBody { request, facts: vec![], postings: vec![], result: Ok(outcome) }),
+            Some(_) => Decision::Record(RecordBody {
+                request,
+                facts: vec![],
+                postings: vec![],
+                result: Ok(outcome),
+            }),
             None => Decision::Answer(Ok(outcome)),
         },
         Err(refusal) => match request {
-            Some(_) => Decision::Record(RecordBody { request, facts: vec![], postings: vec![], result: Err(refusal) }),
+            Some(_) => Decision::Record(RecordBody {
+                request,
+                facts: vec![],
+                postings: vec![],
+                result: Err(refusal),
+            }),
             None => Decision::Answer(Err(refusal)),
         },
     }
@@ -90,33 +107,67 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
     use Command::*;
     match command {
         RegisterCommanditaire { name } => {
-            let c = Commanditaire { id: CommanditaireId(state.commanditaires.len() as u64 + 1), name: name.clone() };
+            let c = Commanditaire {
+                id: CommanditaireId(state.commanditaires.len() as u64 + 1),
+                name: name.clone(),
+            };
             let id = c.id;
-            Ok(change(vec![Fact::CommanditaireRegistered(c)], Outcome::CommanditaireRegistered(id)))
+            Ok(change(
+                vec![Fact::CommanditaireRegistered(c)],
+                Outcome::CommanditaireRegistered(id),
+            ))
         }
         RegisterStructure { name, payee, iban } => register_structure(state, name, payee, iban),
         SetStructureIban { structure, iban } => {
             known_structure(state, *structure)?;
-            let fact = Fact::StructureIbanSet { structure: *structure, iban: iban.clone() };
+            let fact = Fact::StructureIbanSet {
+                structure: *structure,
+                iban: iban.clone(),
+            };
             Ok(change(vec![fact], Outcome::StructureUpdated(*structure)))
         }
-        RegisterSite { structure, name, kind } => {
+        RegisterSite {
+            structure,
+            name,
+            kind,
+        } => {
             known_structure(state, *structure)?;
             let id = SiteId(state.sites.len() as u64 + 1);
-            let site = Site { id, structure: *structure, name: name.clone(), kind: kind.clone(), active: true };
-            Ok(change(vec![Fact::SiteRegistered(site)], Outcome::SiteRegistered(id)))
+            let site = Site {
+                id,
+                structure: *structure,
+                name: name.clone(),
+                kind: kind.clone(),
+                active: true,
+            };
+            Ok(change(
+                vec![Fact::SiteRegistered(site)],
+                Outcome::SiteRegistered(id),
+            ))
         }
         SetSiteActive { site, active } => {
             state.sites.get(site).ok_or(Refusal::UnknownSite(*site))?;
-            let fact = Fact::SiteActivitySet { site: *site, active: *active };
+            let fact = Fact::SiteActivitySet {
+                site: *site,
+                active: *active,
+            };
             Ok(change(vec![fact], Outcome::SiteUpdated(*site)))
         }
         IssueCredential { token_hash, role } => issue_credential(state, token_hash, role),
         CreateOrder(new) => create_order(state, now, new),
         Mint { order, serials } => mint(state, *order, serials),
-        RecordFunding { order, amount, reference } => fund(state, now, *order, *amount, reference),
+        RecordFunding {
+            order,
+            amount,
+            reference,
+        } => fund(state, now, *order, *amount, reference),
         MarkDistributed { order, carnet } => distribute(state, *order, *carnet),
-        Redeem { serial, site, place, service } => redeem(state, now, *serial, *site, place, service),
+        Redeem {
+            serial,
+            site,
+            place,
+            service,
+        } => redeem(state, now, *serial, *site, place, service),
         RedeemWorkshop { workshop, serials } => redeem_workshop(state, now, workshop, serials),
         Reverse { serial, site } => reverse(state, rules, now, *serial, *site),
         Cancel { target } => cancel(state, target),
@@ -129,20 +180,36 @@ fn change(facts: Vec<Fact>, outcome: Outcome) -> Step {
 }
 
 fn known_structure(state: &State, id: StructureId) -> Result<&Structure, Refusal> {
-    state.structures.get(&id).ok_or(Refusal::UnknownStructure(id))
+    state
+        .structures
+        .get(&id)
+        .ok_or(Refusal::UnknownStructure(id))
 }
 
 fn known_order(state: &State, id: OrderId) -> Result<&Order, Refusal> {
     state.orders.get(&id).ok_or(Refusal::UnknownOrder(id))
 }
 
-fn register_structure(state: &State, name: &Label, payee: &PayeeId, iban: &Option<Iban>) -> Result<Step, Refusal> {
+fn register_structure(
+    state: &State,
+    name: &Label,
+    payee: &PayeeId,
+    iban: &Option<Iban>,
+) -> Result<Step, Refusal> {
     if state.structures.values().any(|s| &s.payee == payee) {
         return Err(Refusal::PayeeAlreadyRegistered);
     }
     let id = StructureId(state.structures.len() as u64 + 1);
-    let s = Structure { id, name: name.clone(), payee: payee.clone(), iban: iban.clone() };
-    Ok(change(vec![Fact::StructureRegistered(s)], Outcome::StructureRegistered(id)))
+    let s = Structure {
+        id,
+        name: name.clone(),
+        payee: payee.clone(),
+        iban: iban.clone(),
+    };
+    Ok(change(
+        vec![Fact::StructureRegistered(s)],
+        Outcome::StructureRegistered(id),
+    ))
 }
 
 fn issue_credential(state: &State, token_hash: &[u8; 32], role: &Role) -> Result<Step, Refusal> {
@@ -152,7 +219,10 @@ fn issue_credential(state: &State, token_hash: &[u8; 32], role: &Role) -> Result
     match role {
         Role::Operator | Role::Hub(_) => {}
         Role::Commanditaire(c) => {
-            state.commanditaires.get(c).ok_or(Refusal::UnknownCommanditaire(*c))?;
+            state
+                .commanditaires
+                .get(c)
+                .ok_or(Refusal::UnknownCommanditaire(*c))?;
         }
         Role::Structure(s) => {
             known_structure(state, *s)?;
@@ -161,23 +231,35 @@ fn issue_credential(state: &State, token_hash: &[u8; 32], role: &Role) -> Result
             state.sites.get(s).ok_or(Refusal::UnknownSite(*s))?;
         }
     }
-    let fact = Fact::CredentialIssued { token_hash: *token_hash, role: role.clone() };
+    let fact = Fact::CredentialIssued {
+        token_hash: *token_hash,
+        role: role.clone(),
+    };
     Ok(change(vec![fact], Outcome::CredentialIssued))
 }
 
 fn create_order(state: &State, now: Timestamp, new: &NewOrder) -> Result<Step, Refusal> {
     let c = new.commanditaire;
-    state.commanditaires.get(&c).ok_or(Refusal::UnknownCommanditaire(c))?;
+    state
+        .commanditaires
+        .get(&c)
+        .ok_or(Refusal::UnknownCommanditaire(c))?;
     if new.perimeter.is_empty() {
         return Err(Refusal::EmptyPerimeter);
     }
-    if let Some(site) = new.perimeter.sites.iter().find(|s| !state.sites.contains_key(s)) {
+    if let Some(site) = new
+        .perimeter
+        .sites
+        .iter()
+        .find(|s| !state.sites.contains_key(s))
+    {
         return Err(Refusal::UnknownSite(*site));
     }
     if new.valid_until <= new.valid_from {
         return Err(Refusal::ValidityWindowInverted);
     }
-    if new.carnet_size == 0 || new.carnet_size > CARNET_SIZE_MAX || new.carnet_size > new.pass_count {
+    if new.carnet_size == 0 || new.carnet_size > CARNET_SIZE_MAX || new.carnet_size > new.pass_count
+    {
         return Err(Refusal::CarnetSizeInvalid);
     }
     let id = OrderId(state.orders.len() as u64 + 1);
@@ -199,29 +281,53 @@ fn create_order(state: &State, now: Timestamp, new: &NewOrder) -> Result<Step, R
         distributed: Default::default(),
         swept: false,
     };
-    Ok(change(vec![Fact::OrderCreated(order)], Outcome::OrderCreated(id)))
+    Ok(change(
+        vec![Fact::OrderCreated(order)],
+        Outcome::OrderCreated(id),
+    ))
 }
 
 /// Minting is idempotent by order: a second mint answers like the first and adds nothing.
 fn mint(state: &State, order_id: OrderId, serials: &[Serial]) -> Result<Step, Refusal> {
     let order = known_order(state, order_id)?;
-    let outcome = Outcome::Minted { order: order_id, passes: order.pass_count };
+    let outcome = Outcome::Minted {
+        order: order_id,
+        passes: order.pass_count,
+    };
     if order.minted {
         return Ok(Step::NoChange(outcome));
     }
     if serials.len() != order.pass_count as usize {
-        return Err(Refusal::MintCountMismatch { expected: order.pass_count, got: serials.len() as u32 });
+        return Err(Refusal::MintCountMismatch {
+            expected: order.pass_count,
+            got: serials.len() as u32,
+        });
     }
     let mut seen = HashSet::with_capacity(serials.len());
-    if let Some(s) = serials.iter().find(|s| state.passes.contains_key(s) || !seen.insert(**s)) {
+    if let Some(s) = serials
+        .iter()
+        .find(|s| state.passes.contains_key(s) || !seen.insert(**s))
+    {
         return Err(Refusal::SerialCollision(*s));
     }
-    Ok(change(vec![Fact::PassesMinted { order: order_id, serials: serials.to_vec() }], outcome))
+    Ok(change(
+        vec![Fact::PassesMinted {
+            order: order_id,
+            serials: serials.to_vec(),
+        }],
+        outcome,
+    ))
 }
 
 /// Funding activates the order's minted passes. Passes cancelled or expired before funding
 /// are paid for all the same, so their value is owed back to the commanditaire at once.
-fn fund(state: &State, now: Timestamp, order_id: OrderId, amount: Cents, reference: &Label) -> Result<Step, Refusal> {
+fn fund(
+    state: &State,
+    now: Timestamp,
+    order_id: OrderId,
+    amount: Cents,
+    reference: &Label,
+) -> Result<Step, Refusal> {
     let order = known_order(state, order_id)?;
     if !order.minted {
         return Err(Refusal::NotMinted);
@@ -230,29 +336,55 @@ fn fund(state: &State, now: Timestamp, order_id: OrderId, amount: Cents, referen
         return Err(Refusal::AlreadyFunded);
     }
     if amount != order.total() {
-        return Err(Refusal::FundingMismatch { expected: order.total(), got: amount });
+        return Err(Refusal::FundingMismatch {
+            expected: order.total(),
+            got: amount,
+        });
     }
     let activated = count_passes(state, order_id, |p| p.status == PassStatus::Minted);
     let closed = order.pass_count - activated;
     let face = order.face_value.0;
     let c = order.commanditaire;
     let mut postings = vec![
-        Posting { account: Account::Funds(c), amount: amount.0 },
-        Posting { account: Account::Outstanding(c), amount: -face * i64::from(activated) },
+        Posting {
+            account: Account::Funds(c),
+            amount: amount.0,
+        },
+        Posting {
+            account: Account::Outstanding(c),
+            amount: -face * i64::from(activated),
+        },
     ];
     if closed > 0 {
-        postings.push(Posting { account: Account::CreditDue(c), amount: -face * i64::from(closed) });
+        postings.push(Posting {
+            account: Account::CreditDue(c),
+            amount: -face * i64::from(closed),
+        });
     }
-    let funding = Funding { at: now, amount, reference: reference.clone() };
+    let funding = Funding {
+        at: now,
+        amount,
+        reference: reference.clone(),
+    };
     Ok(Step::Change(Effects {
-        facts: vec![Fact::OrderFunded { order: order_id, funding }],
+        facts: vec![Fact::OrderFunded {
+            order: order_id,
+            funding,
+        }],
         postings,
-        outcome: Outcome::Funded { order: order_id, activated },
+        outcome: Outcome::Funded {
+            order: order_id,
+            activated,
+        },
     }))
 }
 
 fn count_passes(state: &State, order: OrderId, pred: impl Fn(&Pass) -> bool) -> u32 {
-    let serials = state.order_serials.get(&order).map(Vec::as_slice).unwrap_or(&[]);
+    let serials = state
+        .order_serials
+        .get(&order)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     serials.iter().filter(|s| pred(&state.passes[*s])).count() as u32
 }
 
@@ -262,18 +394,34 @@ fn distribute(state: &State, order_id: OrderId, carnet: u32) -> Result<Step, Ref
         return Err(Refusal::NotMinted);
     }
     if carnet >= order.carnet_count() {
-        return Err(Refusal::UnknownCarnet { order: order_id, carnet });
+        return Err(Refusal::UnknownCarnet {
+            order: order_id,
+            carnet,
+        });
     }
     if order.distributed.contains(&carnet) {
         return Err(Refusal::AlreadyDistributed { carnet });
     }
     Ok(change(
-        vec![Fact::CarnetDistributed { order: order_id, carnet }],
-        Outcome::Distributed { order: order_id, carnet },
+        vec![Fact::CarnetDistributed {
+            order: order_id,
+            carnet,
+        }],
+        Outcome::Distributed {
+            order: order_id,
+            carnet,
+        },
     ))
 }
 
-fn redemption_effects(order: &Order, venue: &Venue, now: Timestamp, serial: Serial, service: &ServiceCode, workshop: Option<WorkshopId>) -> (Fact, [Posting; 2], Redeemed) {
+fn redemption_effects(
+    order: &Order,
+    venue: &Venue,
+    now: Timestamp,
+    serial: Serial,
+    service: &ServiceCode,
+    workshop: Option<WorkshopId>,
+) -> (Fact, [Posting; 2], Redeemed) {
     let redemption = Redemption {
         at: now,
         site: venue.site,
@@ -285,23 +433,55 @@ fn redemption_effects(order: &Order, venue: &Venue, now: Timestamp, serial: Seri
     };
     let face = order.face_value.0;
     let postings = [
-        Posting { account: Account::Outstanding(order.commanditaire), amount: face },
-        Posting { account: Account::Payable(venue.structure), amount: -face },
+        Posting {
+            account: Account::Outstanding(order.commanditaire),
+            amount: face,
+        },
+        Posting {
+            account: Account::Payable(venue.structure),
+            amount: -face,
+        },
     ];
-    let redeemed = Redeemed { serial, order: order.id, amount: order.face_value, at: now, site: venue.site };
-    (Fact::PassRedeemed { serial, redemption }, postings, redeemed)
+    let redeemed = Redeemed {
+        serial,
+        order: order.id,
+        amount: order.face_value,
+        at: now,
+        site: venue.site,
+    };
+    (
+        Fact::PassRedeemed { serial, redemption },
+        postings,
+        redeemed,
+    )
 }
 
-fn redeem(state: &State, now: Timestamp, serial: Serial, site: SiteId, place: &Place, service: &ServiceCode) -> Result<Step, Refusal> {
+fn redeem(
+    state: &State,
+    now: Timestamp,
+    serial: Serial,
+    site: SiteId,
+    place: &Place,
+    service: &ServiceCode,
+) -> Result<Step, Refusal> {
     let venue = resolve_venue(state, site, place)?;
     let order = check_redeemable(state, now, &venue, serial, std::slice::from_ref(service))?;
     let (fact, postings, redeemed) = redemption_effects(order, &venue, now, serial, service, None);
-    Ok(Step::Change(Effects { facts: vec![fact], postings: postings.to_vec(), outcome: Outcome::Redeemed(redeemed) }))
+    Ok(Step::Change(Effects {
+        facts: vec![fact],
+        postings: postings.to_vec(),
+        outcome: Outcome::Redeemed(redeemed),
+    }))
 }
 
 /// A workshop redeems many passes in one session: one outcome per pass, in the order
 /// given. The session is recorded even if every pass is refused: it took place.
-fn redeem_workshop(state: &State, now: Timestamp, w: &NewWorkshop, serials: &[Serial]) -> Result<Step, Refusal> {
+fn redeem_workshop(
+    state: &State,
+    now: Timestamp,
+    w: &NewWorkshop,
+    serials: &[Serial],
+) -> Result<Step, Refusal> {
     let venue = resolve_venue(state, w.site, &w.place)?;
     let id = WorkshopId(state.workshops.len() as u64 + 1);
     let session = WorkshopSession {
@@ -316,19 +496,26 @@ fn redeem_workshop(state: &State, now: Timestamp, w: &NewWorkshop, serials: &[Se
         participants: w.participants,
         mediator: w.mediator.clone(),
     };
-    let service = w.themes.first().expect("a workshop has at least one theme (validated at the edge)");
+    let service = w
+        .themes
+        .first()
+        .expect("a workshop has at least one theme (validated at the edge)");
     let mut facts = vec![Fact::WorkshopHeld(session)];
     let mut postings = vec![];
     let mut outcomes = Vec::with_capacity(serials.len());
     let mut seen = HashSet::with_capacity(serials.len());
     for serial in serials {
         if !seen.insert(*serial) {
-            outcomes.push(Err(Refusal::AlreadyRedeemed { at: now, site: w.site }));
+            outcomes.push(Err(Refusal::AlreadyRedeemed {
+                at: now,
+                site: w.site,
+            }));
             continue;
         }
         match check_redeemable(state, now, &venue, *serial, &w.themes) {
             Ok(order) => {
-                let (fact, more, redeemed) = redemption_effects(order, &venue, now, *serial, service, Some(id));
+                let (fact, more, redeemed) =
+                    redemption_effects(order, &venue, now, *serial, service, Some(id));
                 facts.push(fact);
                 postings.extend(more);
                 outcomes.push(Ok(redeemed));
@@ -336,24 +523,50 @@ fn redeem_workshop(state: &State, now: Timestamp, w: &NewWorkshop, serials: &[Se
             Err(refusal) => outcomes.push(Err(refusal)),
         }
     }
-    let outcome = Outcome::Workshop { workshop: id, passes: outcomes };
-    Ok(Step::Change(Effects { facts, postings, outcome }))
+    let outcome = Outcome::Workshop {
+        workshop: id,
+        passes: outcomes,
+    };
+    Ok(Step::Change(Effects {
+        facts,
+        postings,
+        outcome,
+    }))
 }
 
-fn reverse(state: &State, rules: &Rules, now: Timestamp, serial: Serial, site: SiteId) -> Result<Step, Refusal> {
+fn reverse(
+    state: &State,
+    rules: &Rules,
+    now: Timestamp,
+    serial: Serial,
+    site: SiteId,
+) -> Result<Step, Refusal> {
     check_reversible(state, now, rules.reversal_window_ms, serial, site)?;
     let pass = &state.passes[&serial];
     let order = &state.orders[&pass.order];
-    let structure = pass.redemption.as_ref().expect("checked reversible").structure;
+    let structure = pass
+        .redemption
+        .as_ref()
+        .expect("checked reversible")
+        .structure;
     let face = order.face_value.0;
     let c = order.commanditaire;
     let mut effects = Effects {
         facts: vec![Fact::RedemptionReversed { serial, site }],
         postings: vec![
-            Posting { account: Account::Payable(structure), amount: face },
-            Posting { account: Account::Outstanding(c), amount: -face },
+            Posting {
+                account: Account::Payable(structure),
+                amount: face,
+            },
+            Posting {
+                account: Account::Outstanding(c),
+                amount: -face,
+            },
         ],
-        outcome: Outcome::Reversed { serial, amount: order.face_value },
+        outcome: Outcome::Reversed {
+            serial,
+            amount: order.face_value,
+        },
     };
     // A pass given back after its order was swept would stay live forever: expire it now.
     if order.swept {
@@ -365,8 +578,14 @@ fn reverse(state: &State, rules: &Rules, now: Timestamp, serial: Serial, site: S
 
 fn credit_back(c: CommanditaireId, face: i64) -> [Posting; 2] {
     [
-        Posting { account: Account::Outstanding(c), amount: face },
-        Posting { account: Account::CreditDue(c), amount: -face },
+        Posting {
+            account: Account::Outstanding(c),
+            amount: face,
+        },
+        Posting {
+            account: Account::CreditDue(c),
+            amount: -face,
+        },
     ]
 }
 
@@ -385,12 +604,19 @@ fn cancel(state: &State, target: &CancelTarget) -> Result<Step, Refusal> {
         CancelTarget::Carnet { order, carnet } => {
             let o = known_order(state, *order)?;
             if !o.minted || *carnet >= o.carnet_count() {
-                return Err(Refusal::UnknownCarnet { order: *order, carnet: *carnet });
+                return Err(Refusal::UnknownCarnet {
+                    order: *order,
+                    carnet: *carnet,
+                });
             }
             let all = &state.order_serials[order];
             let start = (*carnet * o.carnet_size) as usize;
             let end = (start + o.carnet_size as usize).min(all.len());
-            let live: Vec<Serial> = all[start..end].iter().copied().filter(|s| is_live(&state.passes[s])).collect();
+            let live: Vec<Serial> = all[start..end]
+                .iter()
+                .copied()
+                .filter(|s| is_live(&state.passes[s]))
+                .collect();
             if live.is_empty() {
                 return Err(Refusal::NotCancellable);
             }
@@ -398,9 +624,22 @@ fn cancel(state: &State, target: &CancelTarget) -> Result<Step, Refusal> {
         }
     };
     let (mut facts, mut postings) = (vec![], vec![]);
-    let credited = close_passes(state, &serials, |serial| Fact::PassCancelled { serial }, &mut facts, &mut postings);
-    let outcome = Outcome::Cancelled { passes: serials.len() as u32, credited };
-    Ok(Step::Change(Effects { facts, postings, outcome }))
+    let credited = close_passes(
+        state,
+        &serials,
+        |serial| Fact::PassCancelled { serial },
+        &mut facts,
+        &mut postings,
+    );
+    let outcome = Outcome::Cancelled {
+        passes: serials.len() as u32,
+        credited,
+    };
+    Ok(Step::Change(Effects {
+        facts,
+        postings,
+        outcome,
+    }))
 }
 
 fn is_live(pass: &Pass) -> bool {
@@ -438,18 +677,38 @@ fn expire_sweep(state: &State, rules: &Rules, now: Timestamp) -> Step {
         .take(rules.sweep_orders_max)
         .collect();
     if due.is_empty() {
-        return Step::NoChange(Outcome::Expired { passes: 0, credited: Cents(0) });
+        return Step::NoChange(Outcome::Expired {
+            passes: 0,
+            credited: Cents(0),
+        });
     }
     let (mut facts, mut postings) = (vec![], vec![]);
     let mut passes = 0;
     let mut credited = 0;
     for order in due {
-        let live: Vec<Serial> =
-            state.order_serials[&order.id].iter().copied().filter(|s| is_live(&state.passes[s])).collect();
+        let live: Vec<Serial> = state.order_serials[&order.id]
+            .iter()
+            .copied()
+            .filter(|s| is_live(&state.passes[s]))
+            .collect();
         passes += live.len() as u32;
-        credited += close_passes(state, &live, |serial| Fact::PassExpired { serial }, &mut facts, &mut postings).0;
+        credited += close_passes(
+            state,
+            &live,
+            |serial| Fact::PassExpired { serial },
+            &mut facts,
+            &mut postings,
+        )
+        .0;
         facts.push(Fact::OrderSwept { order: order.id });
     }
-    let outcome = Outcome::Expired { passes, credited: Cents(credited) };
-    Step::Change(Effects { facts, postings, outcome })
+    let outcome = Outcome::Expired {
+        passes,
+        credited: Cents(credited),
+    };
+    Step::Change(Effects {
+        facts,
+        postings,
+        outcome,
+    })
 }

@@ -12,22 +12,52 @@ use serde::{Deserialize, Serialize};
 pub enum Fact {
     CommanditaireRegistered(Commanditaire),
     StructureRegistered(Structure),
-    StructureIbanSet { structure: StructureId, iban: Iban },
+    StructureIbanSet {
+        structure: StructureId,
+        iban: Iban,
+    },
     SiteRegistered(Site),
-    SiteActivitySet { site: SiteId, active: bool },
-    CredentialIssued { token_hash: [u8; 32], role: Role },
+    SiteActivitySet {
+        site: SiteId,
+        active: bool,
+    },
+    CredentialIssued {
+        token_hash: [u8; 32],
+        role: Role,
+    },
     OrderCreated(Order),
     /// Pass `i` of the order is `serials[i]`, in carnet `i / carnet_size`.
-    PassesMinted { order: OrderId, serials: Vec<Serial> },
-    OrderFunded { order: OrderId, funding: Funding },
-    CarnetDistributed { order: OrderId, carnet: u32 },
+    PassesMinted {
+        order: OrderId,
+        serials: Vec<Serial>,
+    },
+    OrderFunded {
+        order: OrderId,
+        funding: Funding,
+    },
+    CarnetDistributed {
+        order: OrderId,
+        carnet: u32,
+    },
     WorkshopHeld(WorkshopSession),
-    PassRedeemed { serial: Serial, redemption: Redemption },
-    RedemptionReversed { serial: Serial, site: SiteId },
-    PassCancelled { serial: Serial },
-    PassExpired { serial: Serial },
+    PassRedeemed {
+        serial: Serial,
+        redemption: Redemption,
+    },
+    RedemptionReversed {
+        serial: Serial,
+        site: SiteId,
+    },
+    PassCancelled {
+        serial: Serial,
+    },
+    PassExpired {
+        serial: Serial,
+    },
     /// The expiry sweep has passed over this order: nothing of it is live any more.
-    OrderSwept { order: OrderId },
+    OrderSwept {
+        order: OrderId,
+    },
 }
 
 /// The answer to an accepted command, remembered for retries.
@@ -40,14 +70,35 @@ pub enum Outcome {
     SiteUpdated(SiteId),
     CredentialIssued,
     OrderCreated(OrderId),
-    Minted { order: OrderId, passes: u32 },
-    Funded { order: OrderId, activated: u32 },
-    Distributed { order: OrderId, carnet: u32 },
+    Minted {
+        order: OrderId,
+        passes: u32,
+    },
+    Funded {
+        order: OrderId,
+        activated: u32,
+    },
+    Distributed {
+        order: OrderId,
+        carnet: u32,
+    },
     Redeemed(Redeemed),
-    Workshop { workshop: WorkshopId, passes: Vec<Result<Redeemed, Refusal>> },
-    Reversed { serial: Serial, amount: Cents },
-    Cancelled { passes: u32, credited: Cents },
-    Expired { passes: u32, credited: Cents },
+    Workshop {
+        workshop: WorkshopId,
+        passes: Vec<Result<Redeemed, Refusal>>,
+    },
+    Reversed {
+        serial: Serial,
+        amount: Cents,
+    },
+    Cancelled {
+        passes: u32,
+        credited: Cents,
+    },
+    Expired {
+        passes: u32,
+        credited: Cents,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +122,10 @@ pub struct RecordBody {
 
 impl RecordBody {
     pub fn postings_balance(&self) -> bool {
-        self.postings.iter().map(|p| i128::from(p.amount)).sum::<i128>() == 0
+        self.postings
+            .iter()
+            .map(|p| i128::from(p.amount))
+            .sum::<i128>()
+            == 0
     }
 }

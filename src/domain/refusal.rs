@@ -99,9 +99,14 @@ impl Refusal {
             UnknownSite(id) | SiteInactive(id) => vec![("site", id.0.to_string())],
             UnknownOrder(id) => vec![("order", id.0.to_string())],
             UnknownPass(s) | SerialCollision(s) => vec![("serial", s.to_string())],
-            UnknownStop { site, stop } => vec![("site", site.0.to_string()), ("stop", stop.to_string())],
+            UnknownStop { site, stop } => {
+                vec![("site", site.0.to_string()), ("stop", stop.to_string())]
+            }
             UnknownCarnet { order, carnet } => {
-                vec![("order", order.0.to_string()), ("carnet", carnet.to_string())]
+                vec![
+                    ("order", order.0.to_string()),
+                    ("carnet", carnet.to_string()),
+                ]
             }
             MintCountMismatch { expected, got } => {
                 vec![("expected", expected.to_string()), ("got", got.to_string())]
@@ -114,7 +119,10 @@ impl Refusal {
             Expired { at } => vec![("expired_at_ms", at.0.to_string())],
             NotYetValid { from } => vec![("valid_from_ms", from.0.to_string())],
             AlreadyRedeemed { at, site } => {
-                vec![("redeemed_at_ms", at.0.to_string()), ("site", site.0.to_string())]
+                vec![
+                    ("redeemed_at_ms", at.0.to_string()),
+                    ("site", site.0.to_string()),
+                ]
             }
             WrongSite { site } => vec![("redeemed_at_site", site.0.to_string())],
             ReversalWindowClosed { until } => vec![("window_closed_at_ms", until.0.to_string())],

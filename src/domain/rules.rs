@@ -30,19 +30,29 @@ pub struct Venue {
 }
 
 pub fn resolve_venue(state: &State, site_id: SiteId, place: &Place) -> Result<Venue, Refusal> {
-    let site = state.sites.get(&site_id).ok_or(Refusal::UnknownSite(site_id))?;
+    let site = state
+        .sites
+        .get(&site_id)
+        .ok_or(Refusal::UnknownSite(site_id))?;
     let (stop, commune) = match (&site.kind, place) {
         (SiteKind::Fixed { commune }, Place::Site) => (None, *commune),
         (SiteKind::Itinerant { stops }, Place::Stop(n)) => {
-            let stop = stops
-                .get(*n as usize)
-                .ok_or(Refusal::UnknownStop { site: site_id, stop: *n })?;
+            let stop = stops.get(*n as usize).ok_or(Refusal::UnknownStop {
+                site: site_id,
+                stop: *n,
+            })?;
             (Some(*n), stop.commune)
         }
         (SiteKind::Workshop { .. }, Place::Commune(c)) => (None, *c),
         _ => return Err(Refusal::PlaceDoesNotFitSite),
     };
-    Ok(Venue { site: site_id, structure: site.structure, stop, commune, active: site.active })
+    Ok(Venue {
+        site: site_id,
+        structure: site.structure,
+        stop,
+        commune,
+        active: site.active,
+    })
 }
 
 /// Checks one pass against every redemption rule; returns its order when all pass.
@@ -53,12 +63,21 @@ pub fn check_redeemable<'s>(
     serial: Serial,
     services: &[ServiceCode],
 ) -> Result<&'s Order, Refusal> {
-    let pass = state.passes.get(&serial).ok_or(Refusal::UnknownPass(serial))?;
-    let order = state.orders.get(&pass.order).expect("a pass's order exists");
+    let pass = state
+        .passes
+        .get(&serial)
+        .ok_or(Refusal::UnknownPass(serial))?;
+    let order = state
+        .orders
+        .get(&pass.order)
+        .expect("a pass's order exists");
     check_status(pass, order)?;
     check_clock(order, now)?;
     if let Some(r) = &pass.redemption {
-        return Err(Refusal::AlreadyRedeemed { at: r.at, site: r.site });
+        return Err(Refusal::AlreadyRedeemed {
+            at: r.at,
+            site: r.site,
+        });
     }
     if !venue.active {
         return Err(Refusal::SiteInactive(venue.site));
@@ -76,17 +95,23 @@ fn check_status(pass: &Pass, order: &Order) -> Result<(), Refusal> {
     match pass.status {
         PassStatus::Minted => Err(Refusal::NotActivated),
         PassStatus::Cancelled => Err(Refusal::Cancelled),
-        PassStatus::Expired => Err(Refusal::Expired { at: order.expires_at() }),
+        PassStatus::Expired => Err(Refusal::Expired {
+            at: order.expires_at(),
+        }),
         PassStatus::Active | PassStatus::Redeemed => Ok(()),
     }
 }
 
 fn check_clock(order: &Order, now: Timestamp) -> Result<(), Refusal> {
     if now >= order.expires_at() {
-        return Err(Refusal::Expired { at: order.expires_at() });
+        return Err(Refusal::Expired {
+            at: order.expires_at(),
+        });
     }
     if now < order.valid_from {
-        return Err(Refusal::NotYetValid { from: order.valid_from });
+        return Err(Refusal::NotYetValid {
+            from: order.valid_from,
+        });
     }
     Ok(())
 }
@@ -99,7 +124,10 @@ pub fn check_reversible(
     serial: Serial,
     site: SiteId,
 ) -> Result<(), Refusal> {
-    let pass = state.passes.get(&serial).ok_or(Refusal::UnknownPass(serial))?;
+    let pass = state
+        .passes
+        .get(&serial)
+        .ok_or(Refusal::UnknownPass(serial))?;
     let r = pass.redemption.as_ref().ok_or(Refusal::NotRedeemed)?;
     if r.site != site {
         return Err(Refusal::WrongSite { site: r.site });

@@ -29,7 +29,9 @@ impl fmt::Display for SerialError {
         f.write_str(match self {
             SerialError::Length => "a serial has 13 characters (hyphens and spaces are ignored)",
             SerialError::Character => "a serial uses only 0-9 and A-Z without I, L, O, U",
-            SerialError::CheckCharacter => "the serial's check character does not match: a typing mistake",
+            SerialError::CheckCharacter => {
+                "the serial's check character does not match: a typing mistake"
+            }
         })
     }
 }
@@ -81,7 +83,10 @@ impl Serial {
     /// The 13 characters without grouping, as they go into a QR payload.
     pub fn compact(self) -> String {
         let digits = self.digits();
-        let mut s: String = digits.iter().map(|d| ALPHABET[*d as usize] as char).collect();
+        let mut s: String = digits
+            .iter()
+            .map(|d| ALPHABET[*d as usize] as char)
+            .collect();
         s.push(ALPHABET[luhn32_check(&digits) as usize] as char);
         s
     }
@@ -101,7 +106,10 @@ pub fn symbol_value(c: char) -> Option<u8> {
         'O' => '0',
         c => c,
     };
-    ALPHABET.iter().position(|a| *a as char == c).map(|p| p as u8)
+    ALPHABET
+        .iter()
+        .position(|a| *a as char == c)
+        .map(|p| p as u8)
 }
 
 /// Luhn mod N with N = 32: the check value that makes the weighted sum a multiple of 32.
@@ -135,7 +143,10 @@ mod tests {
     fn refusals() {
         assert_eq!(Serial::parse("ABC"), Err(SerialError::Length));
         assert_eq!(Serial::parse("ABCD-EFGH-JKMN-PQ"), Err(SerialError::Length));
-        assert_eq!(Serial::parse("ABCD-EFGH-JKMN-U"), Err(SerialError::Character));
+        assert_eq!(
+            Serial::parse("ABCD-EFGH-JKMN-U"),
+            Err(SerialError::Character)
+        );
     }
 
     proptest! {

@@ -72,7 +72,14 @@ impl State {
     fn remember(&mut self, seq: u64, req: &RequestKey, result: Result<Outcome, Refusal>) {
         let key = req.map_key();
         let fingerprint = req.fingerprint;
-        self.requests.insert(key.clone(), Remembered { fingerprint, seq, result });
+        self.requests.insert(
+            key.clone(),
+            Remembered {
+                fingerprint,
+                seq,
+                result,
+            },
+        );
         self.dirty.push(Key::Request(key));
     }
 
@@ -95,7 +102,10 @@ impl State {
                 self.dirty.push(Key::Site(s.id));
             }
             Fact::SiteActivitySet { site, active } => {
-                self.sites.get_mut(site).expect("fact names a known site").active = *active;
+                self.sites
+                    .get_mut(site)
+                    .expect("fact names a known site")
+                    .active = *active;
                 self.dirty.push(Key::Site(*site));
             }
             Fact::CredentialIssued { token_hash, role } => {
@@ -174,13 +184,19 @@ impl State {
 
     fn pass_mut(&mut self, serial: Serial) -> &mut Pass {
         self.dirty.push(Key::Pass(serial));
-        self.passes.get_mut(&serial).expect("fact names a known pass")
+        self.passes
+            .get_mut(&serial)
+            .expect("fact names a known pass")
     }
     fn order_mut(&mut self, order: OrderId) -> &mut Order {
-        self.orders.get_mut(&order).expect("fact names a known order")
+        self.orders
+            .get_mut(&order)
+            .expect("fact names a known order")
     }
     fn structure_mut(&mut self, s: StructureId) -> &mut Structure {
-        self.structures.get_mut(&s).expect("fact names a known structure")
+        self.structures
+            .get_mut(&s)
+            .expect("fact names a known structure")
     }
 
     /// The keys changed since the last call, each once.
@@ -205,17 +221,25 @@ impl State {
     pub fn check_invariants(&self) -> Result<(), String> {
         let total: i128 = self.balances.values().map(|v| i128::from(*v)).sum();
         if total != 0 {
-            return Err(format!("money is not conserved: balances sum to {total} cents"));
+            return Err(format!(
+                "money is not conserved: balances sum to {total} cents"
+            ));
         }
         let mut outstanding: HashMap<CommanditaireId, i64> = HashMap::new();
         let mut payable: HashMap<StructureId, i64> = HashMap::new();
         let mut credit: HashMap<CommanditaireId, i64> = HashMap::new();
         for pass in self.passes.values() {
-            let order = self.orders.get(&pass.order).ok_or("a pass names an unknown order")?;
+            let order = self
+                .orders
+                .get(&pass.order)
+                .ok_or("a pass names an unknown order")?;
             let face = order.face_value.0;
             let c = order.commanditaire;
             if (pass.status == PassStatus::Redeemed) != pass.redemption.is_some() {
-                return Err(format!("pass {} has a redemption that does not match its status", pass.serial));
+                return Err(format!(
+                    "pass {} has a redemption that does not match its status",
+                    pass.serial
+                ));
             }
             match pass.status {
                 PassStatus::Active => *outstanding.entry(c).or_default() += face,
@@ -227,7 +251,10 @@ impl State {
                     *credit.entry(c).or_default() += face;
                 }
                 PassStatus::Minted if order.funding.is_some() => {
-                    return Err(format!("pass {} of a funded order is not activated", pass.serial));
+                    return Err(format!(
+                        "pass {} of a funded order is not activated",
+                        pass.serial
+                    ));
                 }
                 _ => {}
             }
@@ -241,7 +268,12 @@ impl State {
                 .sum();
             expect_eq("funds", *c, self.balance(Account::Funds(*c)), funded)?;
             let out = outstanding.get(c).copied().unwrap_or(0);
-            expect_eq("outstanding", *c, -self.balance(Account::Outstanding(*c)), out)?;
+            expect_eq(
+                "outstanding",
+                *c,
+                -self.balance(Account::Outstanding(*c)),
+                out,
+            )?;
             let cr = credit.get(c).copied().unwrap_or(0);
             expect_eq("credit due", *c, -self.balance(Account::CreditDue(*c)), cr)?;
         }
@@ -253,9 +285,16 @@ impl State {
     }
 }
 
-fn expect_eq(what: &str, who: impl std::fmt::Display, ledger: i64, passes: i64) -> Result<(), String> {
+fn expect_eq(
+    what: &str,
+    who: impl std::fmt::Display,
+    ledger: i64,
+    passes: i64,
+) -> Result<(), String> {
     if ledger == passes {
         return Ok(());
     }
-    Err(format!("{what} of {who}: ledger says {ledger} cents, passes say {passes} cents"))
+    Err(format!(
+        "{what} of {who}: ledger says {ledger} cents, passes say {passes} cents"
+    ))
 }

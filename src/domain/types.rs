@@ -350,15 +350,28 @@ mod tests {
 
     #[test]
     fn insee_codes() {
-        for ok in ["75056", "2A004", "2B033", "97105", "97611", "01001", "98735"] {
+        for ok in [
+            "75056", "2A004", "2B033", "97105", "97611", "01001", "98735",
+        ] {
             assert!(InseeCode::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["7505", "750566", "20004", "00001", "2C004", "97905", "9610A", "75A56", "96001"] {
+        for bad in [
+            "7505", "750566", "20004", "00001", "2C004", "97905", "9610A", "75A56", "96001",
+        ] {
             assert!(InseeCode::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(InseeCode::parse("97105").unwrap().departement().as_str(), "971");
-        assert_eq!(InseeCode::parse("2A004").unwrap().departement().as_str(), "2A");
-        assert_eq!(InseeCode::parse("33063").unwrap().departement().as_str(), "33");
+        assert_eq!(
+            InseeCode::parse("97105").unwrap().departement().as_str(),
+            "971"
+        );
+        assert_eq!(
+            InseeCode::parse("2A004").unwrap().departement().as_str(),
+            "2A"
+        );
+        assert_eq!(
+            InseeCode::parse("33063").unwrap().departement().as_str(),
+            "33"
+        );
     }
 
     #[test]
@@ -378,7 +391,10 @@ mod tests {
         assert!(PayeeId::parse("35600000000001").is_ok());
         assert!(PayeeId::parse("11000201100045").is_err());
         assert!(PayeeId::parse("1100020110004").is_err());
-        assert_eq!(PayeeId::parse("w751234567").unwrap(), PayeeId::Rna("W751234567".into()));
+        assert_eq!(
+            PayeeId::parse("w751234567").unwrap(),
+            PayeeId::Rna("W751234567".into())
+        );
         assert!(PayeeId::parse("W75123456").is_err());
     }
 
@@ -427,8 +443,14 @@ pub fn civil_from_days(z: i32) -> (i32, u32, u32) {
 pub fn parse_date(text: &str) -> Result<i32, &'static str> {
     let bad = "a date is YYYY-MM-DD";
     let mut it = text.split('-');
-    let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else { return Err(bad) };
-    let (y, m, d): (i32, u32, u32) = (y.parse().map_err(|_| bad)?, m.parse().map_err(|_| bad)?, d.parse().map_err(|_| bad)?);
+    let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(bad);
+    };
+    let (y, m, d): (i32, u32, u32) = (
+        y.parse().map_err(|_| bad)?,
+        m.parse().map_err(|_| bad)?,
+        d.parse().map_err(|_| bad)?,
+    );
     if !(2000..=2200).contains(&y) || !(1..=12).contains(&m) || d == 0 {
         return Err(bad);
     }

@@ -32,22 +32,29 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 /// Finds the caller's role. The lookup is by hash, so no comparison of secrets leaks timing;
 /// the stored hash is then compared again in constant time (blake3::Hash's equality).
 pub fn authenticate<T>(index: &Index, request: &tonic::Request<T>) -> Result<Principal, Status> {
-    let header = request
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| errors::unauthenticated("MISSING_TOKEN", "send `authorization: Bearer <token>`"))?;
+    let header = request.metadata().get("authorization").ok_or_else(|| {
+        errors::unauthenticated("MISSING_TOKEN", "send `authorization: Bearer <token>`")
+    })?;
     let token = header
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| errors::unauthenticated("MALFORMED_TOKEN", "the authorization header is `Bearer <token>`"))?;
+        .ok_or_else(|| {
+            errors::unauthenticated(
+                "MALFORMED_TOKEN",
+                "the authorization header is `Bearer <token>`",
+            )
+        })?;
     let hash = hash_token(token.trim());
     let role = index
         .credential(&hash)
         .map_err(errors::store)?
         .ok_or_else(|| errors::unauthenticated("UNKNOWN_TOKEN", "this token is not known"))?;
     debug_assert!(blake3::Hash::from(hash) == blake3::hash(token.trim().as_bytes()));
-    Ok(Principal { role, scope: hex(&hash[..8]) })
+    Ok(Principal {
+        role,
+        scope: hex(&hash[..8]),
+    })
 }
 
 impl Principal {
@@ -94,8 +101,13 @@ impl Principal {
         match self.role {
             Role::Site(id) if id == site.id => Ok(()),
             Role::Structure(id) if id == site.structure => Ok(()),
-            Role::Site(_) | Role::Structure(_) => Err(errors::denied(format!("this credential does not act for site {}", site.id))),
-            _ => Err(errors::denied("only a site or its structure redeems passes")),
+            Role::Site(_) | Role::Structure(_) => Err(errors::denied(format!(
+                "this credential does not act for site {}",
+                site.id
+            ))),
+            _ => Err(errors::denied(
+                "only a site or its structure redeems passes",
+            )),
         }
     }
 
@@ -103,7 +115,13 @@ impl Principal {
     pub fn may_read_site(&self, site: &Site) -> Result<(), Status> {
         match &self.role {
             Role::Operator => Ok(()),
-            Role::Hub(depts) if site_communes(site).iter().any(|c| depts.contains(&c.departement())) => Ok(()),
+            Role::Hub(depts)
+                if site_communes(site)
+                    .iter()
+                    .any(|c| depts.contains(&c.departement())) =>
+            {
+                Ok(())
+            }
             Role::Hub(_) => Err(errors::refused(&Refusal::UnknownSite(site.id))),
             _ => self.may_redeem_at(site),
         }
@@ -125,5 +143,6 @@ pub fn site_communes(site: &Site) -> Vec<InseeCode> {
 }
 
 fn perimeter_touches(p: &Perimeter, depts: &std::collections::BTreeSet<Departement>) -> bool {
-    p.departements.iter().any(|d| depts.contains(d)) || p.communes.iter().any(|c| depts.contains(&c.departement()))
+    p.departements.iter().any(|d| depts.contains(d))
+        || p.communes.iter().any(|c| depts.contains(&c.departement()))
 }

@@ -21,11 +21,18 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn auth<T: prost::Message>(&self, request: &tonic::Request<T>) -> Result<Principal, Status> {
+    pub fn auth<T: prost::Message>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<Principal, Status> {
         let principal = auth::authenticate(&self.index, request)?;
         let len = request.get_ref().encoded_len();
         if len > self.limits.request_bytes_max {
-            return Err(errors::limit("request_bytes", self.limits.request_bytes_max, len));
+            return Err(errors::limit(
+                "request_bytes",
+                self.limits.request_bytes_max,
+                len,
+            ));
         }
         Ok(principal)
     }
@@ -41,25 +48,48 @@ impl Ctx {
         command: Command,
     ) -> Result<Outcome, Status> {
         let key = request_key(who, method, request_id, message)?;
-        let envelope = Envelope { request: Some(key), command };
-        self.engine.submit(envelope).await.map_err(errors::engine)?.map_err(|r| errors::refused(&r))
+        let envelope = Envelope {
+            request: Some(key),
+            command,
+        };
+        self.engine
+            .submit(envelope)
+            .await
+            .map_err(errors::engine)?
+            .map_err(|r| errors::refused(&r))
     }
 
     pub fn order(&self, id: OrderId) -> Result<Order, Status> {
-        self.index.order(id).map_err(errors::store)?.ok_or_else(|| errors::refused(&Refusal::UnknownOrder(id)))
+        self.index
+            .order(id)
+            .map_err(errors::store)?
+            .ok_or_else(|| errors::refused(&Refusal::UnknownOrder(id)))
     }
     pub fn site(&self, id: SiteId) -> Result<Site, Status> {
-        self.index.site(id).map_err(errors::store)?.ok_or_else(|| errors::refused(&Refusal::UnknownSite(id)))
+        self.index
+            .site(id)
+            .map_err(errors::store)?
+            .ok_or_else(|| errors::refused(&Refusal::UnknownSite(id)))
     }
     pub fn pass(&self, serial: Serial) -> Result<Pass, Status> {
-        self.index.pass(serial).map_err(errors::store)?.ok_or_else(|| errors::refused(&Refusal::UnknownPass(serial)))
+        self.index
+            .pass(serial)
+            .map_err(errors::store)?
+            .ok_or_else(|| errors::refused(&Refusal::UnknownPass(serial)))
     }
 }
 
-fn request_key<M: prost::Message>(who: &Principal, method: &str, id: &str, message: &M) -> Result<RequestKey, Status> {
+fn request_key<M: prost::Message>(
+    who: &Principal,
+    method: &str,
+    id: &str,
+    message: &M,
+) -> Result<RequestKey, Status> {
     let ok = !id.is_empty()
         && id.len() <= RequestKey::ID_LEN_MAX
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     if !ok {
         let mut v = errors::Violations::default();
         v.add("request_id", "1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':' (a fresh UUID per action is best)");
@@ -69,14 +99,25 @@ fn request_key<M: prost::Message>(who: &Principal, method: &str, id: &str, messa
     h.update(method.as_bytes());
     h.update(&[0]);
     h.update(&message.encode_to_vec());
-    Ok(RequestKey { scope: who.scope.clone(), id: id.to_owned(), fingerprint: *h.finalize().as_bytes() })
+    Ok(RequestKey {
+        scope: who.scope.clone(),
+        id: id.to_owned(),
+        fingerprint: *h.finalize().as_bytes(),
+    })
 }
 
 impl Ctx {
     /// A command the server itself issues (the expiry sweep): no request id to remember.
     pub async fn submit_unkeyed(&self, command: Command) -> Result<Outcome, Status> {
-        let envelope = Envelope { request: None, command };
-        self.engine.submit(envelope).await.map_err(errors::engine)?.map_err(|r| errors::refused(&r))
+        let envelope = Envelope {
+            request: None,
+            command,
+        };
+        self.engine
+            .submit(envelope)
+            .await
+            .map_err(errors::engine)?
+            .map_err(|r| errors::refused(&r))
     }
 
     /// Runs the expiry sweep until no order is left to sweep; returns passes and cents.
@@ -85,7 +126,10 @@ impl Ctx {
         loop {
             match self.submit_unkeyed(Command::ExpireSweep).await? {
                 Outcome::Expired { passes: 0, .. } => return Ok((passes, cents)),
-                Outcome::Expired { passes: p, credited } => {
+                Outcome::Expired {
+                    passes: p,
+                    credited,
+                } => {
                     passes += p;
                     cents += credited.0;
                 }

@@ -12,36 +12,57 @@ pub fn label(v: &mut Violations, field: &str, text: &str) -> Option<Label> {
     v.check(field, Label::parse(text))
 }
 
-pub fn perimeter(v: &mut Violations, limits: &Limits, p: Option<&pb::Perimeter>) -> Option<Perimeter> {
+pub fn perimeter(
+    v: &mut Violations,
+    limits: &Limits,
+    p: Option<&pb::Perimeter>,
+) -> Option<Perimeter> {
     let p = p.cloned().unwrap_or_default();
     let n = p.insee_codes.len() + p.departements.len() + p.site_ids.len();
     if n > limits.perimeter_entries_max {
-        v.add("perimeter", format!("at most {} entries", limits.perimeter_entries_max));
+        v.add(
+            "perimeter",
+            format!("at most {} entries", limits.perimeter_entries_max),
+        );
         return None;
     }
     let mut out = Perimeter::default();
     for (i, c) in p.insee_codes.iter().enumerate() {
-        out.communes.extend(v.check(&format!("perimeter.insee_codes[{i}]"), InseeCode::parse(c)));
+        out.communes
+            .extend(v.check(&format!("perimeter.insee_codes[{i}]"), InseeCode::parse(c)));
     }
     for (i, d) in p.departements.iter().enumerate() {
-        out.departements.extend(v.check(&format!("perimeter.departements[{i}]"), Departement::parse(d)));
+        out.departements.extend(v.check(
+            &format!("perimeter.departements[{i}]"),
+            Departement::parse(d),
+        ));
     }
     out.sites = p.site_ids.iter().map(|s| SiteId(*s)).collect();
     Some(out)
 }
 
-pub fn services(v: &mut Violations, limits: &Limits, field: &str, list: &[String]) -> BTreeSet<ServiceCode> {
+pub fn services(
+    v: &mut Violations,
+    limits: &Limits,
+    field: &str,
+    list: &[String],
+) -> BTreeSet<ServiceCode> {
     if list.len() > limits.services_max {
         v.add(field, format!("at most {} services", limits.services_max));
     }
-    list.iter().enumerate().filter_map(|(i, s)| v.check(&format!("{field}[{i}]"), ServiceCode::parse(s))).collect()
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| v.check(&format!("{field}[{i}]"), ServiceCode::parse(s)))
+        .collect()
 }
 
 pub fn place(v: &mut Violations, p: Option<&pb::Place>) -> Place {
     let Some(p) = p else { return Place::Site };
     match (p.stop, p.insee_code.is_empty()) {
         (Some(stop), true) => Place::Stop(stop),
-        (None, false) => v.check("place.insee_code", InseeCode::parse(&p.insee_code)).map_or(Place::Site, Place::Commune),
+        (None, false) => v
+            .check("place.insee_code", InseeCode::parse(&p.insee_code))
+            .map_or(Place::Site, Place::Commune),
         (None, true) => Place::Site,
         (Some(_), false) => {
             v.add("place", "name a stop or a commune, not both");
@@ -50,14 +71,21 @@ pub fn place(v: &mut Violations, p: Option<&pb::Place>) -> Place {
     }
 }
 
-pub fn pass_code(keys: &Keyring, field: &str, code: Option<&pb::PassCode>) -> Result<Serial, Status> {
+pub fn pass_code(
+    keys: &Keyring,
+    field: &str,
+    code: Option<&pb::PassCode>,
+) -> Result<Serial, Status> {
     let form = code.and_then(|c| c.form.as_ref());
     let parsed = match form {
         Some(pb::pass_code::Form::Scanned(text)) => keys.parse_scanned(text),
         Some(pb::pass_code::Form::Typed(t)) => keys.parse_typed(&t.serial, &t.verification_code),
         None => {
             let mut v = Violations::default();
-            v.add(field, "give the scanned code or the typed serial and verification code");
+            v.add(
+                field,
+                "give the scanned code or the typed serial and verification code",
+            );
             return Err(v.into_result().expect_err("one violation"));
         }
     };
@@ -68,13 +96,24 @@ pub fn serial(v: &mut Violations, field: &str, text: &str) -> Option<Serial> {
     v.check(field, Serial::parse(text))
 }
 
-pub fn site_kind(v: &mut Violations, limits: &Limits, r: &pb::RegisterSiteRequest) -> Option<SiteKind> {
+pub fn site_kind(
+    v: &mut Violations,
+    limits: &Limits,
+    r: &pb::RegisterSiteRequest,
+) -> Option<SiteKind> {
     match pb::SiteKind::try_from(r.kind).unwrap_or(pb::SiteKind::Unspecified) {
-        pb::SiteKind::Fixed => v.check("insee_code", InseeCode::parse(&r.insee_code)).map(|commune| SiteKind::Fixed { commune }),
-        pb::SiteKind::Workshop => v.check("insee_code", InseeCode::parse(&r.insee_code)).map(|home| SiteKind::Workshop { home }),
+        pb::SiteKind::Fixed => v
+            .check("insee_code", InseeCode::parse(&r.insee_code))
+            .map(|commune| SiteKind::Fixed { commune }),
+        pb::SiteKind::Workshop => v
+            .check("insee_code", InseeCode::parse(&r.insee_code))
+            .map(|home| SiteKind::Workshop { home }),
         pb::SiteKind::Itinerant => {
             if r.stops.is_empty() || r.stops.len() > limits.stops_max {
-                v.add("stops", format!("a bus has 1 to {} stops", limits.stops_max));
+                v.add(
+                    "stops",
+                    format!("a bus has 1 to {} stops", limits.stops_max),
+                );
                 return None;
             }
             let stops: Vec<Option<Stop>> = r
@@ -83,11 +122,20 @@ pub fn site_kind(v: &mut Violations, limits: &Limits, r: &pb::RegisterSiteReques
                 .enumerate()
                 .map(|(i, s)| {
                     let label = v.check(&format!("stops[{i}].label"), Label::parse(&s.label));
-                    let commune = v.check(&format!("stops[{i}].insee_code"), InseeCode::parse(&s.insee_code));
-                    Some(Stop { label: label?, commune: commune? })
+                    let commune = v.check(
+                        &format!("stops[{i}].insee_code"),
+                        InseeCode::parse(&s.insee_code),
+                    );
+                    Some(Stop {
+                        label: label?,
+                        commune: commune?,
+                    })
                 })
                 .collect();
-            stops.into_iter().collect::<Option<Vec<_>>>().map(|stops| SiteKind::Itinerant { stops })
+            stops
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(|stops| SiteKind::Itinerant { stops })
         }
         pb::SiteKind::Unspecified => {
             v.add("kind", "FIXED, ITINERANT or WORKSHOP");
@@ -103,7 +151,13 @@ pub fn site_info(site: &Site) -> pb::SiteInfo {
         SiteKind::Itinerant { stops } => (
             pb::SiteKind::Itinerant,
             String::new(),
-            stops.iter().map(|s| pb::BusStop { label: s.label.to_string(), insee_code: s.commune.to_string() }).collect(),
+            stops
+                .iter()
+                .map(|s| pb::BusStop {
+                    label: s.label.to_string(),
+                    insee_code: s.commune.to_string(),
+                })
+                .collect(),
         ),
     };
     pb::SiteInfo {
@@ -180,13 +234,22 @@ pub fn role(v: &mut Violations, r: &pb::IssueCredentialRequest) -> Option<Role> 
 /// One pass's outcome in a workshop, in the same words as a unary refusal.
 pub fn pass_outcome(serial: Serial, r: &Result<Redeemed, Refusal>) -> pb::PassOutcome {
     match r {
-        Ok(red) => pb::PassOutcome { serial: serial.to_string(), redeemed: true, amount_cents: red.amount.0, ..Default::default() },
+        Ok(red) => pb::PassOutcome {
+            serial: serial.to_string(),
+            redeemed: true,
+            amount_cents: red.amount.0,
+            ..Default::default()
+        },
         Err(refusal) => pb::PassOutcome {
             serial: serial.to_string(),
             redeemed: false,
             reason: refusal.reason().to_owned(),
             message: refusal.to_string(),
-            metadata: refusal.metadata().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            metadata: refusal
+                .metadata()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             amount_cents: 0,
         },
     }

@@ -15,22 +15,48 @@ pub fn refusal_code(r: &Refusal) -> Code {
     use Refusal::*;
     match r {
         RequestIdReused | PayeeAlreadyRegistered | CredentialExists => Code::AlreadyExists,
-        UnknownCommanditaire(_) | UnknownStructure(_) | UnknownSite(_) | UnknownOrder(_) | UnknownPass(_)
-        | UnknownStop { .. } | UnknownCarnet { .. } => Code::NotFound,
-        PlaceDoesNotFitSite | EmptyPerimeter | ValidityWindowInverted | CarnetSizeInvalid | MintCountMismatch { .. } => {
-            Code::InvalidArgument
-        }
+        UnknownCommanditaire(_)
+        | UnknownStructure(_)
+        | UnknownSite(_)
+        | UnknownOrder(_)
+        | UnknownPass(_)
+        | UnknownStop { .. }
+        | UnknownCarnet { .. } => Code::NotFound,
+        PlaceDoesNotFitSite
+        | EmptyPerimeter
+        | ValidityWindowInverted
+        | CarnetSizeInvalid
+        | MintCountMismatch { .. } => Code::InvalidArgument,
         SerialCollision(_) => Code::Aborted,
-        NotMinted | AlreadyFunded | FundingMismatch { .. } | AlreadyDistributed { .. } | NotActivated
-        | Cancelled | Expired { .. } | NotYetValid { .. } | AlreadyRedeemed { .. } | SiteInactive(_) | OutsidePerimeter
-        | ServiceNotAllowed | NotRedeemed | WrongSite { .. } | ReversalWindowClosed { .. } | NotCancellable => {
-            Code::FailedPrecondition
-        }
+        NotMinted
+        | AlreadyFunded
+        | FundingMismatch { .. }
+        | AlreadyDistributed { .. }
+        | NotActivated
+        | Cancelled
+        | Expired { .. }
+        | NotYetValid { .. }
+        | AlreadyRedeemed { .. }
+        | SiteInactive(_)
+        | OutsidePerimeter
+        | ServiceNotAllowed
+        | NotRedeemed
+        | WrongSite { .. }
+        | ReversalWindowClosed { .. }
+        | NotCancellable => Code::FailedPrecondition,
     }
 }
 
-pub fn status(code: Code, reason: &str, message: impl Into<String>, metadata: Vec<(&str, String)>) -> Status {
-    let meta: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+pub fn status(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: Vec<(&str, String)>,
+) -> Status {
+    let meta: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let details = ErrorDetails::with_error_info(reason, DOMAIN, meta);
     Status::with_error_details(code, message, details)
 }
@@ -41,14 +67,24 @@ pub fn refused(r: &Refusal) -> Status {
 
 pub fn engine(e: EngineError) -> Status {
     match e {
-        EngineError::Overloaded => status(Code::ResourceExhausted, "WRITER_QUEUE_FULL", e.to_string(), vec![]),
+        EngineError::Overloaded => status(
+            Code::ResourceExhausted,
+            "WRITER_QUEUE_FULL",
+            e.to_string(),
+            vec![],
+        ),
         EngineError::Stopped => status(Code::Unavailable, "WRITER_STOPPED", e.to_string(), vec![]),
     }
 }
 
 pub fn store(e: IndexError) -> Status {
     tracing::error!(error = %e, "index read failed");
-    status(Code::Internal, "STORE_ERROR", "the store could not be read", vec![])
+    status(
+        Code::Internal,
+        "STORE_ERROR",
+        "the store could not be read",
+        vec![],
+    )
 }
 
 pub fn code(field: &str, e: &CodeError) -> Status {
@@ -62,7 +98,11 @@ pub fn limit(what: &str, max: usize, got: usize) -> Status {
         Code::ResourceExhausted,
         "LIMIT_EXCEEDED",
         format!("{what}: at most {max}, got {got}"),
-        vec![("limit", what.to_owned()), ("max", max.to_string()), ("got", got.to_string())],
+        vec![
+            ("limit", what.to_owned()),
+            ("max", max.to_string()),
+            ("got", got.to_string()),
+        ],
     )
 }
 
@@ -81,7 +121,8 @@ pub struct Violations(Vec<(String, String)>);
 impl Violations {
     /// Keeps a parsed value, or records why its field is invalid.
     pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
-        r.map_err(|e| self.0.push((field.to_owned(), e.to_string()))).ok()
+        r.map_err(|e| self.0.push((field.to_owned(), e.to_string())))
+            .ok()
     }
     pub fn add(&mut self, field: &str, why: impl Into<String>) {
         self.0.push((field.to_owned(), why.into()));
@@ -93,11 +134,20 @@ impl Violations {
         if self.0.is_empty() {
             return Ok(());
         }
-        let message = self.0.iter().map(|(f, w)| format!("{f}: {w}")).collect::<Vec<_>>().join("; ");
+        let message = self
+            .0
+            .iter()
+            .map(|(f, w)| format!("{f}: {w}"))
+            .collect::<Vec<_>>()
+            .join("; ");
         let mut details = ErrorDetails::with_error_info("INVALID_FIELDS", DOMAIN, HashMap::new());
         for (f, w) in self.0 {
             details.add_bad_request_violation(f, w);
         }
-        Err(Status::with_error_details(Code::InvalidArgument, message, details))
+        Err(Status::with_error_details(
+            Code::InvalidArgument,
+            message,
+            details,
+        ))
     }
 }

@@ -27,7 +27,10 @@ fn unexpected(o: Outcome) -> Status {
 fn random_serials(n: u32) -> Vec<Serial> {
     let mut bytes = vec![0u8; n as usize * 8];
     getrandom::fill(&mut bytes).expect("the OS random source works");
-    bytes.chunks_exact(8).map(|c| Serial::from_random(u64::from_le_bytes(c.try_into().expect("8")))).collect()
+    bytes
+        .chunks_exact(8)
+        .map(|c| Serial::from_random(u64::from_le_bytes(c.try_into().expect("8"))))
+        .collect()
 }
 
 fn euros(c: Cents) -> String {
@@ -36,13 +39,20 @@ fn euros(c: Cents) -> String {
 
 #[tonic::async_trait]
 impl Issuance for IssuanceService {
-    async fn create_order(&self, req: Request<pb::CreateOrderRequest>) -> Result<Response<pb::CreateOrderResponse>, Status> {
+    async fn create_order(
+        &self,
+        req: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let limits = &self.0.limits;
         who.may_act_for_commanditaire(CommanditaireId(r.commanditaire_id))?;
         if r.pass_count > limits.order_passes_max {
-            return Err(errors::limit("order_passes", limits.order_passes_max as usize, r.pass_count as usize));
+            return Err(errors::limit(
+                "order_passes",
+                limits.order_passes_max as usize,
+                r.pass_count as usize,
+            ));
         }
         let mut v = Violations::default();
         if r.pass_count == 0 {
@@ -68,25 +78,63 @@ impl Issuance for IssuanceService {
             services,
             programme: programme.expect("checked"),
         };
-        match self.0.submit(&who, "CreateOrder", &r.request_id, r, Command::CreateOrder(new)).await? {
-            Outcome::OrderCreated(id) => Ok(Response::new(pb::CreateOrderResponse { order_id: id.0 })),
+        match self
+            .0
+            .submit(
+                &who,
+                "CreateOrder",
+                &r.request_id,
+                r,
+                Command::CreateOrder(new),
+            )
+            .await?
+        {
+            Outcome::OrderCreated(id) => {
+                Ok(Response::new(pb::CreateOrderResponse { order_id: id.0 }))
+            }
             o => Err(unexpected(o)),
         }
     }
 
-    async fn mint_order(&self, req: Request<pb::MintOrderRequest>) -> Result<Response<pb::MintOrderResponse>, Status> {
+    async fn mint_order(
+        &self,
+        req: Request<pb::MintOrderRequest>,
+    ) -> Result<Response<pb::MintOrderResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let order = self.0.order(OrderId(r.order_id))?;
         who.may_manage_order(&order)?;
-        let serials = if order.minted { vec![] } else { random_serials(order.pass_count) };
-        match self.0.submit(&who, "MintOrder", &r.request_id, r, Command::Mint { order: order.id, serials }).await? {
-            Outcome::Minted { order, passes } => Ok(Response::new(pb::MintOrderResponse { order_id: order.0, passes })),
+        let serials = if order.minted {
+            vec![]
+        } else {
+            random_serials(order.pass_count)
+        };
+        match self
+            .0
+            .submit(
+                &who,
+                "MintOrder",
+                &r.request_id,
+                r,
+                Command::Mint {
+                    order: order.id,
+                    serials,
+                },
+            )
+            .await?
+        {
+            Outcome::Minted { order, passes } => Ok(Response::new(pb::MintOrderResponse {
+                order_id: order.0,
+                passes,
+            })),
             o => Err(unexpected(o)),
         }
     }
 
-    async fn record_funding(&self, req: Request<pb::RecordFundingRequest>) -> Result<Response<pb::RecordFundingResponse>, Status> {
+    async fn record_funding(
+        &self,
+        req: Request<pb::RecordFundingRequest>,
+    ) -> Result<Response<pb::RecordFundingResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
@@ -96,16 +144,29 @@ impl Issuance for IssuanceService {
         }
         let reference = convert::label(&mut v, "reference", &r.reference);
         v.into_result()?;
-        let cmd = Command::RecordFunding { order: OrderId(r.order_id), amount: Cents(r.amount_cents), reference: reference.expect("checked") };
-        match self.0.submit(&who, "RecordFunding", &r.request_id, r, cmd).await? {
-            Outcome::Funded { activated, .. } => Ok(Response::new(pb::RecordFundingResponse { activated })),
+        let cmd = Command::RecordFunding {
+            order: OrderId(r.order_id),
+            amount: Cents(r.amount_cents),
+            reference: reference.expect("checked"),
+        };
+        match self
+            .0
+            .submit(&who, "RecordFunding", &r.request_id, r, cmd)
+            .await?
+        {
+            Outcome::Funded { activated, .. } => {
+                Ok(Response::new(pb::RecordFundingResponse { activated }))
+            }
             o => Err(unexpected(o)),
         }
     }
 
     type ListPassesStream = ResultStream<pb::PassInfo>;
 
-    async fn list_passes(&self, req: Request<pb::ListPassesRequest>) -> Result<Response<Self::ListPassesStream>, Status> {
+    async fn list_passes(
+        &self,
+        req: Request<pb::ListPassesRequest>,
+    ) -> Result<Response<Self::ListPassesStream>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let limits = &self.0.limits;
@@ -113,18 +174,33 @@ impl Issuance for IssuanceService {
         who.may_read_order(&order)?;
         let size = match r.page_size {
             0 => limits.page_passes_default,
-            n if n > limits.page_passes_max => return Err(errors::limit("page_size", limits.page_passes_max as usize, n as usize)),
+            n if n > limits.page_passes_max => {
+                return Err(errors::limit(
+                    "page_size",
+                    limits.page_passes_max as usize,
+                    n as usize,
+                ))
+            }
             n => n,
         } as usize;
         let start: usize = if r.page_token.is_empty() {
             0
         } else {
             let mut v = Violations::default();
-            let t = v.check("page_token", r.page_token.parse::<usize>().map_err(|_| "not a token from this server"));
+            let t = v.check(
+                "page_token",
+                r.page_token
+                    .parse::<usize>()
+                    .map_err(|_| "not a token from this server"),
+            );
             v.into_result()?;
             t.expect("checked")
         };
-        let serials = self.0.index.order_serials(order.id).map_err(errors::store)?;
+        let serials = self
+            .0
+            .index
+            .order_serials(order.id)
+            .map_err(errors::store)?;
         let end = (start + size).min(serials.len());
         let mut page = Vec::with_capacity(end.saturating_sub(start));
         for serial in serials.get(start..end).unwrap_or(&[]) {
@@ -139,7 +215,10 @@ impl Issuance for IssuanceService {
         Ok(Response::new(Box::pin(tokio_stream::iter(page))))
     }
 
-    async fn render_code(&self, req: Request<pb::RenderCodeRequest>) -> Result<Response<pb::RenderCodeResponse>, Status> {
+    async fn render_code(
+        &self,
+        req: Request<pb::RenderCodeRequest>,
+    ) -> Result<Response<pb::RenderCodeResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let mut v = Violations::default();
@@ -151,18 +230,26 @@ impl Issuance for IssuanceService {
         v.into_result()?;
         let pass = self.0.pass(serial.expect("checked"))?;
         let order = self.0.order(pass.order)?;
-        who.may_read_order(&order).map_err(|_| errors::refused(&Refusal::UnknownPass(pass.serial)))?;
+        who.may_read_order(&order)
+            .map_err(|_| errors::refused(&Refusal::UnknownPass(pass.serial)))?;
         let code = self.0.keys.qr_payload(pass.serial);
         let (image, content_type) = match format {
             pb::CodeFormat::Png => (render::png(&code), "image/png"),
             _ => (render::svg(&code), "image/svg+xml"),
         };
-        Ok(Response::new(pb::RenderCodeResponse { image, content_type: content_type.into(), code }))
+        Ok(Response::new(pb::RenderCodeResponse {
+            image,
+            content_type: content_type.into(),
+            code,
+        }))
     }
 
     type RenderSheetStream = ResultStream<pb::Chunk>;
 
-    async fn render_sheet(&self, req: Request<pb::RenderSheetRequest>) -> Result<Response<Self::RenderSheetStream>, Status> {
+    async fn render_sheet(
+        &self,
+        req: Request<pb::RenderSheetRequest>,
+    ) -> Result<Response<Self::RenderSheetStream>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let order = self.0.order(OrderId(r.order_id))?;
@@ -171,20 +258,43 @@ impl Issuance for IssuanceService {
             return Err(errors::refused(&Refusal::NotMinted));
         }
         let carnets: Vec<u32> = match r.carnet {
-            Some(c) if c >= order.carnet_count() => return Err(errors::refused(&Refusal::UnknownCarnet { order: order.id, carnet: c })),
+            Some(c) if c >= order.carnet_count() => {
+                return Err(errors::refused(&Refusal::UnknownCarnet {
+                    order: order.id,
+                    carnet: c,
+                }))
+            }
             Some(c) => vec![c],
             None => (0..order.carnet_count()).collect(),
         };
         let passes = carnets.len() as u32 * order.carnet_size;
         if passes > self.0.limits.sheet_passes_max {
-            return Err(errors::limit("sheet_passes (render one carnet at a time)", self.0.limits.sheet_passes_max as usize, passes as usize));
+            return Err(errors::limit(
+                "sheet_passes (render one carnet at a time)",
+                self.0.limits.sheet_passes_max as usize,
+                passes as usize,
+            ));
         }
-        let commanditaire = self.0.index.commanditaire(order.commanditaire).map_err(errors::store)?.map(|c| c.name.to_string()).unwrap_or_default();
-        let serials = self.0.index.order_serials(order.id).map_err(errors::store)?;
+        let commanditaire = self
+            .0
+            .index
+            .commanditaire(order.commanditaire)
+            .map_err(errors::store)?
+            .map(|c| c.name.to_string())
+            .unwrap_or_default();
+        let serials = self
+            .0
+            .index
+            .order_serials(order.id)
+            .map_err(errors::store)?;
         let header = render::SheetHeader {
             commanditaire,
             face_value: format!("Valeur : {}", euros(order.face_value)),
-            validity: format!("Valable du {} au {}", french_date(order.valid_from), french_date(Timestamp(order.expires_at().0 - 1))),
+            validity: format!(
+                "Valable du {} au {}",
+                french_date(order.valid_from),
+                french_date(Timestamp(order.expires_at().0 - 1))
+            ),
             order: format!("Commande {}", order.id),
         };
         let mut pages = Vec::with_capacity(carnets.len());
@@ -201,7 +311,10 @@ impl Issuance for IssuanceService {
                     position: format!("Carnet {} · pass {}/{}", c + 1, i + 1, to - from),
                 })
                 .collect();
-            pages.push((format!("Carnet {} / {}", c + 1, order.carnet_count()), printed));
+            pages.push((
+                format!("Carnet {} / {}", c + 1, order.carnet_count()),
+                printed,
+            ));
         }
         let pdf = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -210,35 +323,71 @@ impl Issuance for IssuanceService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(e.to_string()))?;
-        let chunks: Vec<Result<pb::Chunk, Status>> = pdf.chunks(CHUNK_BYTES).map(|c| Ok(pb::Chunk { data: c.to_vec() })).collect();
+        let chunks: Vec<Result<pb::Chunk, Status>> = pdf
+            .chunks(CHUNK_BYTES)
+            .map(|c| Ok(pb::Chunk { data: c.to_vec() }))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn mark_distributed(&self, req: Request<pb::MarkDistributedRequest>) -> Result<Response<pb::MarkDistributedResponse>, Status> {
+    async fn mark_distributed(
+        &self,
+        req: Request<pb::MarkDistributedRequest>,
+    ) -> Result<Response<pb::MarkDistributedResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let order = self.0.order(OrderId(r.order_id))?;
         who.may_manage_order(&order)?;
-        let cmd = Command::MarkDistributed { order: order.id, carnet: r.carnet };
-        self.0.submit(&who, "MarkDistributed", &r.request_id, r, cmd).await?;
+        let cmd = Command::MarkDistributed {
+            order: order.id,
+            carnet: r.carnet,
+        };
+        self.0
+            .submit(&who, "MarkDistributed", &r.request_id, r, cmd)
+            .await?;
         Ok(Response::new(pb::MarkDistributedResponse {}))
     }
 
-    async fn cancel_passes(&self, req: Request<pb::CancelPassesRequest>) -> Result<Response<pb::CancelPassesResponse>, Status> {
+    async fn cancel_passes(
+        &self,
+        req: Request<pb::CancelPassesRequest>,
+    ) -> Result<Response<pb::CancelPassesResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let target = cancel_target(&self.0, &who, r)?;
-        match self.0.submit(&who, "CancelPasses", &r.request_id, r, Command::Cancel { target }).await? {
-            Outcome::Cancelled { passes, credited } => Ok(Response::new(pb::CancelPassesResponse { cancelled: passes, credited_cents: credited.0 })),
+        match self
+            .0
+            .submit(
+                &who,
+                "CancelPasses",
+                &r.request_id,
+                r,
+                Command::Cancel { target },
+            )
+            .await?
+        {
+            Outcome::Cancelled { passes, credited } => {
+                Ok(Response::new(pb::CancelPassesResponse {
+                    cancelled: passes,
+                    credited_cents: credited.0,
+                }))
+            }
             o => Err(unexpected(o)),
         }
     }
 
-    async fn get_dashboard(&self, req: Request<pb::GetDashboardRequest>) -> Result<Response<pb::Dashboard>, Status> {
+    async fn get_dashboard(
+        &self,
+        req: Request<pb::GetDashboardRequest>,
+    ) -> Result<Response<pb::Dashboard>, Status> {
         let who = self.0.auth(&req)?;
         let order = self.0.order(OrderId(req.get_ref().order_id))?;
         who.may_read_order(&order)?;
-        let serials = self.0.index.order_serials(order.id).map_err(errors::store)?;
+        let serials = self
+            .0
+            .index
+            .order_serials(order.id)
+            .map_err(errors::store)?;
         let mut passes = Vec::with_capacity(serials.len());
         for s in &serials {
             passes.push(self.0.pass(*s)?);
@@ -246,41 +395,74 @@ impl Issuance for IssuanceService {
         Ok(Response::new(dashboard(&order, &passes)))
     }
 
-    async fn run_expiry_sweep(&self, req: Request<pb::RunExpirySweepRequest>) -> Result<Response<pb::RunExpirySweepResponse>, Status> {
+    async fn run_expiry_sweep(
+        &self,
+        req: Request<pb::RunExpirySweepRequest>,
+    ) -> Result<Response<pb::RunExpirySweepResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let (expired, credited_cents) = self.0.sweep().await?;
-        Ok(Response::new(pb::RunExpirySweepResponse { expired, credited_cents }))
+        Ok(Response::new(pb::RunExpirySweepResponse {
+            expired,
+            credited_cents,
+        }))
     }
 }
 
-fn cancel_target(ctx: &Ctx, who: &super::auth::Principal, r: &pb::CancelPassesRequest) -> Result<CancelTarget, Status> {
+fn cancel_target(
+    ctx: &Ctx,
+    who: &super::auth::Principal,
+    r: &pb::CancelPassesRequest,
+) -> Result<CancelTarget, Status> {
     let mut v = Violations::default();
     match (r.serials.is_empty(), r.carnet) {
         (false, None) => {
             if r.serials.len() > ctx.limits.cancel_passes_max {
-                return Err(errors::limit("cancel_passes", ctx.limits.cancel_passes_max, r.serials.len()));
+                return Err(errors::limit(
+                    "cancel_passes",
+                    ctx.limits.cancel_passes_max,
+                    r.serials.len(),
+                ));
             }
-            let serials: Vec<Serial> =
-                r.serials.iter().enumerate().filter_map(|(i, s)| convert::serial(&mut v, &format!("serials[{i}]"), s)).collect();
+            let serials: Vec<Serial> = r
+                .serials
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| convert::serial(&mut v, &format!("serials[{i}]"), s))
+                .collect();
             v.into_result()?;
             for s in &serials {
                 let pass = ctx.pass(*s)?;
                 let order = ctx.order(pass.order)?;
-                who.may_manage_order(&order).map_err(|_| errors::refused(&Refusal::UnknownPass(*s)))?;
+                who.may_manage_order(&order)
+                    .map_err(|_| errors::refused(&Refusal::UnknownPass(*s)))?;
             }
             Ok(CancelTarget::Passes(serials))
         }
         (true, Some(carnet)) => {
             let order = ctx.order(OrderId(r.order_id))?;
             who.may_manage_order(&order)?;
-            Ok(CancelTarget::Carnet { order: order.id, carnet })
+            Ok(CancelTarget::Carnet {
+                order: order.id,
+                carnet,
+            })
         }
         _ => {
-            v.add("serials", "give serials, or an order_id and a carnet, not both");
+            v.add(
+                "serials",
+                "give serials, or an order_id and a carnet, not both",
+            );
             Err(v.into_result().expect_err("one violation"))
         }
     }
+}
+
+/// A pass was activated when the order was funded while the pass was still live.
+fn was_activated(order: &Order, pass: &Pass) -> bool {
+    let Some(funding) = &order.funding else {
+        return false;
+    };
+    pass.closed_at.is_none_or(|closed| closed >= funding.at)
 }
 
 /// Counts and amounts of an order's passes; carnets started and finished.
@@ -288,14 +470,19 @@ pub fn dashboard(order: &Order, passes: &[Pass]) -> pb::Dashboard {
     let face = order.face_value.0;
     let count = |pred: &dyn Fn(&Pass) -> bool| {
         let n = passes.iter().filter(|p| pred(p)).count() as u32;
-        Some(pb::Count { passes: n, cents: i64::from(n) * face })
+        Some(pb::Count {
+            passes: n,
+            cents: i64::from(n) * face,
+        })
     };
-    let funded = order.funding.is_some();
     let carnets = order.carnet_count();
     let mut started = 0;
     let mut finished = 0;
     for chunk in passes.chunks(order.carnet_size as usize) {
-        let used = chunk.iter().filter(|p| p.status == PassStatus::Redeemed).count();
+        let used = chunk
+            .iter()
+            .filter(|p| p.status == PassStatus::Redeemed)
+            .count();
         started += u32::from(used > 0);
         finished += u32::from(used == chunk.len());
     }
@@ -303,7 +490,7 @@ pub fn dashboard(order: &Order, passes: &[Pass]) -> pb::Dashboard {
         order_id: order.id.0,
         commanditaire_id: order.commanditaire.0,
         issued: count(&|_| true),
-        activated: count(&|p| funded && p.status != PassStatus::Minted && !(p.closed_at.is_some_and(|t| order.funding.as_ref().is_some_and(|f| t < f.at)))),
+        activated: count(&|p| was_activated(order, p)),
         redeemed: count(&|p| p.status == PassStatus::Redeemed),
         cancelled: count(&|p| p.status == PassStatus::Cancelled),
         expired: count(&|p| p.status == PassStatus::Expired),

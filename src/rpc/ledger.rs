@@ -15,15 +15,24 @@ pub struct LedgerService(pub Arc<Ctx>);
 
 #[tonic::async_trait]
 impl Ledger for LedgerService {
-    async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
+    async fn get_head(
+        &self,
+        req: Request<pb::GetHeadRequest>,
+    ) -> Result<Response<pb::Head>, Status> {
         self.0.auth(&req)?;
         let head = self.0.engine.head();
-        Ok(Response::new(pb::Head { seq: head.seq, hash: hex(&head.hash) }))
+        Ok(Response::new(pb::Head {
+            seq: head.seq,
+            hash: hex(&head.hash),
+        }))
     }
 
     type StreamRecordsStream = Pin<Box<dyn Stream<Item = Result<pb::LedgerRecord, Status>> + Send>>;
 
-    async fn stream_records(&self, req: Request<pb::StreamRecordsRequest>) -> Result<Response<Self::StreamRecordsStream>, Status> {
+    async fn stream_records(
+        &self,
+        req: Request<pb::StreamRecordsRequest>,
+    ) -> Result<Response<Self::StreamRecordsStream>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let max = self.0.limits.stream_records_max;
@@ -39,7 +48,10 @@ impl Ledger for LedgerService {
         let records = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             storage::log::scan(&path, |rec| {
-                if rec.seq >= from && rec.seq <= until && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec)) {
+                if rec.seq >= from
+                    && rec.seq <= until
+                    && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec))
+                {
                     out.push(Ok(to_pb(rec)));
                 }
                 Ok(())
@@ -52,16 +64,33 @@ impl Ledger for LedgerService {
         Ok(Response::new(Box::pin(tokio_stream::iter(records))))
     }
 
-    async fn verify_chain(&self, req: Request<pb::VerifyChainRequest>) -> Result<Response<pb::VerifyChainResponse>, Status> {
+    async fn verify_chain(
+        &self,
+        req: Request<pb::VerifyChainRequest>,
+    ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         let who = self.0.auth(&req)?;
         if !who.may_read_whole_ledger() {
-            return Err(errors::denied("only the operator and hubs verify the whole chain"));
+            return Err(errors::denied(
+                "only the operator and hubs verify the whole chain",
+            ));
         }
         let path = self.0.log_path.clone();
-        let result = tokio::task::spawn_blocking(move || storage::verify_log(&path)).await.map_err(|e| Status::internal(e.to_string()))?;
+        let result = tokio::task::spawn_blocking(move || storage::verify_log(&path))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(match result {
-            Ok((scan, _)) => pb::VerifyChainResponse { ok: true, records: scan.records, head_hash: hex(&scan.head_hash), problem: String::new() },
-            Err(e) => pb::VerifyChainResponse { ok: false, records: 0, head_hash: String::new(), problem: e.to_string() },
+            Ok((scan, _)) => pb::VerifyChainResponse {
+                ok: true,
+                records: scan.records,
+                head_hash: hex(&scan.head_hash),
+                problem: String::new(),
+            },
+            Err(e) => pb::VerifyChainResponse {
+                ok: false,
+                records: 0,
+                head_hash: String::new(),
+                problem: e.to_string(),
+            },
         }))
     }
 }
@@ -81,17 +110,28 @@ fn to_pb(rec: &LedgerRecord) -> pb::LedgerRecord {
 /// Whether a record concerns a commanditaire, a structure or a site: it moves their money,
 /// or names their orders, sites or passes.
 fn concerns(ctx: &Ctx, role: &Role, rec: &LedgerRecord) -> bool {
-    let accounts = |pred: &dyn Fn(&Account) -> bool| rec.body.postings.iter().any(|p| pred(&p.account));
+    let accounts =
+        |pred: &dyn Fn(&Account) -> bool| rec.body.postings.iter().any(|p| pred(&p.account));
     match role {
         Role::Commanditaire(c) => {
-            let own_order = |o: &OrderId| ctx.index.order(*o).ok().flatten().is_some_and(|o| o.commanditaire == *c);
-            accounts(&|a| matches!(a, Account::Funds(x) | Account::Outstanding(x) | Account::CreditDue(x) if x == c))
-                || rec.body.facts.iter().any(|f| match f {
-                    Fact::CommanditaireRegistered(x) => x.id == *c,
-                    Fact::OrderCreated(o) => o.commanditaire == *c,
-                    Fact::PassesMinted { order, .. } | Fact::OrderFunded { order, .. } | Fact::CarnetDistributed { order, .. } | Fact::OrderSwept { order } => own_order(order),
-                    _ => false,
-                })
+            let own_order = |o: &OrderId| {
+                ctx.index
+                    .order(*o)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|o| o.commanditaire == *c)
+            };
+            accounts(
+                &|a| matches!(a, Account::Funds(x) | Account::Outstanding(x) | Account::CreditDue(x) if x == c),
+            ) || rec.body.facts.iter().any(|f| match f {
+                Fact::CommanditaireRegistered(x) => x.id == *c,
+                Fact::OrderCreated(o) => o.commanditaire == *c,
+                Fact::PassesMinted { order, .. }
+                | Fact::OrderFunded { order, .. }
+                | Fact::CarnetDistributed { order, .. }
+                | Fact::OrderSwept { order } => own_order(order),
+                _ => false,
+            })
         }
         Role::Structure(s) => {
             accounts(&|a| matches!(a, Account::Payable(x) if x == s))

@@ -33,7 +33,10 @@ impl RedemptionService {
 
 #[tonic::async_trait]
 impl Redemptions for RedemptionService {
-    async fn check_pass(&self, req: Request<pb::CheckPassRequest>) -> Result<Response<pb::CheckPassResponse>, Status> {
+    async fn check_pass(
+        &self,
+        req: Request<pb::CheckPassRequest>,
+    ) -> Result<Response<pb::CheckPassResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let site = self.0.site(SiteId(r.site_id))?;
@@ -58,7 +61,9 @@ impl Redemptions for RedemptionService {
             state.orders.insert(o.id, o.clone());
         }
         let now = (self.0.clock)();
-        let verdict = resolve_venue(&state, site.id, &place).and_then(|venue| check_redeemable(&state, now, &venue, serial, &[service.expect("checked")]).map(|_| ()));
+        let verdict = resolve_venue(&state, site.id, &place).and_then(|venue| {
+            check_redeemable(&state, now, &venue, serial, &[service.expect("checked")]).map(|_| ())
+        });
         let (reason, message) = match &verdict {
             Ok(()) => (String::new(), String::new()),
             Err(r) => (r.reason().to_owned(), r.to_string()),
@@ -68,13 +73,18 @@ impl Redemptions for RedemptionService {
             redeemable: verdict.is_ok(),
             reason,
             message,
-            status: pass.as_ref().map_or(pb::PassStatus::Unspecified, |p| convert::pass_status(p.status)) as i32,
+            status: pass.as_ref().map_or(pb::PassStatus::Unspecified, |p| {
+                convert::pass_status(p.status)
+            }) as i32,
             face_value_cents: order.as_ref().map_or(0, |o| o.face_value.0),
             expires_at_ms: order.as_ref().map_or(0, |o| o.expires_at().0),
         }))
     }
 
-    async fn redeem(&self, req: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
+    async fn redeem(
+        &self,
+        req: Request<pb::RedeemRequest>,
+    ) -> Result<Response<pb::RedeemResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let site = self.site_for(&who, r.site_id)?;
@@ -83,7 +93,12 @@ impl Redemptions for RedemptionService {
         let place = convert::place(&mut v, r.place.as_ref());
         let service = v.check("service", ServiceCode::parse(&r.service));
         v.into_result()?;
-        let cmd = Command::Redeem { serial, site: site.id, place, service: service.expect("checked") };
+        let cmd = Command::Redeem {
+            serial,
+            site: site.id,
+            place,
+            service: service.expect("checked"),
+        };
         match self.0.submit(&who, "Redeem", &r.request_id, r, cmd).await? {
             Outcome::Redeemed(red) => Ok(Response::new(pb::RedeemResponse {
                 serial: red.serial.to_string(),
@@ -96,30 +111,55 @@ impl Redemptions for RedemptionService {
         }
     }
 
-    async fn redeem_workshop(&self, req: Request<pb::RedeemWorkshopRequest>) -> Result<Response<pb::RedeemWorkshopResponse>, Status> {
+    async fn redeem_workshop(
+        &self,
+        req: Request<pb::RedeemWorkshopRequest>,
+    ) -> Result<Response<pb::RedeemWorkshopResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let limits = &self.0.limits;
         if r.passes.len() > limits.workshop_passes_max {
-            return Err(errors::limit("workshop_passes", limits.workshop_passes_max, r.passes.len()));
+            return Err(errors::limit(
+                "workshop_passes",
+                limits.workshop_passes_max,
+                r.passes.len(),
+            ));
         }
         let site = self.site_for(&who, r.site_id)?;
         let workshop = workshop(&mut Violations::default(), limits, r, site.id)?;
         // A code that fails its check is that pass's outcome; the others still go through.
-        let parsed: Vec<Result<Serial, pb::PassOutcome>> = r
+        let parsed: Vec<Result<Serial, Box<pb::PassOutcome>>> = r
             .passes
             .iter()
             .map(|code| {
-                convert::pass_code(&self.0.keys, "passes", Some(code)).map_err(|status| pb::PassOutcome {
-                    reason: tonic_types::StatusExt::get_error_details(&status).error_info().map(|i| i.reason.clone()).unwrap_or_default(),
-                    message: status.message().to_owned(),
-                    ..Default::default()
+                convert::pass_code(&self.0.keys, "passes", Some(code)).map_err(|status| {
+                    Box::new(pb::PassOutcome {
+                        reason: tonic_types::StatusExt::get_error_details(&status)
+                            .error_info()
+                            .map(|i| i.reason.clone())
+                            .unwrap_or_default(),
+                        message: status.message().to_owned(),
+                        ..Default::default()
+                    })
                 })
             })
             .collect();
-        let serials: Vec<Serial> = parsed.iter().filter_map(|p| p.as_ref().ok().copied()).collect();
-        let cmd = Command::RedeemWorkshop { workshop, serials: serials.clone() };
-        let Outcome::Workshop { workshop: id, passes } = self.0.submit(&who, "RedeemWorkshop", &r.request_id, r, cmd).await? else {
+        let serials: Vec<Serial> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().copied())
+            .collect();
+        let cmd = Command::RedeemWorkshop {
+            workshop,
+            serials: serials.clone(),
+        };
+        let Outcome::Workshop {
+            workshop: id,
+            passes,
+        } = self
+            .0
+            .submit(&who, "RedeemWorkshop", &r.request_id, r, cmd)
+            .await?
+        else {
             return Err(Status::internal("unexpected outcome"));
         };
         let mut core = serials.iter().zip(passes.iter());
@@ -130,37 +170,71 @@ impl Redemptions for RedemptionService {
                     let (serial, result) = core.next().expect("one core outcome per parsed code");
                     convert::pass_outcome(*serial, result)
                 }
-                Err(bad) => bad,
+                Err(bad) => *bad,
             })
             .collect();
         let redeemed = outcomes.iter().filter(|o| o.redeemed).count() as u32;
         let amount_cents = outcomes.iter().map(|o| o.amount_cents).sum();
-        Ok(Response::new(pb::RedeemWorkshopResponse { workshop_id: id.0, outcomes, redeemed, amount_cents }))
+        Ok(Response::new(pb::RedeemWorkshopResponse {
+            workshop_id: id.0,
+            outcomes,
+            redeemed,
+            amount_cents,
+        }))
     }
 
-    async fn reverse(&self, req: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
+    async fn reverse(
+        &self,
+        req: Request<pb::ReverseRequest>,
+    ) -> Result<Response<pb::ReverseResponse>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let site = self.site_for(&who, r.site_id)?;
         let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
-        match self.0.submit(&who, "Reverse", &r.request_id, r, Command::Reverse { serial, site: site.id }).await? {
-            Outcome::Reversed { serial, amount } => Ok(Response::new(pb::ReverseResponse { serial: serial.to_string(), amount_cents: amount.0 })),
+        match self
+            .0
+            .submit(
+                &who,
+                "Reverse",
+                &r.request_id,
+                r,
+                Command::Reverse {
+                    serial,
+                    site: site.id,
+                },
+            )
+            .await?
+        {
+            Outcome::Reversed { serial, amount } => Ok(Response::new(pb::ReverseResponse {
+                serial: serial.to_string(),
+                amount_cents: amount.0,
+            })),
             o => Err(unexpected(o)),
         }
     }
 }
 
-fn workshop(v: &mut Violations, limits: &crate::config::Limits, r: &pb::RedeemWorkshopRequest, site: SiteId) -> Result<NewWorkshop, Status> {
+fn workshop(
+    v: &mut Violations,
+    limits: &crate::config::Limits,
+    r: &pb::RedeemWorkshopRequest,
+    site: SiteId,
+) -> Result<NewWorkshop, Status> {
     let place = convert::place(v, r.place.as_ref());
     let date = v.check("date", parse_date(&r.date));
     let start = v.check("start", parse_hhmm(&r.start));
     if r.duration_minutes == 0 || r.duration_minutes > WORKSHOP_MINUTES_MAX {
-        v.add("duration_minutes", format!("1 to {WORKSHOP_MINUTES_MAX} minutes"));
+        v.add(
+            "duration_minutes",
+            format!("1 to {WORKSHOP_MINUTES_MAX} minutes"),
+        );
     }
     if r.themes.is_empty() {
         v.add("themes", "a workshop has at least one theme");
     }
-    let themes: Vec<ServiceCode> = convert::services(v, limits, "themes", &r.themes).into_iter().collect();
+    let themes: Vec<ServiceCode> = convert::services(v, limits, "themes", &r.themes)
+        .into_iter()
+        .collect();
     if r.participants == 0 || r.participants > PARTICIPANTS_MAX {
         v.add("participants", format!("1 to {PARTICIPANTS_MAX}"));
     }

@@ -12,55 +12,99 @@ use tonic::{Request, Response, Status};
 pub struct RegistryService(pub Arc<Ctx>);
 
 fn unexpected(o: Outcome) -> Status {
-    tracing::error!(?o, "the engine answered with another outcome than the command's");
+    tracing::error!(
+        ?o,
+        "the engine answered with another outcome than the command's"
+    );
     Status::internal("unexpected outcome")
 }
 
 #[tonic::async_trait]
 impl Registry for RegistryService {
-    async fn register_commanditaire(&self, req: Request<pb::RegisterCommanditaireRequest>) -> Result<Response<pb::RegisterCommanditaireResponse>, Status> {
+    async fn register_commanditaire(
+        &self,
+        req: Request<pb::RegisterCommanditaireRequest>,
+    ) -> Result<Response<pb::RegisterCommanditaireResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
         let mut v = Violations::default();
         let name = convert::label(&mut v, "name", &r.name);
         v.into_result()?;
-        let cmd = Command::RegisterCommanditaire { name: name.expect("checked") };
-        match self.0.submit(&who, "RegisterCommanditaire", &r.request_id, r, cmd).await? {
-            Outcome::CommanditaireRegistered(id) => Ok(Response::new(pb::RegisterCommanditaireResponse { commanditaire_id: id.0 })),
+        let cmd = Command::RegisterCommanditaire {
+            name: name.expect("checked"),
+        };
+        match self
+            .0
+            .submit(&who, "RegisterCommanditaire", &r.request_id, r, cmd)
+            .await?
+        {
+            Outcome::CommanditaireRegistered(id) => {
+                Ok(Response::new(pb::RegisterCommanditaireResponse {
+                    commanditaire_id: id.0,
+                }))
+            }
             o => Err(unexpected(o)),
         }
     }
 
-    async fn register_structure(&self, req: Request<pb::RegisterStructureRequest>) -> Result<Response<pb::RegisterStructureResponse>, Status> {
+    async fn register_structure(
+        &self,
+        req: Request<pb::RegisterStructureRequest>,
+    ) -> Result<Response<pb::RegisterStructureResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
         let mut v = Violations::default();
         let name = convert::label(&mut v, "name", &r.name);
         let payee = v.check("siret_or_rna", PayeeId::parse(&r.siret_or_rna));
-        let iban = if r.iban.is_empty() { None } else { v.check("iban", Iban::parse(&r.iban)) };
+        let iban = if r.iban.is_empty() {
+            None
+        } else {
+            v.check("iban", Iban::parse(&r.iban))
+        };
         v.into_result()?;
-        let cmd = Command::RegisterStructure { name: name.expect("checked"), payee: payee.expect("checked"), iban };
-        match self.0.submit(&who, "RegisterStructure", &r.request_id, r, cmd).await? {
-            Outcome::StructureRegistered(id) => Ok(Response::new(pb::RegisterStructureResponse { structure_id: id.0 })),
+        let cmd = Command::RegisterStructure {
+            name: name.expect("checked"),
+            payee: payee.expect("checked"),
+            iban,
+        };
+        match self
+            .0
+            .submit(&who, "RegisterStructure", &r.request_id, r, cmd)
+            .await?
+        {
+            Outcome::StructureRegistered(id) => Ok(Response::new(pb::RegisterStructureResponse {
+                structure_id: id.0,
+            })),
             o => Err(unexpected(o)),
         }
     }
 
-    async fn set_structure_iban(&self, req: Request<pb::SetStructureIbanRequest>) -> Result<Response<pb::SetStructureIbanResponse>, Status> {
+    async fn set_structure_iban(
+        &self,
+        req: Request<pb::SetStructureIbanRequest>,
+    ) -> Result<Response<pb::SetStructureIbanResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
         let mut v = Violations::default();
         let iban = v.check("iban", Iban::parse(&r.iban));
         v.into_result()?;
-        let cmd = Command::SetStructureIban { structure: StructureId(r.structure_id), iban: iban.expect("checked") };
-        self.0.submit(&who, "SetStructureIban", &r.request_id, r, cmd).await?;
+        let cmd = Command::SetStructureIban {
+            structure: StructureId(r.structure_id),
+            iban: iban.expect("checked"),
+        };
+        self.0
+            .submit(&who, "SetStructureIban", &r.request_id, r, cmd)
+            .await?;
         Ok(Response::new(pb::SetStructureIbanResponse {}))
     }
 
-    async fn register_site(&self, req: Request<pb::RegisterSiteRequest>) -> Result<Response<pb::RegisterSiteResponse>, Status> {
+    async fn register_site(
+        &self,
+        req: Request<pb::RegisterSiteRequest>,
+    ) -> Result<Response<pb::RegisterSiteResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
@@ -68,23 +112,44 @@ impl Registry for RegistryService {
         let name = convert::label(&mut v, "name", &r.name);
         let kind = convert::site_kind(&mut v, &self.0.limits, r);
         v.into_result()?;
-        let cmd = Command::RegisterSite { structure: StructureId(r.structure_id), name: name.expect("checked"), kind: kind.expect("checked") };
-        match self.0.submit(&who, "RegisterSite", &r.request_id, r, cmd).await? {
-            Outcome::SiteRegistered(id) => Ok(Response::new(pb::RegisterSiteResponse { site_id: id.0 })),
+        let cmd = Command::RegisterSite {
+            structure: StructureId(r.structure_id),
+            name: name.expect("checked"),
+            kind: kind.expect("checked"),
+        };
+        match self
+            .0
+            .submit(&who, "RegisterSite", &r.request_id, r, cmd)
+            .await?
+        {
+            Outcome::SiteRegistered(id) => {
+                Ok(Response::new(pb::RegisterSiteResponse { site_id: id.0 }))
+            }
             o => Err(unexpected(o)),
         }
     }
 
-    async fn set_site_active(&self, req: Request<pb::SetSiteActiveRequest>) -> Result<Response<pb::SetSiteActiveResponse>, Status> {
+    async fn set_site_active(
+        &self,
+        req: Request<pb::SetSiteActiveRequest>,
+    ) -> Result<Response<pb::SetSiteActiveResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
-        let cmd = Command::SetSiteActive { site: SiteId(r.site_id), active: r.active };
-        self.0.submit(&who, "SetSiteActive", &r.request_id, r, cmd).await?;
+        let cmd = Command::SetSiteActive {
+            site: SiteId(r.site_id),
+            active: r.active,
+        };
+        self.0
+            .submit(&who, "SetSiteActive", &r.request_id, r, cmd)
+            .await?;
         Ok(Response::new(pb::SetSiteActiveResponse {}))
     }
 
-    async fn issue_credential(&self, req: Request<pb::IssueCredentialRequest>) -> Result<Response<pb::IssueCredentialResponse>, Status> {
+    async fn issue_credential(
+        &self,
+        req: Request<pb::IssueCredentialRequest>,
+    ) -> Result<Response<pb::IssueCredentialResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let r = req.get_ref();
@@ -94,8 +159,14 @@ impl Registry for RegistryService {
         // Tokens are shown once: a retry of the same request finds the first credential
         // issued and is told so, rather than given a token that was never stored.
         let (token, hash) = auth::new_token();
-        let cmd = Command::IssueCredential { token_hash: hash, role: role.expect("checked") };
-        let first = self.0.submit(&who, "IssueCredential", &r.request_id, r, cmd).await?;
+        let cmd = Command::IssueCredential {
+            token_hash: hash,
+            role: role.expect("checked"),
+        };
+        let first = self
+            .0
+            .submit(&who, "IssueCredential", &r.request_id, r, cmd)
+            .await?;
         match first {
             Outcome::CredentialIssued if self.0.index.credential(&hash).map_err(errors::store)?.is_some() => {
                 Ok(Response::new(pb::IssueCredentialResponse { token }))
@@ -110,7 +181,10 @@ impl Registry for RegistryService {
         }
     }
 
-    async fn get_site(&self, req: Request<pb::GetSiteRequest>) -> Result<Response<pb::SiteInfo>, Status> {
+    async fn get_site(
+        &self,
+        req: Request<pb::GetSiteRequest>,
+    ) -> Result<Response<pb::SiteInfo>, Status> {
         let who = self.0.auth(&req)?;
         let site = self.0.site(SiteId(req.get_ref().site_id))?;
         who.may_read_site(&site)?;

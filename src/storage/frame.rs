@@ -29,7 +29,9 @@ pub struct LedgerRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// The buffer ends before the frame does; `have` bytes are there.
-    Incomplete { have: usize },
+    Incomplete {
+        have: usize,
+    },
     /// The header's own check fails: the length or sequence number is damaged.
     HeaderCheck,
     BodyTooLarge(usize),
@@ -60,10 +62,18 @@ fn header_check(body_len: u32, seq: u64) -> u32 {
 }
 
 /// Encodes one record; returns the frame and the record's hash.
-pub fn encode(seq: u64, at: Timestamp, prev_hash: &[u8; 32], body: &RecordBody) -> (Vec<u8>, [u8; 32]) {
+pub fn encode(
+    seq: u64,
+    at: Timestamp,
+    prev_hash: &[u8; 32],
+    body: &RecordBody,
+) -> (Vec<u8>, [u8; 32]) {
     let payload = postcard::to_allocvec(body).expect("record bodies always encode");
     let body_len = BODY_FIXED_BYTES + payload.len();
-    assert!(body_len <= BODY_BYTES_MAX, "record body of {body_len} bytes: a limit upstream is missing");
+    assert!(
+        body_len <= BODY_BYTES_MAX,
+        "record body of {body_len} bytes: a limit upstream is missing"
+    );
     let mut frame = Vec::with_capacity(HEADER_BYTES + body_len + HASH_BYTES);
     frame.extend_from_slice(&(body_len as u32).to_le_bytes());
     frame.extend_from_slice(&seq.to_le_bytes());
@@ -102,7 +112,9 @@ pub fn decode(buf: &[u8]) -> Result<(LedgerRecord, usize), FrameError> {
         return Err(FrameError::Incomplete { have: buf.len() });
     }
     let hashed = &buf[..frame_len - HASH_BYTES];
-    let hash: [u8; 32] = buf[frame_len - HASH_BYTES..frame_len].try_into().expect("32");
+    let hash: [u8; 32] = buf[frame_len - HASH_BYTES..frame_len]
+        .try_into()
+        .expect("32");
     if blake3::hash(hashed) != blake3::Hash::from(hash) {
         return Err(FrameError::HashMismatch);
     }
@@ -112,8 +124,18 @@ pub fn decode(buf: &[u8]) -> Result<(LedgerRecord, usize), FrameError> {
     }
     let at = Timestamp(i64::from_le_bytes(body[1..9].try_into().expect("8")));
     let prev_hash: [u8; 32] = body[9..41].try_into().expect("32");
-    let body: RecordBody = postcard::from_bytes(&body[41..]).map_err(|e| FrameError::Payload(e.to_string()))?;
-    Ok((LedgerRecord { seq, at, prev_hash, hash, body }, frame_len))
+    let body: RecordBody =
+        postcard::from_bytes(&body[41..]).map_err(|e| FrameError::Payload(e.to_string()))?;
+    Ok((
+        LedgerRecord {
+            seq,
+            at,
+            prev_hash,
+            hash,
+            body,
+        },
+        frame_len,
+    ))
 }
 
 #[cfg(test)]
@@ -124,12 +146,16 @@ mod tests {
     fn body() -> RecordBody {
         RecordBody {
             request: None,
-            facts: vec![crate::domain::Fact::CommanditaireRegistered(crate::domain::Commanditaire {
-                id: crate::domain::CommanditaireId(1),
-                name: Label::parse("Gironde").unwrap(),
-            })],
+            facts: vec![crate::domain::Fact::CommanditaireRegistered(
+                crate::domain::Commanditaire {
+                    id: crate::domain::CommanditaireId(1),
+                    name: Label::parse("Gironde").unwrap(),
+                },
+            )],
             postings: vec![],
-            result: Ok(Outcome::CommanditaireRegistered(crate::domain::CommanditaireId(1))),
+            result: Ok(Outcome::CommanditaireRegistered(
+                crate::domain::CommanditaireId(1),
+            )),
         }
     }
 
@@ -138,7 +164,10 @@ mod tests {
         let (frame, hash) = encode(7, Timestamp(42), &[9; 32], &body());
         let (rec, used) = decode(&frame).unwrap();
         assert_eq!(used, frame.len());
-        assert_eq!((rec.seq, rec.at, rec.prev_hash, rec.hash), (7, Timestamp(42), [9; 32], hash));
+        assert_eq!(
+            (rec.seq, rec.at, rec.prev_hash, rec.hash),
+            (7, Timestamp(42), [9; 32], hash)
+        );
         assert_eq!(rec.body, body());
     }
 

@@ -27,7 +27,10 @@ pub const INDEX_DIR: &str = "index";
 pub enum IndexError {
     Sled(sled::Error),
     /// A stored value does not decode: the index is damaged and must be rebuilt.
-    Decode { key: Vec<u8>, what: String },
+    Decode {
+        key: Vec<u8>,
+        what: String,
+    },
 }
 
 impl std::fmt::Display for IndexError {
@@ -35,7 +38,10 @@ impl std::fmt::Display for IndexError {
         match self {
             IndexError::Sled(e) => write!(f, "index store: {e}"),
             IndexError::Decode { key, what } => {
-                write!(f, "index value at key {key:?} does not decode ({what}): rebuild the index")
+                write!(
+                    f,
+                    "index value at key {key:?} does not decode ({what}): rebuild the index"
+                )
             }
         }
     }
@@ -74,7 +80,10 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError> {
-    postcard::from_bytes(bytes).map_err(|e| IndexError::Decode { key: key.to_vec(), what: e.to_string() })
+    postcard::from_bytes(bytes).map_err(|e| IndexError::Decode {
+        key: key.to_vec(),
+        what: e.to_string(),
+    })
 }
 
 /// The current value of a dirty key, as the index stores it.
@@ -102,7 +111,10 @@ pub struct Index {
 
 impl Index {
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .open()?;
         let tree = db.open_tree("state")?;
         Ok(Index { db, tree })
     }
@@ -121,7 +133,13 @@ impl Index {
     }
 
     /// Writes the dirty keys and the new applied position in one atomic batch.
-    pub fn write(&self, state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> Result<(), IndexError> {
+    pub fn write(
+        &self,
+        state: &State,
+        keys: &[Key],
+        seq: u64,
+        head: [u8; 32],
+    ) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         for key in keys {
             batch.insert(key_bytes(key), value_bytes(state, key));
@@ -151,7 +169,11 @@ impl Index {
             let (k, v) = item?;
             let id = || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
             match k[0] {
-                b'c' => drop(state.commanditaires.insert(CommanditaireId(id()), dec(&k, &v)?)),
+                b'c' => drop(
+                    state
+                        .commanditaires
+                        .insert(CommanditaireId(id()), dec(&k, &v)?),
+                ),
                 b's' => drop(state.structures.insert(StructureId(id()), dec(&k, &v)?)),
                 b't' => drop(state.sites.insert(SiteId(id()), dec(&k, &v)?)),
                 b'o' => drop(state.orders.insert(OrderId(id()), dec(&k, &v)?)),
@@ -166,7 +188,11 @@ impl Index {
                     state.requests.insert(key, dec(&k, &v)?);
                 }
                 b'a' => drop(state.balances.insert(dec(&k, &k[1..])?, dec(&k, &v)?)),
-                b'k' => drop(state.credentials.insert(k[1..].try_into().unwrap_or([0; 32]), dec(&k, &v)?)),
+                b'k' => drop(
+                    state
+                        .credentials
+                        .insert(k[1..].try_into().unwrap_or([0; 32]), dec(&k, &v)?),
+                ),
                 _ => {}
             }
         }
@@ -179,7 +205,10 @@ impl Index {
         self.tree.get(&k)?.map(|v| dec(&k, &v)).transpose()
     }
 
-    fn scan<T: DeserializeOwned>(&self, prefix: u8) -> impl Iterator<Item = Result<T, IndexError>> + '_ {
+    fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: u8,
+    ) -> impl Iterator<Item = Result<T, IndexError>> + '_ {
         self.tree.scan_prefix([prefix]).map(|item| {
             let (k, v) = item?;
             dec(&k, &v)

@@ -14,7 +14,11 @@ pub const LOG_FILE: &str = "ledger.log";
 pub enum LogError {
     Io(io::Error),
     /// A record in the middle of the log is damaged: start-up stops and names it.
-    Corrupt { seq: u64, offset: u64, what: String },
+    Corrupt {
+        seq: u64,
+        offset: u64,
+        what: String,
+    },
 }
 
 impl std::fmt::Display for LogError {
@@ -22,7 +26,10 @@ impl std::fmt::Display for LogError {
         match self {
             LogError::Io(e) => write!(f, "ledger log I/O: {e}"),
             LogError::Corrupt { seq, offset, what } => {
-                write!(f, "ledger log is damaged at record {seq} (byte offset {offset}): {what}")
+                write!(
+                    f,
+                    "ledger log is damaged at record {seq} (byte offset {offset}): {what}"
+                )
             }
         }
     }
@@ -47,11 +54,19 @@ pub struct Scan {
 
 /// Reads every record from the start, checking frames and the hash chain, and hands each
 /// to `visit`. A torn tail is reported in `Scan`, never silently read past.
-pub fn scan(path: &Path, mut visit: impl FnMut(&LedgerRecord) -> Result<(), LogError>) -> Result<Scan, LogError> {
+pub fn scan(
+    path: &Path,
+    mut visit: impl FnMut(&LedgerRecord) -> Result<(), LogError>,
+) -> Result<Scan, LogError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Scan { records: 0, end: 0, head_hash: [0; 32], torn_bytes: 0 });
+            return Ok(Scan {
+                records: 0,
+                end: 0,
+                head_hash: [0; 32],
+                torn_bytes: 0,
+            });
         }
         Err(e) => return Err(e.into()),
     };
@@ -63,8 +78,17 @@ pub fn scan(path: &Path, mut visit: impl FnMut(&LedgerRecord) -> Result<(), LogE
     let mut buf = Vec::new();
     while offset < file_len {
         let remaining = file_len - offset;
-        let corrupt = |what: String| LogError::Corrupt { seq: seq + 1, offset, what };
-        let torn = Scan { records: seq, end: offset, head_hash: head, torn_bytes: remaining };
+        let corrupt = |what: String| LogError::Corrupt {
+            seq: seq + 1,
+            offset,
+            what,
+        };
+        let torn = Scan {
+            records: seq,
+            end: offset,
+            head_hash: head,
+            torn_bytes: remaining,
+        };
         if remaining < HEADER_BYTES as u64 {
             return Ok(torn);
         }
@@ -86,17 +110,28 @@ pub fn scan(path: &Path, mut visit: impl FnMut(&LedgerRecord) -> Result<(), LogE
             Err(e) => return Err(corrupt(e.to_string())),
         };
         if record.seq != seq + 1 {
-            return Err(corrupt(format!("sequence number {} where {} was expected", record.seq, seq + 1)));
+            return Err(corrupt(format!(
+                "sequence number {} where {} was expected",
+                record.seq,
+                seq + 1
+            )));
         }
         if record.prev_hash != head {
-            return Err(corrupt("previous-hash link does not match the record before it".into()));
+            return Err(corrupt(
+                "previous-hash link does not match the record before it".into(),
+            ));
         }
         visit(&record)?;
         head = record.hash;
         seq = record.seq;
         offset += frame_len;
     }
-    Ok(Scan { records: seq, end: offset, head_hash: head, torn_bytes: 0 })
+    Ok(Scan {
+        records: seq,
+        end: offset,
+        head_hash: head,
+        torn_bytes: 0,
+    })
 }
 
 /// True when the header and everything after it are zero bytes: the file grew but the
@@ -134,13 +169,28 @@ pub struct Appended {
 impl Log {
     /// Opens the log after a scan; cuts a torn tail back to the last whole record.
     pub fn open(path: &Path, scan: &Scan) -> Result<Log, LogError> {
-        let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
         if scan.torn_bytes > 0 {
-            tracing::warn!(bytes = scan.torn_bytes, offset = scan.end, "cutting a torn tail off the ledger log");
+            tracing::warn!(
+                bytes = scan.torn_bytes,
+                offset = scan.end,
+                "cutting a torn tail off the ledger log"
+            );
             file.set_len(scan.end)?;
             file.sync_all()?;
         }
-        let mut log = Log { file, path: path.to_owned(), end: scan.end, next_seq: scan.records + 1, head: scan.head_hash };
+        let mut log = Log {
+            file,
+            path: path.to_owned(),
+            end: scan.end,
+            next_seq: scan.records + 1,
+            head: scan.head_hash,
+        };
         log.file.seek(SeekFrom::Start(log.end))?;
         Ok(log)
     }

@@ -30,9 +30,14 @@ pub enum StoreError {
     Index(IndexError),
     /// The index says it applied records the log does not have: wrong directory, or a log
     /// restored from an older copy. Rebuild the index from the log if the log is right.
-    IndexAhead { index_seq: u64, log_seq: u64 },
+    IndexAhead {
+        index_seq: u64,
+        log_seq: u64,
+    },
     /// The index's position names a record whose hash differs: it belongs to another log.
-    IndexMismatch { seq: u64 },
+    IndexMismatch {
+        seq: u64,
+    },
     /// The state rebuilt from the log breaks an invariant of the money.
     Invariant(String),
 }
@@ -101,7 +106,11 @@ impl Store {
         let mut replayed = 0u64;
         let scan = log::scan(&log_path(dir), |rec| {
             if rec.seq == applied_seq && rec.hash != applied_head {
-                return Err(LogError::Corrupt { seq: rec.seq, offset: 0, what: "index mismatch".into() });
+                return Err(LogError::Corrupt {
+                    seq: rec.seq,
+                    offset: 0,
+                    what: "index mismatch".into(),
+                });
             }
             if rec.seq <= applied_seq {
                 return Ok(());
@@ -110,24 +119,43 @@ impl Store {
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS == 0 {
                 let keys = state.take_dirty();
-                index.write(&state, &keys, rec.seq, rec.hash).map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
+                index
+                    .write(&state, &keys, rec.seq, rec.hash)
+                    .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
             }
             Ok(())
         })
         .map_err(|e| match e {
-            LogError::Corrupt { seq, what, .. } if what == "index mismatch" => StoreError::IndexMismatch { seq },
+            LogError::Corrupt { seq, what, .. } if what == "index mismatch" => {
+                StoreError::IndexMismatch { seq }
+            }
             e => StoreError::Log(e),
         })?;
         if scan.records < applied_seq {
-            return Err(StoreError::IndexAhead { index_seq: applied_seq, log_seq: scan.records });
+            return Err(StoreError::IndexAhead {
+                index_seq: applied_seq,
+                log_seq: scan.records,
+            });
         }
         let keys = state.take_dirty();
         index.write(&state, &keys, scan.records, scan.head_hash)?;
         index.flush()?;
         let log = Log::open(&log_path(dir), &scan)?;
         state.check_invariants().map_err(StoreError::Invariant)?;
-        let recovery = Recovery { records: scan.records, replayed, torn_bytes: scan.torn_bytes };
-        Ok((Store { log, index, dir: dir.to_owned() }, state, recovery))
+        let recovery = Recovery {
+            records: scan.records,
+            replayed,
+            torn_bytes: scan.torn_bytes,
+        };
+        Ok((
+            Store {
+                log,
+                index,
+                dir: dir.to_owned(),
+            },
+            state,
+            recovery,
+        ))
     }
 
     /// Drops the whole index and rebuilds it from the log.
@@ -147,7 +175,11 @@ pub fn verify_log(path: &Path) -> Result<(Scan, State), StoreError> {
     let mut state = State::default();
     let scan = log::scan(path, |rec| {
         if !rec.body.postings_balance() {
-            return Err(LogError::Corrupt { seq: rec.seq, offset: 0, what: "postings do not balance".into() });
+            return Err(LogError::Corrupt {
+                seq: rec.seq,
+                offset: 0,
+                what: "postings do not balance".into(),
+            });
         }
         state.apply(rec.seq, rec.at, &rec.body);
         Ok(())

@@ -35,15 +35,40 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(AtomicI64::new(T0 + DAY));
         let (server, operator_token, op, keys) = Self::boot(dir.path(), &clock, None).await;
-        TestServer { dir, server: Some(server), clock, op, keys, operator_token }
+        TestServer {
+            dir,
+            server: Some(server),
+            clock,
+            op,
+            keys,
+            operator_token,
+        }
     }
 
-    async fn boot(dir: &std::path::Path, clock: &Arc<AtomicI64>, token: Option<String>) -> (RunningServer, String, Clients, Keyring) {
+    async fn boot(
+        dir: &std::path::Path,
+        clock: &Arc<AtomicI64>,
+        token: Option<String>,
+    ) -> (RunningServer, String, Clients, Keyring) {
         let c = clock.clone();
-        let server = server::start(config(dir), Arc::new(move || Timestamp(c.load(Ordering::SeqCst)))).await.unwrap();
-        let token = token.unwrap_or_else(|| std::fs::read_to_string(server.operator_token_file.as_ref().unwrap()).unwrap().trim().to_owned());
-        let op = Clients::connect(&format!("http://{}", server.addr), Some(&token)).await.unwrap();
-        let keys = Keyring::from_text(&std::fs::read_to_string(dir.join(server::KEYS_FILE)).unwrap()).unwrap();
+        let server = server::start(
+            config(dir),
+            Arc::new(move || Timestamp(c.load(Ordering::SeqCst))),
+        )
+        .await
+        .unwrap();
+        let token = token.unwrap_or_else(|| {
+            std::fs::read_to_string(server.operator_token_file.as_ref().unwrap())
+                .unwrap()
+                .trim()
+                .to_owned()
+        });
+        let op = Clients::connect(&format!("http://{}", server.addr), Some(&token))
+            .await
+            .unwrap();
+        let keys =
+            Keyring::from_text(&std::fs::read_to_string(dir.join(server::KEYS_FILE)).unwrap())
+                .unwrap();
         (server, token, op, keys)
     }
 
@@ -61,8 +86,16 @@ impl TestServer {
 
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
-        let (server, _, op, _) = Self::boot(self.dir.path(), &self.clock, Some(self.operator_token.clone())).await;
-        assert!(server.operator_token_file.is_none(), "a restart creates no new operator credential");
+        let (server, _, op, _) = Self::boot(
+            self.dir.path(),
+            &self.clock,
+            Some(self.operator_token.clone()),
+        )
+        .await;
+        assert!(
+            server.operator_token_file.is_none(),
+            "a restart creates no new operator credential"
+        );
         self.server = Some(server);
         self.op = op;
     }
@@ -71,14 +104,27 @@ impl TestServer {
         self.server.take().unwrap().shutdown().await.unwrap();
     }
 
-    pub async fn credential(&self, role: pb::Role, actor_id: u64, departements: &[&str]) -> Clients {
+    pub async fn credential(
+        &self,
+        role: pb::Role,
+        actor_id: u64,
+        departements: &[&str],
+    ) -> Clients {
         let req = pb::IssueCredentialRequest {
             request_id: rid(),
             role: role as i32,
             actor_id,
             departements: departements.iter().map(|d| d.to_string()).collect(),
         };
-        let token = self.op.registry.clone().issue_credential(req).await.unwrap().into_inner().token;
+        let token = self
+            .op
+            .registry
+            .clone()
+            .issue_credential(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
         self.client(Some(&token)).await
     }
 }
@@ -89,41 +135,84 @@ pub fn rid() -> String {
 
 /// Asserts a call was refused with this status code and machine-readable reason.
 #[track_caller]
-pub fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, reason: &str) -> tonic::Status {
+pub fn refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    reason: &str,
+) -> tonic::Status {
     match result {
         Ok(v) => panic!("expected {code:?} {reason}, got success {v:?}"),
         Err(s) => {
-            assert_eq!((s.code(), passnum::client::reason(&s).as_str()), (code, reason), "{}", passnum::client::describe(&s));
+            assert_eq!(
+                (s.code(), passnum::client::reason(&s).as_str()),
+                (code, reason),
+                "{}",
+                passnum::client::describe(&s)
+            );
             s
         }
     }
 }
 
 pub fn scanned(code: &str) -> Option<pb::PassCode> {
-    Some(pb::PassCode { form: Some(pb::pass_code::Form::Scanned(code.to_owned())) })
+    Some(pb::PassCode {
+        form: Some(pb::pass_code::Form::Scanned(code.to_owned())),
+    })
 }
 
 pub fn typed(serial: &str, verification: &str) -> Option<pb::PassCode> {
-    Some(pb::PassCode { form: Some(pb::pass_code::Form::Typed(pb::TypedCode { serial: serial.into(), verification_code: verification.into() })) })
+    Some(pb::PassCode {
+        form: Some(pb::pass_code::Form::Typed(pb::TypedCode {
+            serial: serial.into(),
+            verification_code: verification.into(),
+        })),
+    })
 }
 
-pub fn redeem_req(code: &str, site: u64, place: Option<pb::Place>, service: &str) -> pb::RedeemRequest {
-    pb::RedeemRequest { request_id: rid(), pass: scanned(code), site_id: site, place, service: service.into() }
+pub fn redeem_req(
+    code: &str,
+    site: u64,
+    place: Option<pb::Place>,
+    service: &str,
+) -> pb::RedeemRequest {
+    pb::RedeemRequest {
+        request_id: rid(),
+        pass: scanned(code),
+        site_id: site,
+        place,
+        service: service.into(),
+    }
 }
 
 pub fn stop(n: u32) -> Option<pb::Place> {
-    Some(pb::Place { stop: Some(n), insee_code: String::new() })
+    Some(pb::Place {
+        stop: Some(n),
+        insee_code: String::new(),
+    })
 }
 
 pub fn commune(insee: &str) -> Option<pb::Place> {
-    Some(pb::Place { stop: None, insee_code: insee.into() })
+    Some(pb::Place {
+        stop: None,
+        insee_code: insee.into(),
+    })
 }
 
 pub async fn passes(c: &Clients, order: u64) -> Vec<pb::PassInfo> {
     let mut out = vec![];
     let mut token = String::new();
     loop {
-        let mut s = c.issuance.clone().list_passes(pb::ListPassesRequest { order_id: order, page_size: 7, page_token: token.clone() }).await.unwrap().into_inner();
+        let mut s = c
+            .issuance
+            .clone()
+            .list_passes(pb::ListPassesRequest {
+                order_id: order,
+                page_size: 7,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         let mut next = String::new();
         while let Some(p) = s.message().await.unwrap() {
             next = p.next_page_token.clone();
@@ -141,23 +230,61 @@ pub async fn passes(c: &Clients, order: u64) -> Vec<pb::PassInfo> {
 /// structure 2 with a fixed site (4, Bordeaux).
 pub async fn registry(t: &TestServer) {
     let mut r = t.op.registry.clone();
-    r.register_commanditaire(pb::RegisterCommanditaireRequest { request_id: rid(), name: "Gironde".into() }).await.unwrap();
-    r.register_commanditaire(pb::RegisterCommanditaireRequest { request_id: rid(), name: "Dordogne".into() }).await.unwrap();
-    for siret in ["21330063500017", "11000201100044"] {
-        r.register_structure(pb::RegisterStructureRequest { request_id: rid(), name: format!("S {siret}"), siret_or_rna: siret.into(), iban: String::new() }).await.unwrap();
-    }
-    let site = |structure, kind: pb::SiteKind, insee: &str, stops: Vec<(&str, &str)>| pb::RegisterSiteRequest {
+    r.register_commanditaire(pb::RegisterCommanditaireRequest {
         request_id: rid(),
-        structure_id: structure,
-        name: "site".into(),
-        kind: kind as i32,
-        insee_code: insee.into(),
-        stops: stops.into_iter().map(|(l, i)| pb::BusStop { label: l.into(), insee_code: i.into() }).collect(),
+        name: "Gironde".into(),
+    })
+    .await
+    .unwrap();
+    r.register_commanditaire(pb::RegisterCommanditaireRequest {
+        request_id: rid(),
+        name: "Dordogne".into(),
+    })
+    .await
+    .unwrap();
+    for siret in ["21330063500017", "11000201100044"] {
+        r.register_structure(pb::RegisterStructureRequest {
+            request_id: rid(),
+            name: format!("S {siret}"),
+            siret_or_rna: siret.into(),
+            iban: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let site = |structure, kind: pb::SiteKind, insee: &str, stops: Vec<(&str, &str)>| {
+        pb::RegisterSiteRequest {
+            request_id: rid(),
+            structure_id: structure,
+            name: "site".into(),
+            kind: kind as i32,
+            insee_code: insee.into(),
+            stops: stops
+                .into_iter()
+                .map(|(l, i)| pb::BusStop {
+                    label: l.into(),
+                    insee_code: i.into(),
+                })
+                .collect(),
+        }
     };
-    r.register_site(site(1, pb::SiteKind::Fixed, "33063", vec![])).await.unwrap();
-    r.register_site(site(1, pb::SiteKind::Itinerant, "", vec![("Bordeaux", "33063"), ("Périgueux", "24322")])).await.unwrap();
-    r.register_site(site(1, pb::SiteKind::Workshop, "33063", vec![])).await.unwrap();
-    r.register_site(site(2, pb::SiteKind::Fixed, "33063", vec![])).await.unwrap();
+    r.register_site(site(1, pb::SiteKind::Fixed, "33063", vec![]))
+        .await
+        .unwrap();
+    r.register_site(site(
+        1,
+        pb::SiteKind::Itinerant,
+        "",
+        vec![("Bordeaux", "33063"), ("Périgueux", "24322")],
+    ))
+    .await
+    .unwrap();
+    r.register_site(site(1, pb::SiteKind::Workshop, "33063", vec![]))
+        .await
+        .unwrap();
+    r.register_site(site(2, pb::SiteKind::Fixed, "33063", vec![]))
+        .await
+        .unwrap();
 }
 
 pub fn order_req(commanditaire: u64, passes: u32, services: &[&str]) -> pb::CreateOrderRequest {
@@ -170,19 +297,44 @@ pub fn order_req(commanditaire: u64, passes: u32, services: &[&str]) -> pb::Crea
         valid_from_ms: T0,
         valid_until_ms: T0 + 365 * DAY,
         grace_days: 31,
-        perimeter: Some(pb::Perimeter { departements: vec!["33".into()], ..Default::default() }),
+        perimeter: Some(pb::Perimeter {
+            departements: vec!["33".into()],
+            ..Default::default()
+        }),
         services: services.iter().map(|s| s.to_string()).collect(),
         programme: "AAP".into(),
     }
 }
 
 /// Creates, mints and (if asked) funds an order; returns its id and passes.
-pub async fn order(t: &TestServer, commanditaire: u64, n: u32, fund: bool) -> (u64, Vec<pb::PassInfo>) {
+pub async fn order(
+    t: &TestServer,
+    commanditaire: u64,
+    n: u32,
+    fund: bool,
+) -> (u64, Vec<pb::PassInfo>) {
     let mut i = t.op.issuance.clone();
-    let id = i.create_order(order_req(commanditaire, n, &[])).await.unwrap().into_inner().order_id;
-    i.mint_order(pb::MintOrderRequest { request_id: rid(), order_id: id }).await.unwrap();
+    let id = i
+        .create_order(order_req(commanditaire, n, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .order_id;
+    i.mint_order(pb::MintOrderRequest {
+        request_id: rid(),
+        order_id: id,
+    })
+    .await
+    .unwrap();
     if fund {
-        i.record_funding(pb::RecordFundingRequest { request_id: rid(), order_id: id, amount_cents: 1000 * i64::from(n), reference: "VIR".into() }).await.unwrap();
+        i.record_funding(pb::RecordFundingRequest {
+            request_id: rid(),
+            order_id: id,
+            amount_cents: 1000 * i64::from(n),
+            reference: "VIR".into(),
+        })
+        .await
+        .unwrap();
     }
     (id, passes(&t.op, id).await)
 }
