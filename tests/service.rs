@@ -918,24 +918,68 @@ async fn streamed_records_verify_without_the_server() {
 async fn health_and_both_reflection_versions_answer() {
     use tonic_reflection::pb::{v1, v1alpha};
     let t = TestServer::start().await;
-    let channel = tonic::transport::Channel::from_shared(t.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(t.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let req = tonic_health::pb::HealthCheckRequest { service: "passnum.v1.Redemptions".into() };
-    assert_eq!(health.check(req).await.unwrap().into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let req = tonic_health::pb::HealthCheckRequest {
+        service: "passnum.v1.Redemptions".into(),
+    };
+    assert_eq!(
+        health.check(req).await.unwrap().into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
-    let list = v1alpha::ServerReflectionRequest { host: String::new(), message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())) };
+    let list = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
     let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let mut s = alpha.server_reflection_info(tokio_stream::iter(vec![list])).await.unwrap().into_inner();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) = s.message().await.unwrap().unwrap().message_response else { panic!() };
+    let mut s = alpha
+        .server_reflection_info(tokio_stream::iter(vec![list]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) =
+        s.message().await.unwrap().unwrap().message_response
+    else {
+        panic!()
+    };
     let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-    for svc in ["passnum.v1.Registry", "passnum.v1.Issuance", "passnum.v1.Redemptions", "passnum.v1.Ledger", "grpc.health.v1.Health"] {
-        assert!(names.contains(&svc.to_string()), "v1alpha lists {svc}: {names:?}");
+    for svc in [
+        "passnum.v1.Registry",
+        "passnum.v1.Issuance",
+        "passnum.v1.Redemptions",
+        "passnum.v1.Ledger",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.contains(&svc.to_string()),
+            "v1alpha lists {svc}: {names:?}"
+        );
     }
 
-    let list = v1::ServerReflectionRequest { host: String::new(), message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())) };
+    let list = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
     let mut v1c = v1::server_reflection_client::ServerReflectionClient::new(channel);
-    let mut s = v1c.server_reflection_info(tokio_stream::iter(vec![list])).await.unwrap().into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) = s.message().await.unwrap().unwrap().message_response else { panic!() };
+    let mut s = v1c
+        .server_reflection_info(tokio_stream::iter(vec![list]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) =
+        s.message().await.unwrap().unwrap().message_response
+    else {
+        panic!()
+    };
     assert!(l.service.iter().any(|s| s.name == "passnum.v1.Redemptions"));
     t.stop().await;
 }
