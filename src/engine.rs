@@ -12,8 +12,9 @@
 //! disk, and only a restart, which replays the log, makes them agree again.
 
 use crate::domain::{decide, Decision, Envelope, Outcome, Refusal, Rules, State, Timestamp};
-use crate::storage::Store;
+use crate::storage::{Indexer, Store};
 use std::sync::Arc;
+use std::sync::{RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -115,7 +116,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(config.queue_depth_max);
     assert_eq!(
         ledger.head().seq,
-        ledger.state.seq,
+        ledger.state().seq,
         "the state and the log start at the same record"
     );
     let (head_tx, head) = watch::channel(ledger.head());
@@ -132,12 +133,23 @@ pub fn start(
     (EngineHandle { tx, head }, thread)
 }
 
+/// The state, shared with readers. The writer holds the write lock from deciding a batch
+/// until its fsync returns, so a reader never sees what is not durable.
+pub type SharedState = Arc<RwLock<State>>;
+
+/// Reads the shared state. A poisoned lock means the writer panicked mid-batch: the
+/// state may be ahead of the disk, so nobody reads it again (the process must restart).
+pub fn read_state(state: &SharedState) -> Result<RwLockReadGuard<'_, State>, EngineError> {
+    state.read().map_err(|_| EngineError::Stopped)
+}
+
 /// The ledger as one synchronous object: state, log and index, and the batch step.
 /// The writer thread owns one; tests and the simulator drive one directly.
 pub struct Ledger {
     pub store: Store,
-    pub state: State,
+    state: SharedState,
     pub rules: Rules,
+    indexer: Indexer,
     /// Record times never go backwards, even if the system clock does.
     last_at: Timestamp,
 }
@@ -151,10 +163,13 @@ impl Ledger {
             torn_bytes = recovery.torn_bytes,
             "ledger opened"
         );
+        let state = Arc::new(RwLock::new(state));
+        let indexer = Indexer::spawn(store.index.clone(), state.clone());
         Ok(Ledger {
             store,
             state,
             rules,
+            indexer,
             last_at: Timestamp(i64::MIN),
         })
     }
@@ -162,6 +177,15 @@ impl Ledger {
     pub fn head(&self) -> Head {
         let (seq, hash) = self.store.log.head();
         Head { seq, hash }
+    }
+
+    /// The state as of the last durable batch.
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        read_state(&self.state).expect("the writer did not panic")
+    }
+
+    pub fn shared_state(&self) -> SharedState {
+        self.state.clone()
     }
 
     /// Steps 1–4 of the write path for one batch; returns one answer per envelope, in order.
@@ -173,23 +197,28 @@ impl Ledger {
     ) -> Result<Vec<Answer>, String> {
         let now = clock_now.max(self.last_at);
         self.last_at = now;
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| "the state lock is poisoned".to_string())?;
         let mut pending = Vec::with_capacity(envelopes.len());
         let mut bodies = Vec::new();
         for envelope in envelopes {
-            match decide(&self.state, &self.rules, now, envelope) {
+            match decide(&state, &self.rules, now, envelope) {
                 Decision::Answer(a) => pending.push(Pending::Now(a)),
                 Decision::Record(body) => {
                     assert!(
                         body.postings_balance(),
                         "a record's postings must balance: {body:?}"
                     );
-                    self.state.apply(self.state.seq + 1, now, &body);
+                    let seq = state.seq + 1;
+                    state.apply(seq, now, &body);
                     pending.push(Pending::Recorded(bodies.len()));
                     bodies.push(body);
                 }
             }
         }
-        let total: i128 = self.state.balances.values().map(|v| i128::from(*v)).sum();
+        let total: i128 = state.balances.values().map(|v| i128::from(*v)).sum();
         assert_eq!(
             total, 0,
             "money must be conserved at the end of every batch"
@@ -202,15 +231,10 @@ impl Ledger {
                 .commit(&buf, &appended)
                 .map_err(|e| format!("log append: {e}"))?;
             let last = appended.last().expect("non-empty batch");
-            assert_eq!(
-                last.seq, self.state.seq,
-                "log and state agree on the sequence"
-            );
-            let keys = self.state.take_dirty();
-            self.store
-                .index
-                .write(&self.state, &keys, last.seq, last.hash)
-                .map_err(|e| format!("index: {e}"))?;
+            assert_eq!(last.seq, state.seq, "log and state agree on the sequence");
+            state.head_hash = last.hash;
+            drop(state);
+            self.indexer.nudge()?;
         }
         let mut bodies: Vec<Option<_>> = bodies.into_iter().map(Some).collect();
         Ok(pending
@@ -220,6 +244,11 @@ impl Ledger {
                 Pending::Recorded(i) => bodies[i].take().expect("each record answers once").result,
             })
             .collect())
+    }
+
+    /// Applies every queued index batch and stops the indexer (orderly shutdown).
+    pub fn close(mut self) {
+        self.indexer.finish();
     }
 }
 
@@ -259,8 +288,6 @@ impl Writer {
                 let _ = s.reply.send(answer);
             }
         }
-        if let Err(e) = self.ledger.store.index.flush() {
-            tracing::warn!(error = %e, "index flush at shutdown failed; it will be replayed from the log");
-        }
+        self.ledger.close();
     }
 }

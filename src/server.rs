@@ -72,12 +72,12 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let keys = load_or_create_keys(&config.data_dir)?;
     let ledger =
         Ledger::open(&config.data_dir, config.engine.rules.clone()).map_err(|e| e.to_string())?;
-    let index = ledger.store.index.clone();
+    let state = ledger.shared_state();
     let log_path = ledger.store.log.path().to_owned();
     let (engine, writer) = engine::start(ledger, &config.engine, clock.clone());
     let ctx = Arc::new(Ctx {
         engine,
-        index,
+        state,
         keys,
         limits: config.limits.clone(),
         log_path,
@@ -176,7 +176,12 @@ async fn router(
 /// On a store with no credential at all, creates the operator's, writes it to a 0600 file
 /// in the data directory and returns that file's path. The token never goes to the logs.
 async fn bootstrap_operator(ctx: &Ctx, dir: &Path) -> Result<Option<PathBuf>, String> {
-    if ctx.index.has_credentials().map_err(|e| e.to_string())? {
+    if !ctx
+        .read()
+        .map_err(|e| e.to_string())?
+        .credentials
+        .is_empty()
+    {
         return Ok(None);
     }
     let path = dir.join(OPERATOR_TOKEN_FILE);

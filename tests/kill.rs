@@ -51,11 +51,11 @@ fn everything_acknowledged_before_sigkill_survives() {
             ledger.head().seq
         );
         assert_eq!(
-            ledger.state.commanditaires.len() as u64,
+            ledger.state().commanditaires.len() as u64,
             ledger.head().seq,
             "one registration per record"
         );
-        ledger.state.check_invariants().unwrap();
+        ledger.state().check_invariants().unwrap();
         drop(ledger);
         passnum::storage::verify_log(&passnum::storage::log_path(dir.path())).unwrap();
     }

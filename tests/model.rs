@@ -274,13 +274,13 @@ proptest! {
             match op {
                 Op::Advance { hours } => model.now += hours * HOUR,
                 Op::Restart { drop_index } => {
-                    let (state, head) = (ledger.state.clone(), ledger.head());
+                    let (state, head) = (ledger.state().clone(), ledger.head());
                     drop(ledger);
                     if *drop_index {
                         std::fs::remove_dir_all(dir.path().join("index")).unwrap();
                     }
                     ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
-                    prop_assert_eq!(&ledger.state, &state, "state survives a restart");
+                    prop_assert_eq!(&*ledger.state(), &state, "state survives a restart");
                     prop_assert_eq!(ledger.head(), head);
                 }
                 _ => {}
@@ -290,9 +290,9 @@ proptest! {
                 let answer = run(&mut ledger, model.now, cmd);
                 prop_assert_eq!(reason(&answer), expected, "{:?}", op);
             }
-            ledger.state.check_invariants().map_err(TestCaseError::fail)?;
+            ledger.state().check_invariants().map_err(TestCaseError::fail)?;
             let redeemed = model.passes.iter().filter(|p| matches!(p, MStatus::Redeemed { .. })).count() as i64;
-            prop_assert_eq!(ledger.state.balance(Account::Payable(StructureId(1))), -1000 * redeemed);
+            prop_assert_eq!(ledger.state().balance(Account::Payable(StructureId(1))), -1000 * redeemed);
         }
     }
 }

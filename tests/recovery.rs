@@ -60,7 +60,7 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
         std::fs::write(log_path(dir.path()), &full[..cut]).unwrap();
         let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
         assert_eq!(ledger.head(), expected_head, "cut at byte {cut}");
-        assert_eq!(ledger.state.commanditaires.len(), 3, "cut at byte {cut}");
+        assert_eq!(ledger.state().commanditaires.len(), 3, "cut at byte {cut}");
         drop(ledger);
         assert_eq!(
             std::fs::metadata(log_path(dir.path())).unwrap().len() as usize,
@@ -108,11 +108,12 @@ fn a_lost_index_is_rebuilt_with_the_same_state_and_head() {
     write_records(dir.path(), 5);
     let (state, head) = {
         let l = Ledger::open(dir.path(), Rules::default()).unwrap();
-        (l.state.clone(), l.head())
+        let snapshot = (l.state().clone(), l.head());
+        snapshot
     };
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let rebuilt = Ledger::open(dir.path(), Rules::default()).unwrap();
-    assert_eq!(rebuilt.state, state);
+    assert_eq!(*rebuilt.state(), state);
     assert_eq!(rebuilt.head(), head);
 }
 

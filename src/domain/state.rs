@@ -46,9 +46,22 @@ pub struct State {
     pub requests: HashMap<String, Remembered>,
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Role>,
-    /// The sequence number of the last record applied.
+    /// The sequence number of the last record applied, and that record's hash (set by
+    /// storage, which computes hashes: the core never hashes).
     pub seq: u64,
-    dirty: Vec<Key>,
+    pub head_hash: [u8; 32],
+    dirty: Dirty,
+}
+
+/// Keys changed since the index last took them: bookkeeping for storage, not state, so two
+/// states that differ only here are equal.
+#[derive(Clone, Debug, Default)]
+struct Dirty(Vec<Key>);
+
+impl PartialEq for Dirty {
+    fn eq(&self, _: &Dirty) -> bool {
+        true
+    }
 }
 
 impl State {
@@ -61,7 +74,7 @@ impl State {
         }
         for p in &body.postings {
             *self.balances.entry(p.account).or_insert(0) += p.amount;
-            self.dirty.push(Key::Balance(p.account));
+            self.dirty.0.push(Key::Balance(p.account));
         }
         if let Some(req) = &body.request {
             self.remember(seq, req, body.result.clone());
@@ -80,51 +93,51 @@ impl State {
                 result,
             },
         );
-        self.dirty.push(Key::Request(key));
+        self.dirty.0.push(Key::Request(key));
     }
 
     fn apply_fact(&mut self, at: Timestamp, fact: &Fact) {
         match fact {
             Fact::CommanditaireRegistered(c) => {
                 self.commanditaires.insert(c.id, c.clone());
-                self.dirty.push(Key::Commanditaire(c.id));
+                self.dirty.0.push(Key::Commanditaire(c.id));
             }
             Fact::StructureRegistered(s) => {
                 self.structures.insert(s.id, s.clone());
-                self.dirty.push(Key::Structure(s.id));
+                self.dirty.0.push(Key::Structure(s.id));
             }
             Fact::StructureIbanSet { structure, iban } => {
                 self.structure_mut(*structure).iban = Some(iban.clone());
-                self.dirty.push(Key::Structure(*structure));
+                self.dirty.0.push(Key::Structure(*structure));
             }
             Fact::SiteRegistered(s) => {
                 self.sites.insert(s.id, s.clone());
-                self.dirty.push(Key::Site(s.id));
+                self.dirty.0.push(Key::Site(s.id));
             }
             Fact::SiteActivitySet { site, active } => {
                 self.sites
                     .get_mut(site)
                     .expect("fact names a known site")
                     .active = *active;
-                self.dirty.push(Key::Site(*site));
+                self.dirty.0.push(Key::Site(*site));
             }
             Fact::CredentialIssued { token_hash, role } => {
                 self.credentials.insert(*token_hash, role.clone());
-                self.dirty.push(Key::Credential(*token_hash));
+                self.dirty.0.push(Key::Credential(*token_hash));
             }
             Fact::OrderCreated(o) => {
                 self.orders.insert(o.id, o.clone());
-                self.dirty.push(Key::Order(o.id));
+                self.dirty.0.push(Key::Order(o.id));
             }
             Fact::PassesMinted { order, serials } => self.mint(*order, serials),
             Fact::OrderFunded { order, funding } => self.fund(*order, funding),
             Fact::CarnetDistributed { order, carnet } => {
                 self.order_mut(*order).distributed.insert(*carnet);
-                self.dirty.push(Key::Order(*order));
+                self.dirty.0.push(Key::Order(*order));
             }
             Fact::WorkshopHeld(w) => {
                 self.workshops.insert(w.id, w.clone());
-                self.dirty.push(Key::Workshop(w.id));
+                self.dirty.0.push(Key::Workshop(w.id));
             }
             Fact::PassRedeemed { serial, redemption } => {
                 let pass = self.pass_mut(*serial);
@@ -140,7 +153,7 @@ impl State {
             Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
             Fact::OrderSwept { order } => {
                 self.order_mut(*order).swept = true;
-                self.dirty.push(Key::Order(*order));
+                self.dirty.0.push(Key::Order(*order));
             }
         }
     }
@@ -156,17 +169,17 @@ impl State {
                 closed_at: None,
             };
             self.passes.insert(*serial, pass);
-            self.dirty.push(Key::Pass(*serial));
+            self.dirty.0.push(Key::Pass(*serial));
         }
         self.order_serials.insert(order, serials.to_vec());
         self.order_mut(order).minted = true;
-        self.dirty.push(Key::OrderSerials(order));
-        self.dirty.push(Key::Order(order));
+        self.dirty.0.push(Key::OrderSerials(order));
+        self.dirty.0.push(Key::Order(order));
     }
 
     fn fund(&mut self, order: OrderId, funding: &Funding) {
         self.order_mut(order).funding = Some(funding.clone());
-        self.dirty.push(Key::Order(order));
+        self.dirty.0.push(Key::Order(order));
         let serials = self.order_serials.get(&order).cloned().unwrap_or_default();
         for serial in serials {
             let pass = self.pass_mut(serial);
@@ -183,7 +196,7 @@ impl State {
     }
 
     fn pass_mut(&mut self, serial: Serial) -> &mut Pass {
-        self.dirty.push(Key::Pass(serial));
+        self.dirty.0.push(Key::Pass(serial));
         self.passes
             .get_mut(&serial)
             .expect("fact names a known pass")
@@ -201,8 +214,8 @@ impl State {
 
     /// The keys changed since the last call, each once.
     pub fn take_dirty(&mut self) -> Vec<Key> {
-        let mut seen = std::collections::HashSet::with_capacity(self.dirty.len());
-        let mut keys = std::mem::take(&mut self.dirty);
+        let mut seen = std::collections::HashSet::with_capacity(self.dirty.0.len());
+        let mut keys = std::mem::take(&mut self.dirty.0);
         keys.retain(|k| seen.insert(k.clone()));
         keys
     }

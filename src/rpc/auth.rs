@@ -4,7 +4,7 @@
 use super::errors;
 use crate::code::hex;
 use crate::domain::*;
-use crate::storage::Index;
+use crate::engine::{read_state, SharedState};
 use tonic::Status;
 
 pub const TOKEN_PREFIX: &str = "pn_";
@@ -31,7 +31,10 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 
 /// Finds the caller's role. The lookup is by hash, so no comparison of secrets leaks timing;
 /// the stored hash is then compared again in constant time (blake3::Hash's equality).
-pub fn authenticate<T>(index: &Index, request: &tonic::Request<T>) -> Result<Principal, Status> {
+pub fn authenticate<T>(
+    state: &SharedState,
+    request: &tonic::Request<T>,
+) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
         errors::unauthenticated("MISSING_TOKEN", "send `authorization: Bearer <token>`")
     })?;
@@ -46,9 +49,11 @@ pub fn authenticate<T>(index: &Index, request: &tonic::Request<T>) -> Result<Pri
             )
         })?;
     let hash = hash_token(token.trim());
-    let role = index
-        .credential(&hash)
-        .map_err(errors::store)?
+    let role = read_state(state)
+        .map_err(errors::engine)?
+        .credentials
+        .get(&hash)
+        .cloned()
         .ok_or_else(|| errors::unauthenticated("UNKNOWN_TOKEN", "this token is not known"))?;
     debug_assert!(blake3::Hash::from(hash) == blake3::hash(token.trim().as_bytes()));
     Ok(Principal {

@@ -6,14 +6,15 @@ use super::errors;
 use crate::code::Keyring;
 use crate::config::Limits;
 use crate::domain::*;
-use crate::engine::{Clock, EngineHandle};
-use crate::storage::Index;
+use crate::engine::{read_state, Clock, EngineHandle, SharedState};
 use std::path::PathBuf;
+use std::sync::RwLockReadGuard;
 use tonic::Status;
 
 pub struct Ctx {
     pub engine: EngineHandle,
-    pub index: Index,
+    /// The state as of the last durable batch: every read is served from it.
+    pub state: SharedState,
     pub keys: Keyring,
     pub limits: Limits,
     pub log_path: PathBuf,
@@ -25,7 +26,7 @@ impl Ctx {
         &self,
         request: &tonic::Request<T>,
     ) -> Result<Principal, Status> {
-        let principal = auth::authenticate(&self.index, request)?;
+        let principal = auth::authenticate(&self.state, request)?;
         let len = request.get_ref().encoded_len();
         if len > self.limits.request_bytes_max {
             return Err(errors::limit(
@@ -59,22 +60,28 @@ impl Ctx {
             .map_err(|r| errors::refused(&r))
     }
 
+    pub fn read(&self) -> Result<RwLockReadGuard<'_, State>, Status> {
+        read_state(&self.state).map_err(errors::engine)
+    }
     pub fn order(&self, id: OrderId) -> Result<Order, Status> {
-        self.index
-            .order(id)
-            .map_err(errors::store)?
+        self.read()?
+            .orders
+            .get(&id)
+            .cloned()
             .ok_or_else(|| errors::refused(&Refusal::UnknownOrder(id)))
     }
     pub fn site(&self, id: SiteId) -> Result<Site, Status> {
-        self.index
-            .site(id)
-            .map_err(errors::store)?
+        self.read()?
+            .sites
+            .get(&id)
+            .cloned()
             .ok_or_else(|| errors::refused(&Refusal::UnknownSite(id)))
     }
     pub fn pass(&self, serial: Serial) -> Result<Pass, Status> {
-        self.index
-            .pass(serial)
-            .map_err(errors::store)?
+        self.read()?
+            .passes
+            .get(&serial)
+            .cloned()
             .ok_or_else(|| errors::refused(&Refusal::UnknownPass(serial)))
     }
 }

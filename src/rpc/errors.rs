@@ -4,7 +4,6 @@
 use crate::code::CodeError;
 use crate::domain::Refusal;
 use crate::engine::EngineError;
-use crate::storage::IndexError;
 use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -75,16 +74,6 @@ pub fn engine(e: EngineError) -> Status {
         ),
         EngineError::Stopped => status(Code::Unavailable, "WRITER_STOPPED", e.to_string(), vec![]),
     }
-}
-
-pub fn store(e: IndexError) -> Status {
-    tracing::error!(error = %e, "index read failed");
-    status(
-        Code::Internal,
-        "STORE_ERROR",
-        "the store could not be read",
-        vec![],
-    )
 }
 
 pub fn code(field: &str, e: &CodeError) -> Status {

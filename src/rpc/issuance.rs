@@ -196,18 +196,25 @@ impl Issuance for IssuanceService {
             v.into_result()?;
             t.expect("checked")
         };
-        let serials = self
-            .0
-            .index
-            .order_serials(order.id)
-            .map_err(errors::store)?;
-        let end = (start + size).min(serials.len());
-        let mut page = Vec::with_capacity(end.saturating_sub(start));
-        for serial in serials.get(start..end).unwrap_or(&[]) {
-            let pass = self.0.pass(*serial)?;
-            page.push(Ok(convert::pass_info(&self.0.keys, &pass, &order)));
-        }
-        if end < serials.len() {
+        let (page, total) = {
+            let state = self.0.read()?;
+            let serials = state
+                .order_serials
+                .get(&order.id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let end = (start + size).min(serials.len());
+            let page: Vec<Result<pb::PassInfo, Status>> = serials
+                .get(start..end)
+                .unwrap_or(&[])
+                .iter()
+                .map(|s| Ok(convert::pass_info(&self.0.keys, &state.passes[s], &order)))
+                .collect();
+            (page, serials.len())
+        };
+        let mut page = page;
+        let end = (start + size).min(total);
+        if end < total {
             if let Some(Ok(last)) = page.last_mut() {
                 last.next_page_token = end.to_string();
             }
@@ -275,18 +282,21 @@ impl Issuance for IssuanceService {
                 passes as usize,
             ));
         }
-        let commanditaire = self
-            .0
-            .index
-            .commanditaire(order.commanditaire)
-            .map_err(errors::store)?
-            .map(|c| c.name.to_string())
-            .unwrap_or_default();
-        let serials = self
-            .0
-            .index
-            .order_serials(order.id)
-            .map_err(errors::store)?;
+        let (commanditaire, serials) = {
+            let state = self.0.read()?;
+            let name = state
+                .commanditaires
+                .get(&order.commanditaire)
+                .map(|c| c.name.to_string());
+            (
+                name.unwrap_or_default(),
+                state
+                    .order_serials
+                    .get(&order.id)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        };
         let header = render::SheetHeader {
             commanditaire,
             face_value: format!("Valeur : {}", euros(order.face_value)),
@@ -383,15 +393,13 @@ impl Issuance for IssuanceService {
         let who = self.0.auth(&req)?;
         let order = self.0.order(OrderId(req.get_ref().order_id))?;
         who.may_read_order(&order)?;
-        let serials = self
-            .0
-            .index
-            .order_serials(order.id)
-            .map_err(errors::store)?;
-        let mut passes = Vec::with_capacity(serials.len());
-        for s in &serials {
-            passes.push(self.0.pass(*s)?);
-        }
+        let state = self.0.read()?;
+        let serials = state
+            .order_serials
+            .get(&order.id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let passes: Vec<&Pass> = serials.iter().map(|s| &state.passes[s]).collect();
         Ok(Response::new(dashboard(&order, &passes)))
     }
 
@@ -466,7 +474,7 @@ fn was_activated(order: &Order, pass: &Pass) -> bool {
 }
 
 /// Counts and amounts of an order's passes; carnets started and finished.
-pub fn dashboard(order: &Order, passes: &[Pass]) -> pb::Dashboard {
+pub fn dashboard(order: &Order, passes: &[&Pass]) -> pb::Dashboard {
     let face = order.face_value.0;
     let count = |pred: &dyn Fn(&Pass) -> bool| {
         let n = passes.iter().filter(|p| pred(p)).count() as u32;

@@ -114,13 +114,7 @@ fn concerns(ctx: &Ctx, role: &Role, rec: &LedgerRecord) -> bool {
         |pred: &dyn Fn(&Account) -> bool| rec.body.postings.iter().any(|p| pred(&p.account));
     match role {
         Role::Commanditaire(c) => {
-            let own_order = |o: &OrderId| {
-                ctx.index
-                    .order(*o)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|o| o.commanditaire == *c)
-            };
+            let own_order = |o: &OrderId| ctx.order(*o).is_ok_and(|o| o.commanditaire == *c);
             accounts(
                 &|a| matches!(a, Account::Funds(x) | Account::Outstanding(x) | Account::CreditDue(x) if x == c),
             ) || rec.body.facts.iter().any(|f| match f {

@@ -102,6 +102,24 @@ fn value_bytes(state: &State, key: &Key) -> Vec<u8> {
     }
 }
 
+/// The changes of one record batch, encoded for the index: taken under the writer's lock,
+/// applied later by the indexer thread.
+pub struct IndexBatch {
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    pub seq: u64,
+    head: [u8; 32],
+}
+
+impl IndexBatch {
+    pub fn of(state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> IndexBatch {
+        let writes = keys
+            .iter()
+            .map(|k| (key_bytes(k), value_bytes(state, k)))
+            .collect();
+        IndexBatch { writes, seq, head }
+    }
+}
+
 /// The index, and the read side that RPC handlers use concurrently with the writer.
 #[derive(Clone)]
 pub struct Index {
@@ -140,9 +158,21 @@ impl Index {
         seq: u64,
         head: [u8; 32],
     ) -> Result<(), IndexError> {
+        self.apply(vec![IndexBatch::of(state, keys, seq, head)])
+    }
+
+    /// Applies batches in order as one atomic sled batch: a key written twice keeps its
+    /// last value, and the applied position is the last batch's.
+    pub fn apply(&self, batches: Vec<IndexBatch>) -> Result<(), IndexError> {
+        let Some(last) = batches.last() else {
+            return Ok(());
+        };
+        let (seq, head) = (last.seq, last.head);
         let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.insert(key_bytes(key), value_bytes(state, key));
+        for b in batches {
+            for (k, v) in b.writes {
+                batch.insert(k, v);
+            }
         }
         batch.insert(b"mseq".as_slice(), enc(&seq));
         batch.insert(b"mhead".as_slice(), enc(&head));
@@ -196,56 +226,7 @@ impl Index {
                 _ => {}
             }
         }
-        state.seq = self.applied()?.0;
+        (state.seq, state.head_hash) = self.applied()?;
         Ok(state)
-    }
-
-    fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, IndexError> {
-        let k = key_bytes(key);
-        self.tree.get(&k)?.map(|v| dec(&k, &v)).transpose()
-    }
-
-    fn scan<T: DeserializeOwned>(
-        &self,
-        prefix: u8,
-    ) -> impl Iterator<Item = Result<T, IndexError>> + '_ {
-        self.tree.scan_prefix([prefix]).map(|item| {
-            let (k, v) = item?;
-            dec(&k, &v)
-        })
-    }
-
-    pub fn pass(&self, s: Serial) -> Result<Option<Pass>, IndexError> {
-        self.get(&Key::Pass(s))
-    }
-    pub fn order(&self, id: OrderId) -> Result<Option<Order>, IndexError> {
-        self.get(&Key::Order(id))
-    }
-    pub fn order_serials(&self, id: OrderId) -> Result<Vec<Serial>, IndexError> {
-        Ok(self.get(&Key::OrderSerials(id))?.unwrap_or_default())
-    }
-    pub fn site(&self, id: SiteId) -> Result<Option<Site>, IndexError> {
-        self.get(&Key::Site(id))
-    }
-    pub fn structure(&self, id: StructureId) -> Result<Option<Structure>, IndexError> {
-        self.get(&Key::Structure(id))
-    }
-    pub fn commanditaire(&self, id: CommanditaireId) -> Result<Option<Commanditaire>, IndexError> {
-        self.get(&Key::Commanditaire(id))
-    }
-    pub fn credential(&self, token_hash: &[u8; 32]) -> Result<Option<Role>, IndexError> {
-        self.get(&Key::Credential(*token_hash))
-    }
-    pub fn balance(&self, a: Account) -> Result<i64, IndexError> {
-        Ok(self.get(&Key::Balance(a))?.unwrap_or(0))
-    }
-    pub fn orders(&self) -> impl Iterator<Item = Result<Order, IndexError>> + '_ {
-        self.scan(b'o')
-    }
-    pub fn sites(&self) -> impl Iterator<Item = Result<Site, IndexError>> + '_ {
-        self.scan(b't')
-    }
-    pub fn has_credentials(&self) -> Result<bool, IndexError> {
-        Ok(self.tree.scan_prefix(b"k").next().transpose()?.is_some())
     }
 }

@@ -11,10 +11,12 @@
 
 pub mod frame;
 pub mod index;
+pub mod indexer;
 pub mod log;
 
 pub use frame::LedgerRecord;
-pub use index::{Index, IndexError};
+pub use index::{Index, IndexBatch, IndexError};
+pub use indexer::Indexer;
 pub use log::{Appended, Log, LogError, Scan};
 
 use crate::domain::State;
@@ -139,6 +141,7 @@ impl Store {
         }
         let keys = state.take_dirty();
         index.write(&state, &keys, scan.records, scan.head_hash)?;
+        state.head_hash = scan.head_hash;
         index.flush()?;
         let log = Log::open(&log_path(dir), &scan)?;
         state.check_invariants().map_err(StoreError::Invariant)?;

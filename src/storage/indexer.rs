@@ -1,0 +1,90 @@
+//! The indexer thread: checkpoints the state into sled behind the writer, so sled's cost is
+//! off the durable path. The writer only marks keys dirty and nudges; the indexer takes the
+//! dirty keys (each once) and their values at one sequence number, under the state's lock,
+//! and writes them with that position as one atomic sled batch. The log is the truth: a
+//! crash loses nothing, start-up replays the log beyond the index's position. The backlog
+//! is bounded by the number of entities, however far sled falls behind.
+
+use super::index::{Index, IndexBatch};
+use crate::domain::State;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+pub struct Indexer {
+    nudge: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Indexer {
+    pub fn spawn(index: Index, state: Arc<RwLock<State>>) -> Indexer {
+        let (nudge, rx) = sync_channel(1);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("indexer".into())
+            .spawn(move || run(index, state, rx, flag))
+            .expect("spawn the indexer");
+        Indexer {
+            nudge: Some(nudge),
+            thread: Some(thread),
+            failed,
+        }
+    }
+
+    /// Tells the indexer there is something new; never waits. Fails once the index failed.
+    pub fn nudge(&self) -> Result<(), String> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err("the index store failed".into());
+        }
+        match self
+            .nudge
+            .as_ref()
+            .expect("open until finished")
+            .try_send(())
+        {
+            Ok(()) | Err(TrySendError::Full(())) => Ok(()),
+            Err(TrySendError::Disconnected(())) => Err("the indexer stopped".into()),
+        }
+    }
+
+    /// Writes a last checkpoint, flushes and stops.
+    pub fn finish(&mut self) {
+        drop(self.nudge.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<AtomicBool>) {
+    let checkpoint = || -> Result<(), String> {
+        let batch = {
+            let mut st = state.write().map_err(|_| "the state lock is poisoned")?;
+            let keys = st.take_dirty();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            IndexBatch::of(&st, &keys, st.seq, st.head_hash)
+        };
+        index.apply(vec![batch]).map_err(|e| e.to_string())
+    };
+    while rx.recv().is_ok() {
+        if let Err(e) = checkpoint() {
+            tracing::error!(error = %e, "index checkpoint failed; the log stays complete and start-up will replay it");
+            failed.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+    if let Err(e) = checkpoint().and_then(|_| index.flush().map_err(|e| e.to_string())) {
+        tracing::warn!(error = %e, "last index checkpoint failed; start-up will replay the log");
+    }
+}
