@@ -191,6 +191,13 @@ pub enum ClientCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Sites from the national open data: import, list, export.
+    Sites {
+        #[command(subcommand)]
+        what: SitesCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The ledger: head, verify, records.
     Ledger {
         #[command(subcommand)]
@@ -228,6 +235,37 @@ pub enum RegisterCmd {
         /// A bus stop, as `label=INSEE`; repeat for each stop, in order.
         #[arg(long = "stop")]
         stops: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SitesCmd {
+    /// Imports a CSV file of the standard "standard-mediation-num".
+    Import {
+        file: PathBuf,
+        /// Reports what would change, changes nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Lists sites, filtered.
+    List {
+        #[arg(long, default_value = "")]
+        insee: String,
+        #[arg(long, default_value = "")]
+        dept: String,
+        #[arg(long, default_value_t = 0)]
+        structure: u64,
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+    /// Writes the referenced sites in the standard's CSV.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "")]
+        dept: String,
     },
 }
 

@@ -32,6 +32,12 @@ pub struct Limits {
     /// Bytes the transport accepts before decoding; above `request_bytes_max` so that our
     /// own limit, with its precise refusal, is the one callers meet.
     pub transport_bytes_max: usize,
+    /// Bytes of one open-data file: the national file of ~18 000 places is ~10 MiB.
+    pub import_bytes_max: usize,
+    /// Rows of one open-data file: the national map lists about 18 000 places.
+    pub import_rows_max: usize,
+    /// Sites in one ListSites page.
+    pub page_sites_max: u32,
     /// Requests in progress on one connection.
     pub connection_requests_max: usize,
 }
@@ -52,6 +58,9 @@ impl Default for Limits {
             request_bytes_max: 1 << 20,
             transport_bytes_max: 4 << 20,
             connection_requests_max: 256,
+            import_bytes_max: 12 << 20,
+            import_rows_max: 30_000,
+            page_sites_max: 1_000,
         }
     }
 }

@@ -207,6 +207,7 @@ impl Ledger {
             match decide(&state, &self.rules, now, envelope) {
                 Decision::Answer(a) => pending.push(Pending::Now(a)),
                 Decision::Record(body) => {
+                    let body = refuse_if_too_large(body);
                     assert!(
                         body.postings_balance(),
                         "a record's postings must balance: {body:?}"
@@ -249,6 +250,22 @@ impl Ledger {
     /// Applies every queued index batch and stops the indexer (orderly shutdown).
     pub fn close(mut self) {
         self.indexer.finish();
+    }
+}
+
+/// A record that would not fit in a frame becomes a refusal of its command.
+fn refuse_if_too_large(body: crate::domain::RecordBody) -> crate::domain::RecordBody {
+    match crate::storage::frame::check_size(&body) {
+        Ok(()) => body,
+        Err(bytes) => crate::domain::RecordBody {
+            request: body.request,
+            facts: vec![],
+            postings: vec![],
+            result: Err(Refusal::RecordTooLarge {
+                bytes,
+                max: crate::storage::frame::BODY_BYTES_MAX,
+            }),
+        },
     }
 }
 

@@ -7,7 +7,7 @@ use crate::domain::{Command, Envelope, Role};
 use crate::engine::{self, Clock, Ledger};
 use crate::rpc::context::Ctx;
 use crate::rpc::pb;
-use crate::rpc::{auth, issuance, ledger, redemption, registry};
+use crate::rpc::{auth, issuance, ledger, redemption, registry, sites};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -138,6 +138,9 @@ async fn router(
     health_reporter
         .set_serving::<pb::ledger_server::LedgerServer<ledger::LedgerService>>()
         .await;
+    health_reporter
+        .set_serving::<pb::sites_server::SitesServer<sites::SitesService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -166,6 +169,10 @@ async fn router(
                 ctx.clone(),
             ))
             .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::sites_server::SitesServer::new(sites::SitesService(ctx.clone()))
+                .max_decoding_message_size(max),
         )
         .add_service(
             pb::ledger_server::LedgerServer::new(ledger::LedgerService(ctx))

@@ -44,6 +44,24 @@ macro_rules! stream {
     }};
 }
 
+/// ImportSites is client-streaming: one chunk holding a header-only file.
+fn import_call() -> Call {
+    Box::new(|c: Clients| {
+        Box::pin(async move {
+            let chunk = pb::ImportChunk {
+                request_id: rid(),
+                dry_run: true,
+                data: passnum::opendata::header_line().into_bytes(),
+            };
+            c.sites
+                .clone()
+                .import_sites(tokio_stream::iter(vec![chunk]))
+                .await
+                .map(|_| ())
+        }) as Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>
+    })
+}
+
 fn denied(s: &Status) -> bool {
     matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied)
         || (s.code() == Code::NotFound
@@ -340,6 +358,17 @@ async fn every_rpc_with_every_role() {
             "VerifyChain",
             call!(ledger, verify_chain, pb::VerifyChainRequest {}),
             &["op", "h33", "h75"],
+        ),
+        ("ImportSites", import_call(), &["op", "h33", "h75"]),
+        (
+            "ListSites",
+            stream!(sites, list_sites, pb::ListSitesRequest::default()),
+            &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"],
+        ),
+        (
+            "ExportSites",
+            stream!(sites, export_sites, pb::ExportSitesRequest::default()),
+            &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"],
         ),
     ];
     let mut wrong = vec![];

@@ -16,26 +16,39 @@ fn serve(dir: &std::path::Path, port: u16) -> std::process::Child {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_listening(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the server did not start listening");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the server did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -45,43 +58,83 @@ fn serve_stops_gracefully_on_sigterm_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = serve(dir.path(), port);
-    let first_line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let first_line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
     let token_file = dir.path().join("operator.token");
-    assert_eq!(first_line, format!("operator credential created: {}", token_file.display()));
+    assert_eq!(
+        first_line,
+        format!("operator credential created: {}", token_file.display())
+    );
     let token = std::fs::read_to_string(&token_file).unwrap();
-    assert!(!first_line.contains(token.trim()), "the token itself is never printed");
+    assert!(
+        !first_line.contains(token.trim()),
+        "the token itself is never printed"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     wait_listening(port);
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_passnum"))
             .args(args)
-            .args(["--server", &format!("http://127.0.0.1:{port}"), "--token-file"])
+            .args([
+                "--server",
+                &format!("http://127.0.0.1:{port}"),
+                "--token-file",
+            ])
             .arg(&token_file)
             .output()
             .unwrap()
     };
     let out = cli(&["register", "commanditaire", "--name", "Gironde", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"commanditaire_id":1}"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"commanditaire_id":1}"#
+    );
     let refused = cli(&["mint", "--order", "9"]);
     assert_eq!(refused.status.code(), Some(1), "a refusal exits 1");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNKNOWN_ORDER"));
-    assert!(sigterm_and_wait(&mut child).success(), "SIGTERM is a clean exit");
+    assert!(
+        sigterm_and_wait(&mut child).success(),
+        "SIGTERM is a clean exit"
+    );
 
     let port = free_port();
     let mut child = serve(dir.path(), port);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     wait_listening(port);
     let head = Command::new(env!("CARGO_BIN_EXE_passnum"))
-        .args(["ledger", "head", "--json", "--server", &format!("http://127.0.0.1:{port}"), "--token-file"])
+        .args([
+            "ledger",
+            "head",
+            "--json",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--token-file",
+        ])
         .arg(&token_file)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&head.stdout).contains(r#""seq":2"#), "the credential and the commanditaire are there");
+    assert!(
+        String::from_utf8_lossy(&head.stdout).contains(r#""seq":2"#),
+        "the credential and the commanditaire are there"
+    );
     assert!(sigterm_and_wait(&mut child).success());
-    assert!(lines.next().is_none(), "no new operator credential on restart");
+    assert!(
+        lines.next().is_none(),
+        "no new operator credential on restart"
+    );
 }

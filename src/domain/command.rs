@@ -2,6 +2,7 @@
 //! (the caller's request key) come in with the command; the clock comes in beside it.
 
 use super::entities::*;
+pub use super::import::{ImportScope, PlaceRow};
 use super::serial::Serial;
 use super::types::*;
 use serde::{Deserialize, Serialize};
@@ -125,6 +126,11 @@ pub enum Command {
     },
     /// Expires every live pass whose order's validity plus grace has ended by `now`.
     ExpireSweep,
+    /// References sites from the national open data: rows already validated at the edge.
+    ImportSites {
+        rows: Vec<PlaceRow>,
+        scope: ImportScope,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -139,6 +139,8 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
                 name: name.clone(),
                 kind: kind.clone(),
                 active: true,
+                reference: None,
+                listings: vec![],
             };
             Ok(change(
                 vec![Fact::SiteRegistered(site)],
@@ -172,6 +174,10 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
         Reverse { serial, site } => reverse(state, rules, now, *serial, *site),
         Cancel { target } => cancel(state, target),
         ExpireSweep => Ok(expire_sweep(state, rules, now)),
+        ImportSites { rows, scope } => {
+            let (facts, report) = super::import::plan(state, rows, scope);
+            Ok(change(facts, Outcome::SitesImported(report)))
+        }
     }
 }
 

@@ -45,6 +45,29 @@ pub struct Site {
     pub name: Label,
     pub kind: SiteKind,
     pub active: bool,
+    /// The open-data key that referenced this site (`place:<id>` or `bus:<pivot>`), if any.
+    pub reference: Option<String>,
+    /// The open-data listing of each place: one for a fixed site, one per stop for a bus.
+    pub listings: Vec<Listing>,
+}
+
+/// One row of the national standard of mediation places, as passnum keeps it to publish
+/// it back. Coordinates are micro-degrees: exact integers, no floats in the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub id: String,
+    pub nom: String,
+    pub commune: String,
+    pub code_postal: String,
+    pub code_insee: Option<InseeCode>,
+    pub adresse: String,
+    pub latitude_micro: Option<i32>,
+    pub longitude_micro: Option<i32>,
+    pub horaires: String,
+    pub services: Vec<String>,
+    pub modalites_accompagnement: Vec<String>,
+    pub frais_a_charge: Vec<String>,
+    pub date_maj: String,
 }
 
 /// Where an order's passes may be used. A commune is inside when it is listed, or its

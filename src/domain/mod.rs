@@ -5,6 +5,7 @@
 pub mod command;
 pub mod decide;
 pub mod entities;
+pub mod import;
 pub mod record;
 pub mod refusal;
 pub mod rules;

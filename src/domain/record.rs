@@ -3,6 +3,7 @@
 
 use super::command::RequestKey;
 use super::entities::*;
+use super::import::ImportReport;
 use super::refusal::Refusal;
 use super::serial::Serial;
 use super::types::*;
@@ -21,6 +22,8 @@ pub enum Fact {
         site: SiteId,
         active: bool,
     },
+    /// An import found a referenced site changed in the open data.
+    SiteUpdated(Site),
     CredentialIssued {
         token_hash: [u8; 32],
         role: Role,
@@ -68,6 +71,7 @@ pub enum Outcome {
     StructureUpdated(StructureId),
     SiteRegistered(SiteId),
     SiteUpdated(SiteId),
+    SitesImported(ImportReport),
     CredentialIssued,
     OrderCreated(OrderId),
     Minted {

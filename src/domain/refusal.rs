@@ -48,6 +48,8 @@ pub enum Refusal {
     ReversalWindowClosed { until: Timestamp },
     // Cancellation.
     NotCancellable,
+    // Storage: what the command would record exceeds the size of one ledger record.
+    RecordTooLarge { bytes: usize, max: usize },
 }
 
 impl Refusal {
@@ -87,6 +89,7 @@ impl Refusal {
             WrongSite { .. } => "WRONG_SITE",
             ReversalWindowClosed { .. } => "REVERSAL_WINDOW_CLOSED",
             NotCancellable => "NOT_CANCELLABLE",
+            RecordTooLarge { .. } => "RECORD_TOO_LARGE",
         }
     }
 
@@ -172,6 +175,9 @@ impl fmt::Display for Refusal {
             WrongSite { site } => write!(f, "only site {site}, which redeemed the pass, may reverse it"),
             ReversalWindowClosed { until } => write!(f, "the reversal window closed at {} ms", until.0),
             NotCancellable => write!(f, "only minted or activated passes can be cancelled"),
+            RecordTooLarge { bytes, max } => {
+                write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")
+            }
         }
     }
 }

@@ -114,6 +114,10 @@ impl State {
                 self.sites.insert(s.id, s.clone());
                 self.dirty.0.push(Key::Site(s.id));
             }
+            Fact::SiteUpdated(s) => {
+                self.sites.insert(s.id, s.clone());
+                self.dirty.0.push(Key::Site(s.id));
+            }
             Fact::SiteActivitySet { site, active } => {
                 self.sites
                     .get_mut(site)

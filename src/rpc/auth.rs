@@ -139,13 +139,7 @@ impl Principal {
     }
 }
 
-pub fn site_communes(site: &Site) -> Vec<InseeCode> {
-    match &site.kind {
-        SiteKind::Fixed { commune } => vec![*commune],
-        SiteKind::Workshop { home } => vec![*home],
-        SiteKind::Itinerant { stops } => stops.iter().map(|s| s.commune).collect(),
-    }
-}
+pub use crate::domain::import::site_communes;
 
 fn perimeter_touches(p: &Perimeter, depts: &std::collections::BTreeSet<Departement>) -> bool {
     p.departements.iter().any(|d| depts.contains(d))

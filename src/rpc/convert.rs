@@ -168,7 +168,16 @@ pub fn site_info(site: &Site) -> pb::SiteInfo {
         insee_code: insee,
         stops,
         active: site.active,
+        reference: site.reference.clone().unwrap_or_default(),
+        services: site_services(site),
+        next_page_token: String::new(),
     }
+}
+
+/// The services a site's listings name, each once.
+pub fn site_services(site: &Site) -> Vec<String> {
+    let set: BTreeSet<&String> = site.listings.iter().flat_map(|l| &l.services).collect();
+    set.into_iter().cloned().collect()
 }
 
 pub fn pass_status(s: PassStatus) -> pb::PassStatus {

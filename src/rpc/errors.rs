@@ -27,6 +27,7 @@ pub fn refusal_code(r: &Refusal) -> Code {
         | CarnetSizeInvalid
         | MintCountMismatch { .. } => Code::InvalidArgument,
         SerialCollision(_) => Code::Aborted,
+        RecordTooLarge { .. } => Code::ResourceExhausted,
         NotMinted
         | AlreadyFunded
         | FundingMismatch { .. }

@@ -10,3 +10,4 @@ pub mod ledger;
 pub mod pb;
 pub mod redemption;
 pub mod registry;
+pub mod sites;

@@ -61,6 +61,16 @@ fn header_check(body_len: u32, seq: u64) -> u32 {
     u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().expect("4 bytes"))
 }
 
+/// The size a body would have in a frame, if it is within the limit.
+pub fn check_size(body: &RecordBody) -> Result<(), usize> {
+    let len = BODY_FIXED_BYTES
+        + postcard::experimental::serialized_size(body).expect("record bodies always encode");
+    if len > BODY_BYTES_MAX {
+        return Err(len);
+    }
+    Ok(())
+}
+
 /// Encodes one record; returns the frame and the record's hash.
 pub fn encode(
     seq: u64,
