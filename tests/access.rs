@@ -141,7 +141,7 @@ async fn every_rpc_with_every_role() {
                     iban: "FR7630006000011234567890189".into()
                 }
             ),
-            &["op"],
+            &["op", "s1"],
         ),
         (
             "RegisterSite",

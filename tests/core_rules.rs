@@ -620,6 +620,24 @@ fn registry_rules() {
 }
 
 #[test]
+fn only_the_operators_iban_is_verified() {
+    let mut w = world();
+    let iban = Iban::parse("FR7630006000011234567890189").unwrap();
+    let set = |verified| Command::SetStructureIban {
+        structure: StructureId(1),
+        iban: iban.clone(),
+        verified,
+    };
+    w.run(set(false)).unwrap();
+    assert!(
+        !w.state.structures[&StructureId(1)].iban_verified,
+        "a structure's own IBAN waits for the operator"
+    );
+    w.run(set(true)).unwrap();
+    assert!(w.state.structures[&StructureId(1)].iban_verified);
+}
+
+#[test]
 fn workshop_gives_one_outcome_per_pass() {
     let mut w = world();
     w.run(redeem(4, 1, Place::Site, "x")).unwrap();

@@ -76,9 +76,11 @@ pub enum Command {
         payee: PayeeId,
         iban: Option<Iban>,
     },
+    /// `verified` when the operator sets or confirms it; a structure's own is unverified.
     SetStructureIban {
         structure: StructureId,
         iban: Iban,
+        verified: bool,
     },
     RegisterSite {
         structure: StructureId,

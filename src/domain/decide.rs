@@ -118,11 +118,16 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             ))
         }
         RegisterStructure { name, payee, iban } => register_structure(state, name, payee, iban),
-        SetStructureIban { structure, iban } => {
+        SetStructureIban {
+            structure,
+            iban,
+            verified,
+        } => {
             known_structure(state, *structure)?;
             let fact = Fact::StructureIbanSet {
                 structure: *structure,
                 iban: iban.clone(),
+                verified: *verified,
             };
             Ok(change(vec![fact], Outcome::StructureUpdated(*structure)))
         }
@@ -211,6 +216,8 @@ fn register_structure(
         name: name.clone(),
         payee: payee.clone(),
         iban: iban.clone(),
+        // An IBAN given by the operator at registration is the operator's own check.
+        iban_verified: iban.is_some(),
     };
     Ok(change(
         vec![Fact::StructureRegistered(s)],

@@ -16,8 +16,10 @@ pub struct Structure {
     pub id: StructureId,
     pub name: Label,
     pub payee: PayeeId,
-    /// Not in the open data: added by the operator; no payment file without it.
+    /// Not in the open data: added by the operator or by the structure itself.
     pub iban: Option<Iban>,
+    /// Whether the operator checked the IBAN: only a verified IBAN goes into a payment file.
+    pub iban_verified: bool,
 }
 
 /// One stop of an itinerant bus: the perimeter check uses the stop where service took place.

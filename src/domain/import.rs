@@ -246,6 +246,7 @@ fn structures_for<'r>(
                     name,
                     payee: row.payee.clone(),
                     iban: None,
+                    iban_verified: false,
                 }));
                 report.structures_created.push(id);
                 id

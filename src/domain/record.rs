@@ -16,6 +16,7 @@ pub enum Fact {
     StructureIbanSet {
         structure: StructureId,
         iban: Iban,
+        verified: bool,
     },
     SiteRegistered(Site),
     SiteActivitySet {

@@ -106,8 +106,14 @@ impl State {
                 self.structures.insert(s.id, s.clone());
                 self.dirty.0.push(Key::Structure(s.id));
             }
-            Fact::StructureIbanSet { structure, iban } => {
-                self.structure_mut(*structure).iban = Some(iban.clone());
+            Fact::StructureIbanSet {
+                structure,
+                iban,
+                verified,
+            } => {
+                let s = self.structure_mut(*structure);
+                s.iban = Some(iban.clone());
+                s.iban_verified = *verified;
                 self.dirty.0.push(Key::Structure(*structure));
             }
             Fact::SiteRegistered(s) => {

@@ -86,14 +86,25 @@ impl Registry for RegistryService {
         req: Request<pb::SetStructureIbanRequest>,
     ) -> Result<Response<pb::SetStructureIbanResponse>, Status> {
         let who = self.0.auth(&req)?;
-        who.require_operator()?;
         let r = req.get_ref();
+        // The operator's IBAN is verified; a structure may give its own, which waits for
+        // the operator's check before any payment file.
+        let verified = match who.role {
+            Role::Operator => true,
+            Role::Structure(s) if s.0 == r.structure_id => false,
+            _ => {
+                return Err(errors::denied(
+                    "only the operator or the structure itself sets its IBAN",
+                ))
+            }
+        };
         let mut v = Violations::default();
         let iban = v.check("iban", Iban::parse(&r.iban));
         v.into_result()?;
         let cmd = Command::SetStructureIban {
             structure: StructureId(r.structure_id),
             iban: iban.expect("checked"),
+            verified,
         };
         self.0
             .submit(&who, "SetStructureIban", &r.request_id, r, cmd)
