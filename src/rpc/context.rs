@@ -49,10 +49,15 @@ impl Ctx {
         command: Command,
     ) -> Result<Outcome, Status> {
         let key = request_key(who, method, request_id, message)?;
-        let envelope = Envelope {
+        self.send(Envelope {
             request: Some(key),
             command,
-        };
+        })
+        .await
+    }
+
+    /// The one path to the writer: its failures and the command's refusal become statuses.
+    async fn send(&self, envelope: Envelope) -> Result<Outcome, Status> {
         self.engine
             .submit(envelope)
             .await
@@ -116,15 +121,11 @@ fn request_key<M: prost::Message>(
 impl Ctx {
     /// A command the server itself issues (the expiry sweep): no request id to remember.
     pub async fn submit_unkeyed(&self, command: Command) -> Result<Outcome, Status> {
-        let envelope = Envelope {
+        self.send(Envelope {
             request: None,
             command,
-        };
-        self.engine
-            .submit(envelope)
-            .await
-            .map_err(errors::engine)?
-            .map_err(|r| errors::refused(&r))
+        })
+        .await
     }
 
     /// Runs the expiry sweep until no order is left to sweep; returns passes and cents.
@@ -140,7 +141,7 @@ impl Ctx {
                     passes += p;
                     cents += credited.0;
                 }
-                o => return Err(Status::internal(format!("unexpected outcome {o:?}"))),
+                o => return Err(errors::unexpected(o)),
             }
         }
     }

@@ -61,6 +61,15 @@ pub fn status(
     Status::with_error_details(code, message, details)
 }
 
+/// The engine answered a command with another command's outcome: a bug, logged.
+pub fn unexpected(o: crate::domain::Outcome) -> Status {
+    tracing::error!(
+        ?o,
+        "the engine answered with another outcome than the command's"
+    );
+    Status::internal("unexpected outcome")
+}
+
 pub fn refused(r: &Refusal) -> Status {
     status(refusal_code(r), r.reason(), r.to_string(), r.metadata())
 }

@@ -19,11 +19,6 @@ type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// PDF sheets go out in chunks of this size.
 const CHUNK_BYTES: usize = 64 << 10;
 
-fn unexpected(o: Outcome) -> Status {
-    tracing::error!(?o, "unexpected outcome");
-    Status::internal("unexpected outcome")
-}
-
 fn random_serials(n: u32) -> Vec<Serial> {
     let mut bytes = vec![0u8; n as usize * 8];
     getrandom::fill(&mut bytes).expect("the OS random source works");
@@ -92,7 +87,7 @@ impl Issuance for IssuanceService {
             Outcome::OrderCreated(id) => {
                 Ok(Response::new(pb::CreateOrderResponse { order_id: id.0 }))
             }
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -127,7 +122,7 @@ impl Issuance for IssuanceService {
                 order_id: order.0,
                 passes,
             })),
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -157,7 +152,7 @@ impl Issuance for IssuanceService {
             Outcome::Funded { activated, .. } => {
                 Ok(Response::new(pb::RecordFundingResponse { activated }))
             }
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -382,7 +377,7 @@ impl Issuance for IssuanceService {
                     credited_cents: credited.0,
                 }))
             }
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 

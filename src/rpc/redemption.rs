@@ -17,11 +17,6 @@ const WORKSHOP_MINUTES_MAX: u32 = 480;
 /// A collective session has at most this many participants.
 const PARTICIPANTS_MAX: u32 = 1_000;
 
-fn unexpected(o: Outcome) -> Status {
-    tracing::error!(?o, "unexpected outcome");
-    Status::internal("unexpected outcome")
-}
-
 impl RedemptionService {
     /// The site, checked against the caller: a site redeems only as itself.
     fn site_for(&self, who: &Principal, id: u64) -> Result<Site, Status> {
@@ -107,7 +102,7 @@ impl Redemptions for RedemptionService {
                 redeemed_at_ms: red.at.0,
                 site_id: red.site.0,
             })),
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -209,7 +204,7 @@ impl Redemptions for RedemptionService {
                 serial: serial.to_string(),
                 amount_cents: amount.0,
             })),
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 }

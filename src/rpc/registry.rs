@@ -11,14 +11,6 @@ use tonic::{Request, Response, Status};
 
 pub struct RegistryService(pub Arc<Ctx>);
 
-fn unexpected(o: Outcome) -> Status {
-    tracing::error!(
-        ?o,
-        "the engine answered with another outcome than the command's"
-    );
-    Status::internal("unexpected outcome")
-}
-
 #[tonic::async_trait]
 impl Registry for RegistryService {
     async fn register_commanditaire(
@@ -44,7 +36,7 @@ impl Registry for RegistryService {
                     commanditaire_id: id.0,
                 }))
             }
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -77,7 +69,7 @@ impl Registry for RegistryService {
             Outcome::StructureRegistered(id) => Ok(Response::new(pb::RegisterStructureResponse {
                 structure_id: id.0,
             })),
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -136,7 +128,7 @@ impl Registry for RegistryService {
             Outcome::SiteRegistered(id) => {
                 Ok(Response::new(pb::RegisterSiteResponse { site_id: id.0 }))
             }
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 
@@ -188,7 +180,7 @@ impl Registry for RegistryService {
                 "this request already issued a token, which is shown only once; issue a new one with a new request id",
                 vec![],
             )),
-            o => Err(unexpected(o)),
+            o => Err(errors::unexpected(o)),
         }
     }
 

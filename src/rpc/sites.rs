@@ -117,7 +117,7 @@ impl Sites for SitesService {
             Outcome::SitesImported(report) => {
                 Ok(Response::new(to_pb(report, false, total, edge_rejected)))
             }
-            o => Err(Status::internal(format!("unexpected outcome {o:?}"))),
+            o => Err(errors::unexpected(o)),
         }
     }
 
