@@ -31,6 +31,8 @@ pub struct Clients {
     pub redemptions: pb::redemptions_client::RedemptionsClient<Svc>,
     pub ledger: pb::ledger_client::LedgerClient<Svc>,
     pub sites: pb::sites_client::SitesClient<Svc>,
+    /// The channel itself, for other services (health, reflection).
+    pub channel: Channel,
 }
 
 impl Clients {
@@ -52,6 +54,7 @@ impl Clients {
                 bearer.clone(),
             ),
             sites: pb::sites_client::SitesClient::with_interceptor(channel.clone(), bearer.clone()),
+            channel: channel.clone(),
             ledger: pb::ledger_client::LedgerClient::with_interceptor(channel, bearer),
         }
     }
