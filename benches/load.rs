@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Run {
@@ -49,7 +52,13 @@ impl Run {
 }
 
 /// Runs `call` with `in_flight` tasks over `clients` until `seconds` pass or `max` calls.
-async fn drive<F, Fut>(clients: &[Clients], in_flight: usize, seconds: u64, max: usize, call: F) -> Run
+async fn drive<F, Fut>(
+    clients: &[Clients],
+    in_flight: usize,
+    seconds: u64,
+    max: usize,
+    call: F,
+) -> Run
 where
     F: Fn(Clients, usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -59,7 +68,11 @@ where
     let start = Instant::now();
     let mut tasks = vec![];
     for t in 0..in_flight {
-        let (client, next, call) = (clients[t % clients.len()].clone(), next.clone(), call.clone());
+        let (client, next, call) = (
+            clients[t % clients.len()].clone(),
+            next.clone(),
+            call.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let (mut micros, mut ok, mut failed) = (vec![], 0, 0);
             while Instant::now() < deadline {
@@ -78,7 +91,12 @@ where
             (micros, ok, failed)
         }));
     }
-    let mut run = Run { ok: 0, failed: 0, elapsed: Duration::ZERO, micros: vec![] };
+    let mut run = Run {
+        ok: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        micros: vec![],
+    };
     for t in tasks {
         let (m, ok, failed) = t.await.unwrap();
         run.micros.extend(m);
@@ -91,7 +109,10 @@ where
 }
 
 async fn order(op: &Clients, passes: u32) -> (u64, Vec<String>, Duration) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let req = pb::CreateOrderRequest {
         request_id: passnum::client::request_id(),
         commanditaire_id: 1,
@@ -101,21 +122,53 @@ async fn order(op: &Clients, passes: u32) -> (u64, Vec<String>, Duration) {
         valid_from_ms: now - 86_400_000,
         valid_until_ms: now + 365 * 86_400_000,
         grace_days: 31,
-        perimeter: Some(pb::Perimeter { departements: vec!["33".into()], ..Default::default() }),
+        perimeter: Some(pb::Perimeter {
+            departements: vec!["33".into()],
+            ..Default::default()
+        }),
         services: vec![],
         programme: "load".into(),
     };
-    let id = op.issuance.clone().create_order(req).await.unwrap().into_inner().order_id;
+    let id = op
+        .issuance
+        .clone()
+        .create_order(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .order_id;
     let t = Instant::now();
-    op.issuance.clone().mint_order(pb::MintOrderRequest { request_id: passnum::client::request_id(), order_id: id }).await.unwrap();
+    op.issuance
+        .clone()
+        .mint_order(pb::MintOrderRequest {
+            request_id: passnum::client::request_id(),
+            order_id: id,
+        })
+        .await
+        .unwrap();
     let mint = t.elapsed();
-    let fund = pb::RecordFundingRequest { request_id: passnum::client::request_id(), order_id: id, amount_cents: 1000 * i64::from(passes), reference: "load".into() };
+    let fund = pb::RecordFundingRequest {
+        request_id: passnum::client::request_id(),
+        order_id: id,
+        amount_cents: 1000 * i64::from(passes),
+        reference: "load".into(),
+    };
     op.issuance.clone().record_funding(fund).await.unwrap();
     let mut codes = Vec::with_capacity(passes as usize);
     let mut token = String::new();
     loop {
-        let req = pb::ListPassesRequest { order_id: id, page_size: 1000, page_token: token.clone() };
-        let mut s = op.issuance.clone().list_passes(req).await.unwrap().into_inner();
+        let req = pb::ListPassesRequest {
+            order_id: id,
+            page_size: 1000,
+            page_token: token.clone(),
+        };
+        let mut s = op
+            .issuance
+            .clone()
+            .list_passes(req)
+            .await
+            .unwrap()
+            .into_inner();
         let mut next = String::new();
         while let Some(p) = s.message().await.unwrap() {
             next = p.next_page_token.clone();
@@ -133,19 +186,55 @@ fn main() {
     let seconds = env("LOAD_SECONDS", 10);
     let in_flight = env("LOAD_IN_FLIGHT", 64) as usize;
     let connections = env("LOAD_CONNECTIONS", 4) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());
-        let server = passnum::server::start(config, passnum::engine::system_clock()).await.unwrap();
+        let server = passnum::server::start(config, passnum::engine::system_clock())
+            .await
+            .unwrap();
         let url = format!("http://{}", server.addr);
         let token = std::fs::read_to_string(server.operator_token_file.as_ref().unwrap()).unwrap();
         let op = Clients::connect(&url, Some(token.trim())).await.unwrap();
         let mut reg = op.registry.clone();
-        reg.register_commanditaire(pb::RegisterCommanditaireRequest { request_id: passnum::client::request_id(), name: "Gironde".into() }).await.unwrap();
-        reg.register_structure(pb::RegisterStructureRequest { request_id: passnum::client::request_id(), name: "S".into(), siret_or_rna: "21330063500017".into(), iban: String::new() }).await.unwrap();
-        reg.register_site(pb::RegisterSiteRequest { request_id: passnum::client::request_id(), structure_id: 1, name: "site".into(), kind: pb::SiteKind::Fixed as i32, insee_code: "33063".into(), stops: vec![] }).await.unwrap();
-        let site_token = reg.issue_credential(pb::IssueCredentialRequest { request_id: passnum::client::request_id(), role: pb::Role::Structure as i32, actor_id: 1, departements: vec![] }).await.unwrap().into_inner().token;
+        reg.register_commanditaire(pb::RegisterCommanditaireRequest {
+            request_id: passnum::client::request_id(),
+            name: "Gironde".into(),
+        })
+        .await
+        .unwrap();
+        reg.register_structure(pb::RegisterStructureRequest {
+            request_id: passnum::client::request_id(),
+            name: "S".into(),
+            siret_or_rna: "21330063500017".into(),
+            iban: String::new(),
+        })
+        .await
+        .unwrap();
+        reg.register_site(pb::RegisterSiteRequest {
+            request_id: passnum::client::request_id(),
+            structure_id: 1,
+            name: "site".into(),
+            kind: pb::SiteKind::Fixed as i32,
+            insee_code: "33063".into(),
+            stops: vec![],
+        })
+        .await
+        .unwrap();
+        let site_token = reg
+            .issue_credential(pb::IssueCredentialRequest {
+                request_id: passnum::client::request_id(),
+                role: pb::Role::Structure as i32,
+                actor_id: 1,
+                departements: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
 
         let mut codes = vec![];
         let mut mint_time = Duration::ZERO;
@@ -155,17 +244,35 @@ fn main() {
             codes.extend(c);
             mint_time += t;
         }
-        println!("setup: {} activated passes in {} orders", codes.len(), orders);
-        println!("{:<44} {:>9.0}/s  (100 000-pass orders over gRPC, durable)", "mint", codes.len() as f64 / mint_time.as_secs_f64());
+        println!(
+            "setup: {} activated passes in {} orders",
+            codes.len(),
+            orders
+        );
+        println!(
+            "{:<44} {:>9.0}/s  (100 000-pass orders over gRPC, durable)",
+            "mint",
+            codes.len() as f64 / mint_time.as_secs_f64()
+        );
         let codes = Arc::new(codes);
         let mut clients = vec![];
         for _ in 0..connections {
             clients.push(Clients::connect(&url, Some(&site_token)).await.unwrap());
         }
-        let baseline = drive(&clients, in_flight, seconds, usize::MAX, |c, _| async move {
-            let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
-            h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok()
-        })
+        let baseline = drive(
+            &clients,
+            in_flight,
+            seconds,
+            usize::MAX,
+            |c, _| async move {
+                let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
+                h.check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+            },
+        )
         .await;
         let redeem = |codes: Arc<Vec<String>>, offset: usize| {
             move |c: Clients, i: usize| {
@@ -173,7 +280,9 @@ fn main() {
                 async move {
                     let req = pb::RedeemRequest {
                         request_id: format!("load-{}", offset + i),
-                        pass: Some(pb::PassCode { form: Some(pb::pass_code::Form::Scanned(code)) }),
+                        pass: Some(pb::PassCode {
+                            form: Some(pb::pass_code::Form::Scanned(code)),
+                        }),
                         site_id: 1,
                         place: None,
                         service: "aide".into(),
@@ -183,37 +292,80 @@ fn main() {
             }
         };
         let n = codes.len();
-        let loaded = drive(&clients, in_flight, seconds, n / 2, redeem(codes.clone(), 0)).await;
+        let loaded = drive(
+            &clients,
+            in_flight,
+            seconds,
+            n / 2,
+            redeem(codes.clone(), 0),
+        )
+        .await;
         let single = drive(&clients[..1], 1, 3, n / 4, redeem(codes.clone(), n / 2)).await;
         let first_free = n / 2 + single.ok + single.failed;
         let ws_codes = codes.clone();
-        let workshops = drive(&clients, 16, seconds.min(5), (n - first_free) / 20, move |c: Clients, i: usize| {
-            let passes = (0..20)
-                .map(|k| pb::PassCode { form: Some(pb::pass_code::Form::Scanned(ws_codes[first_free + i * 20 + k].clone())) })
-                .collect();
-            async move {
-                let req = pb::RedeemWorkshopRequest {
-                    request_id: format!("ws-{i}"),
-                    site_id: 1,
-                    place: None,
-                    date: "2026-11-23".into(),
-                    start: "14:00".into(),
-                    duration_minutes: 120,
-                    themes: vec!["aide".into()],
-                    participants: 20,
-                    mediator_id: "m".into(),
-                    passes,
-                };
-                c.redemptions.clone().redeem_workshop(req).await.is_ok_and(|r| r.into_inner().redeemed == 20)
-            }
-        })
+        let workshops = drive(
+            &clients,
+            16,
+            seconds.min(5),
+            (n - first_free) / 20,
+            move |c: Clients, i: usize| {
+                let passes = (0..20)
+                    .map(|k| pb::PassCode {
+                        form: Some(pb::pass_code::Form::Scanned(
+                            ws_codes[first_free + i * 20 + k].clone(),
+                        )),
+                    })
+                    .collect();
+                async move {
+                    let req = pb::RedeemWorkshopRequest {
+                        request_id: format!("ws-{i}"),
+                        site_id: 1,
+                        place: None,
+                        date: "2026-11-23".into(),
+                        start: "14:00".into(),
+                        duration_minutes: 120,
+                        themes: vec!["aide".into()],
+                        participants: 20,
+                        mediator_id: "m".into(),
+                        passes,
+                    };
+                    c.redemptions
+                        .clone()
+                        .redeem_workshop(req)
+                        .await
+                        .is_ok_and(|r| r.into_inner().redeemed == 20)
+                }
+            },
+        )
         .await;
-        println!("{}", baseline.line(&format!("baseline: health check, {in_flight} in flight")));
-        println!("{}", loaded.line(&format!("redeem, {in_flight} in flight, {connections} conns")));
+        println!(
+            "{}",
+            baseline.line(&format!("baseline: health check, {in_flight} in flight"))
+        );
+        println!(
+            "{}",
+            loaded.line(&format!(
+                "redeem, {in_flight} in flight, {connections} conns"
+            ))
+        );
         println!("{}", single.line("redeem, 1 in flight"));
-        println!("{:<44} {:>9.0}/s  ({} workshops of 20, 16 in flight)", "workshop passes", workshops.rate() * 20.0, workshops.ok);
-        println!("ratio redeem / baseline at {in_flight} in flight: {:.2}", loaded.rate() / baseline.rate());
-        let v = op.ledger.clone().verify_chain(pb::VerifyChainRequest {}).await.unwrap().into_inner();
+        println!(
+            "{:<44} {:>9.0}/s  ({} workshops of 20, 16 in flight)",
+            "workshop passes",
+            workshops.rate() * 20.0,
+            workshops.ok
+        );
+        println!(
+            "ratio redeem / baseline at {in_flight} in flight: {:.2}",
+            loaded.rate() / baseline.rate()
+        );
+        let v = op
+            .ledger
+            .clone()
+            .verify_chain(pb::VerifyChainRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         assert!(v.ok, "{}", v.problem);
         server.shutdown().await.unwrap();
     });

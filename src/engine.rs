@@ -101,6 +101,15 @@ impl EngineHandle {
     pub fn head(&self) -> Head {
         *self.head.borrow()
     }
+
+    /// Waits until record `seq` is durable. Fails if the writer stopped first.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), EngineError> {
+        let mut head = self.head.clone();
+        head.wait_for(|h| h.seq >= seq)
+            .await
+            .map(drop)
+            .map_err(|_| EngineError::Stopped)
+    }
 }
 
 /// Starts the writer thread. It ends when every handle is dropped, or on a storage failure.
@@ -227,13 +236,23 @@ impl Ledger {
         if !bodies.is_empty() {
             let refs: Vec<_> = bodies.iter().map(|b| (now, b)).collect();
             let (buf, appended) = self.store.log.encode_batch(&refs);
+            let applied = state.seq;
+            // Readers may look while the disk works: replies built on what they read wait
+            // until it is durable (EngineHandle::wait_durable), and the indexer checkpoints
+            // only durable states. Holding the lock through fsync would stall every reader.
+            drop(state);
             self.store
                 .log
                 .commit(&buf, &appended)
                 .map_err(|e| format!("log append: {e}"))?;
             let last = appended.last().expect("non-empty batch");
-            assert_eq!(last.seq, state.seq, "log and state agree on the sequence");
+            assert_eq!(last.seq, applied, "log and state agree on the sequence");
+            let mut state = self
+                .state
+                .write()
+                .map_err(|_| "the state lock is poisoned".to_string())?;
             state.head_hash = last.hash;
+            state.durable_seq = last.seq;
             drop(state);
             self.indexer.nudge()?;
         }

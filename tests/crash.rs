@@ -15,7 +15,11 @@ const PASSES: u32 = 20_000;
 const IN_FLIGHT: usize = 16;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn serve(dir: &std::path::Path, port: u16) -> Child {
@@ -28,7 +32,10 @@ fn serve(dir: &std::path::Path, port: u16) -> Child {
         .unwrap();
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the server did not come up");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the server did not come up"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child
@@ -38,7 +45,10 @@ fn serve(dir: &std::path::Path, port: u16) -> Child {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % below
     }
 }
@@ -46,7 +56,9 @@ impl Lcg {
 fn redeem_req(code: &str, i: usize) -> pb::RedeemRequest {
     pb::RedeemRequest {
         request_id: format!("crash-{i}"),
-        pass: Some(pb::PassCode { form: Some(pb::pass_code::Form::Scanned(code.to_owned())) }),
+        pass: Some(pb::PassCode {
+            form: Some(pb::pass_code::Form::Scanned(code.to_owned())),
+        }),
         site_id: 1,
         place: None,
         service: "aide".into(),
@@ -57,11 +69,45 @@ async fn setup(url: &str, token: &str) -> (String, Vec<String>) {
     let op = Clients::connect(url, Some(token)).await.unwrap();
     let rid = passnum::client::request_id;
     let mut reg = op.registry.clone();
-    reg.register_commanditaire(pb::RegisterCommanditaireRequest { request_id: rid(), name: "Gironde".into() }).await.unwrap();
-    reg.register_structure(pb::RegisterStructureRequest { request_id: rid(), name: "S".into(), siret_or_rna: "21330063500017".into(), iban: String::new() }).await.unwrap();
-    reg.register_site(pb::RegisterSiteRequest { request_id: rid(), structure_id: 1, name: "site".into(), kind: pb::SiteKind::Fixed as i32, insee_code: "33063".into(), stops: vec![] }).await.unwrap();
-    let site_token = reg.issue_credential(pb::IssueCredentialRequest { request_id: rid(), role: pb::Role::Site as i32, actor_id: 1, departements: vec![] }).await.unwrap().into_inner().token;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    reg.register_commanditaire(pb::RegisterCommanditaireRequest {
+        request_id: rid(),
+        name: "Gironde".into(),
+    })
+    .await
+    .unwrap();
+    reg.register_structure(pb::RegisterStructureRequest {
+        request_id: rid(),
+        name: "S".into(),
+        siret_or_rna: "21330063500017".into(),
+        iban: String::new(),
+    })
+    .await
+    .unwrap();
+    reg.register_site(pb::RegisterSiteRequest {
+        request_id: rid(),
+        structure_id: 1,
+        name: "site".into(),
+        kind: pb::SiteKind::Fixed as i32,
+        insee_code: "33063".into(),
+        stops: vec![],
+    })
+    .await
+    .unwrap();
+    let site_token = reg
+        .issue_credential(pb::IssueCredentialRequest {
+            request_id: rid(),
+            role: pb::Role::Site as i32,
+            actor_id: 1,
+            departements: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let mut iss = op.issuance.clone();
     let order = pb::CreateOrderRequest {
         request_id: rid(),
@@ -72,13 +118,28 @@ async fn setup(url: &str, token: &str) -> (String, Vec<String>) {
         valid_from_ms: now - 86_400_000,
         valid_until_ms: now + 365 * 86_400_000,
         grace_days: 0,
-        perimeter: Some(pb::Perimeter { departements: vec!["33".into()], ..Default::default() }),
+        perimeter: Some(pb::Perimeter {
+            departements: vec!["33".into()],
+            ..Default::default()
+        }),
         services: vec![],
         programme: "crash".into(),
     };
     iss.create_order(order).await.unwrap();
-    iss.mint_order(pb::MintOrderRequest { request_id: rid(), order_id: 1 }).await.unwrap();
-    iss.record_funding(pb::RecordFundingRequest { request_id: rid(), order_id: 1, amount_cents: 1000 * i64::from(PASSES), reference: "r".into() }).await.unwrap();
+    iss.mint_order(pb::MintOrderRequest {
+        request_id: rid(),
+        order_id: 1,
+    })
+    .await
+    .unwrap();
+    iss.record_funding(pb::RecordFundingRequest {
+        request_id: rid(),
+        order_id: 1,
+        amount_cents: 1000 * i64::from(PASSES),
+        reference: "r".into(),
+    })
+    .await
+    .unwrap();
     (site_token, redeemed_and_codes(&op).await.1)
 }
 
@@ -88,8 +149,18 @@ async fn redeemed_and_codes(op: &Clients) -> (HashSet<String>, Vec<String>) {
     let mut codes = vec![];
     let mut token = String::new();
     loop {
-        let req = pb::ListPassesRequest { order_id: 1, page_size: 1000, page_token: token.clone() };
-        let mut s = op.issuance.clone().list_passes(req).await.unwrap().into_inner();
+        let req = pb::ListPassesRequest {
+            order_id: 1,
+            page_size: 1000,
+            page_token: token.clone(),
+        };
+        let mut s = op
+            .issuance
+            .clone()
+            .list_passes(req)
+            .await
+            .unwrap()
+            .into_inner();
         let mut next = String::new();
         while let Some(p) = s.message().await.unwrap() {
             next = p.next_page_token.clone();
@@ -107,17 +178,29 @@ async fn redeemed_and_codes(op: &Clients) -> (HashSet<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_redemptions_survive_sigkill() {
-    let cycles: u64 = std::env::var("CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let cycles: u64 = std::env::var("CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("crash harness: {cycles} cycles, CRASH_SEED={seed}");
     let mut rng = Lcg(seed);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = serve(dir.path(), port);
     let url = format!("http://127.0.0.1:{port}");
-    let op_token = std::fs::read_to_string(dir.path().join("operator.token")).unwrap().trim().to_owned();
+    let op_token = std::fs::read_to_string(dir.path().join("operator.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let (site_token, codes) = setup(&url, &op_token).await;
     let codes = Arc::new(codes);
     let mut next = 0usize;
@@ -130,7 +213,13 @@ async fn acknowledged_redemptions_survive_sigkill() {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = vec![];
         for _ in 0..IN_FLIGHT {
-            let (site, cursor, done, sent, codes) = (site.clone(), cursor.clone(), done.clone(), sent.clone(), codes.clone());
+            let (site, cursor, done, sent, codes) = (
+                site.clone(),
+                cursor.clone(),
+                done.clone(),
+                sent.clone(),
+                codes.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 loop {
                     let i = {
@@ -142,7 +231,12 @@ async fn acknowledged_redemptions_survive_sigkill() {
                         return;
                     }
                     sent.lock().unwrap().push(i);
-                    match site.redemptions.clone().redeem(redeem_req(&codes[i], i)).await {
+                    match site
+                        .redemptions
+                        .clone()
+                        .redeem(redeem_req(&codes[i], i))
+                        .await
+                    {
                         Ok(_) => done.lock().unwrap().push(i),
                         Err(_) => return, // the server died under us
                     }
@@ -156,7 +250,13 @@ async fn acknowledged_redemptions_survive_sigkill() {
             t.await.unwrap();
         }
         let done: HashSet<usize> = done.lock().unwrap().iter().copied().collect();
-        let in_flight: Vec<usize> = sent.lock().unwrap().iter().copied().filter(|i| !done.contains(i)).collect();
+        let in_flight: Vec<usize> = sent
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|i| !done.contains(i))
+            .collect();
         acked.extend(&done);
         next = *cursor.lock().unwrap();
 
@@ -166,21 +266,48 @@ async fn acknowledged_redemptions_survive_sigkill() {
         let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
         let (redeemed, _) = redeemed_and_codes(&op).await;
         for i in &acked {
-            assert!(redeemed.contains(&codes[*i]), "cycle {cycle} (seed {seed}): acknowledged redemption {i} lost");
+            assert!(
+                redeemed.contains(&codes[*i]),
+                "cycle {cycle} (seed {seed}): acknowledged redemption {i} lost"
+            );
         }
         // Requests in flight at the kill, retried with their request ids: each is applied
         // exactly once, so the retry succeeds (first answer, or first application).
         let site = Clients::connect(&url, Some(&site_token)).await.unwrap();
         for i in &in_flight {
-            let r = site.redemptions.clone().redeem(redeem_req(&codes[*i], *i)).await;
-            assert!(r.is_ok(), "cycle {cycle} (seed {seed}): retry of {i} gave {:?}", r.err().map(|s| passnum::client::describe(&s)));
+            let r = site
+                .redemptions
+                .clone()
+                .redeem(redeem_req(&codes[*i], *i))
+                .await;
+            assert!(
+                r.is_ok(),
+                "cycle {cycle} (seed {seed}): retry of {i} gave {:?}",
+                r.err().map(|s| passnum::client::describe(&s))
+            );
             acked.insert(*i);
         }
         let (redeemed, _) = redeemed_and_codes(&op).await;
-        assert_eq!(redeemed.len(), acked.len(), "cycle {cycle} (seed {seed}): redeemed passes are exactly the acknowledged ones");
-        let d = op.issuance.clone().get_dashboard(pb::GetDashboardRequest { order_id: 1 }).await.unwrap().into_inner();
+        assert_eq!(
+            redeemed.len(),
+            acked.len(),
+            "cycle {cycle} (seed {seed}): redeemed passes are exactly the acknowledged ones"
+        );
+        let d = op
+            .issuance
+            .clone()
+            .get_dashboard(pb::GetDashboardRequest { order_id: 1 })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(d.redeemed.unwrap().passes as usize, acked.len());
-        let v = op.ledger.clone().verify_chain(pb::VerifyChainRequest {}).await.unwrap().into_inner();
+        let v = op
+            .ledger
+            .clone()
+            .verify_chain(pb::VerifyChainRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         assert!(v.ok, "cycle {cycle} (seed {seed}): {}", v.problem);
         eprintln!("cycle {cycle}: {} acknowledged, {} retried after the kill, chain of {} records verified", done.len(), in_flight.len(), v.records);
     }

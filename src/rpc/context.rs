@@ -65,6 +65,13 @@ impl Ctx {
             .map_err(|r| errors::refused(&r))
     }
 
+    /// Waits until everything applied so far is durable: a pure read calls it before
+    /// replying, so no reply shows what a crash could still undo.
+    pub async fn settle(&self) -> Result<(), Status> {
+        let seq = self.read()?.seq;
+        self.engine.wait_durable(seq).await.map_err(errors::engine)
+    }
+
     pub fn read(&self) -> Result<RwLockReadGuard<'_, State>, Status> {
         read_state(&self.state).map_err(errors::engine)
     }

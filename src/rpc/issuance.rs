@@ -214,6 +214,7 @@ impl Issuance for IssuanceService {
                 last.next_page_token = end.to_string();
             }
         }
+        self.0.settle().await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(page))))
     }
 
@@ -239,6 +240,7 @@ impl Issuance for IssuanceService {
             pb::CodeFormat::Png => (render::png(&code), "image/png"),
             _ => (render::svg(&code), "image/svg+xml"),
         };
+        self.0.settle().await?;
         Ok(Response::new(pb::RenderCodeResponse {
             image,
             content_type: content_type.into(),
@@ -332,6 +334,7 @@ impl Issuance for IssuanceService {
             .chunks(CHUNK_BYTES)
             .map(|c| Ok(pb::Chunk { data: c.to_vec() }))
             .collect();
+        self.0.settle().await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
@@ -388,14 +391,18 @@ impl Issuance for IssuanceService {
         let who = self.0.auth(&req)?;
         let order = self.0.order(OrderId(req.get_ref().order_id))?;
         who.may_read_order(&order)?;
-        let state = self.0.read()?;
-        let serials = state
-            .order_serials
-            .get(&order.id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let passes: Vec<&Pass> = serials.iter().map(|s| &state.passes[s]).collect();
-        Ok(Response::new(dashboard(&order, &passes)))
+        let board = {
+            let state = self.0.read()?;
+            let serials = state
+                .order_serials
+                .get(&order.id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let passes: Vec<&Pass> = serials.iter().map(|s| &state.passes[s]).collect();
+            dashboard(&order, &passes)
+        };
+        self.0.settle().await?;
+        Ok(Response::new(board))
     }
 
     async fn run_expiry_sweep(

@@ -63,6 +63,7 @@ impl Redemptions for RedemptionService {
             Ok(()) => (String::new(), String::new()),
             Err(r) => (r.reason().to_owned(), r.to_string()),
         };
+        self.0.settle().await?;
         Ok(Response::new(pb::CheckPassResponse {
             serial: serial.to_string(),
             redeemable: verdict.is_ok(),

@@ -191,6 +191,7 @@ impl Registry for RegistryService {
         let who = self.0.auth(&req)?;
         let site = self.0.site(SiteId(req.get_ref().site_id))?;
         who.may_read_site(&site)?;
+        self.0.settle().await?;
         Ok(Response::new(convert::site_info(&site)))
     }
 }

@@ -150,30 +150,35 @@ impl Sites for SitesService {
         };
         v.into_result()?;
         let kind = pb::SiteKind::try_from(r.kind).unwrap_or(pb::SiteKind::Unspecified);
-        let state = self.0.read()?;
-        let matches = |s: &&Site| {
-            let communes = site_communes(s);
-            visible(&who, s)
-                && insee.is_none_or(|c| communes.contains(&c))
-                && dept.is_none_or(|d| communes.iter().any(|c| c.departement() == d))
-                && (r.structure_id == 0 || s.structure.0 == r.structure_id)
-                && (kind == pb::SiteKind::Unspecified || convert::site_info(s).kind == kind as i32)
-                && (r.service.is_empty()
-                    || s.listings.iter().any(|l| l.services.contains(&r.service)))
+        let page = {
+            let state = self.0.read()?;
+            let matches = |s: &&Site| {
+                let communes = site_communes(s);
+                visible(&who, s)
+                    && insee.is_none_or(|c| communes.contains(&c))
+                    && dept.is_none_or(|d| communes.iter().any(|c| c.departement() == d))
+                    && (r.structure_id == 0 || s.structure.0 == r.structure_id)
+                    && (kind == pb::SiteKind::Unspecified
+                        || convert::site_info(s).kind == kind as i32)
+                    && (r.service.is_empty()
+                        || s.listings.iter().any(|l| l.services.contains(&r.service)))
+            };
+            let mut page: Vec<pb::SiteInfo> = state
+                .sites
+                .range(SiteId(after + 1)..)
+                .map(|(_, s)| s)
+                .filter(matches)
+                .take(size + 1)
+                .map(convert::site_info)
+                .collect();
+            if page.len() > size {
+                page.truncate(size);
+                let last = page.last_mut().expect("a full page");
+                last.next_page_token = last.site_id.to_string();
+            }
+            page
         };
-        let mut page: Vec<pb::SiteInfo> = state
-            .sites
-            .range(SiteId(after + 1)..)
-            .map(|(_, s)| s)
-            .filter(matches)
-            .take(size + 1)
-            .map(convert::site_info)
-            .collect();
-        if page.len() > size {
-            page.truncate(size);
-            let last = page.last_mut().expect("a full page");
-            last.next_page_token = last.site_id.to_string();
-        }
+        self.0.settle().await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             page.into_iter().map(Ok),
         ))))
@@ -192,30 +197,34 @@ impl Sites for SitesService {
             .then(|| v.check("departement", Departement::parse(&r.departement)))
             .flatten();
         v.into_result()?;
-        let state = self.0.read()?;
-        let mut chunks = vec![];
-        let mut buf = opendata::header_line();
-        for site in state
-            .sites
-            .values()
-            .filter(|s| s.active && !s.listings.is_empty() && visible(&who, s))
-        {
-            if dept.is_some_and(|d| !site_communes(site).iter().any(|c| c.departement() == d)) {
-                continue;
+        let chunks = {
+            let state = self.0.read()?;
+            let mut chunks = vec![];
+            let mut buf = opendata::header_line();
+            for site in state
+                .sites
+                .values()
+                .filter(|s| s.active && !s.listings.is_empty() && visible(&who, s))
+            {
+                if dept.is_some_and(|d| !site_communes(site).iter().any(|c| c.departement() == d)) {
+                    continue;
+                }
+                buf.push_str(&opendata::site_lines(
+                    site,
+                    &state.structures[&site.structure],
+                ));
+                if buf.len() >= EXPORT_CHUNK_BYTES {
+                    chunks.push(Ok(pb::Chunk {
+                        data: std::mem::take(&mut buf).into_bytes(),
+                    }));
+                }
             }
-            buf.push_str(&opendata::site_lines(
-                site,
-                &state.structures[&site.structure],
-            ));
-            if buf.len() >= EXPORT_CHUNK_BYTES {
-                chunks.push(Ok(pb::Chunk {
-                    data: std::mem::take(&mut buf).into_bytes(),
-                }));
-            }
-        }
-        chunks.push(Ok(pb::Chunk {
-            data: buf.into_bytes(),
-        }));
+            chunks.push(Ok(pb::Chunk {
+                data: buf.into_bytes(),
+            }));
+            chunks
+        };
+        self.0.settle().await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }

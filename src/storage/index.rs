@@ -227,6 +227,7 @@ impl Index {
             }
         }
         (state.seq, state.head_hash) = self.applied()?;
+        state.durable_seq = state.seq;
         Ok(state)
     }
 }

@@ -12,6 +12,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
+/// Attempts to find the writer between batches before waiting for the next nudge.
+const CHECKPOINT_TRIES_MAX: u32 = 5;
+
 pub struct Indexer {
     nudge: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -66,24 +69,42 @@ impl Drop for Indexer {
 }
 
 fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<AtomicBool>) {
-    let checkpoint = || -> Result<(), String> {
+    // Ok(false): the writer is between applying a batch and syncing it; try again soon.
+    let checkpoint = || -> Result<bool, String> {
         let batch = {
             let mut st = state.write().map_err(|_| "the state lock is poisoned")?;
+            if st.seq != st.durable_seq {
+                return Ok(false);
+            }
             let keys = st.take_dirty();
             if keys.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             IndexBatch::of(&st, &keys, st.seq, st.head_hash)
         };
-        index.apply(vec![batch]).map_err(|e| e.to_string())
+        index.apply(vec![batch]).map_err(|e| e.to_string())?;
+        Ok(true)
     };
     while rx.recv().is_ok() {
-        if let Err(e) = checkpoint() {
-            tracing::error!(error = %e, "index checkpoint failed; the log stays complete and start-up will replay it");
-            failed.store(true, Ordering::SeqCst);
-            return;
+        let mut tries = 0;
+        loop {
+            match checkpoint() {
+                Ok(true) => break,
+                // A batch is being synced; the next nudge comes when it is durable.
+                Ok(false) if tries >= CHECKPOINT_TRIES_MAX => break,
+                Ok(false) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "index checkpoint failed; the log stays complete and start-up will replay it");
+                    failed.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
         }
     }
+    // After a failed write the state is ahead of the disk for good: no checkpoint then.
     if let Err(e) = checkpoint().and_then(|_| index.flush().map_err(|e| e.to_string())) {
         tracing::warn!(error = %e, "last index checkpoint failed; start-up will replay the log");
     }

@@ -142,6 +142,7 @@ impl Store {
         let keys = state.take_dirty();
         index.write(&state, &keys, scan.records, scan.head_hash)?;
         state.head_hash = scan.head_hash;
+        state.durable_seq = scan.records;
         index.flush()?;
         let log = Log::open(&log_path(dir), &scan)?;
         state.check_invariants().map_err(StoreError::Invariant)?;
