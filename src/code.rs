@@ -154,7 +154,8 @@ impl Keyring {
         };
         if !version.eq_ignore_ascii_case(VERSION_PREFIX) {
             return Err(
-                if version.len() == 3 && version[..2].eq_ignore_ascii_case("PN") {
+                // Bytes, not str slicing: a version field may hold any UTF-8 (fuzzing found it).
+                if version.len() == 3 && version.as_bytes()[..2].eq_ignore_ascii_case(b"PN") {
                     CodeError::UnknownVersion
                 } else {
                     CodeError::Malformed
@@ -250,6 +251,21 @@ mod tests {
         );
         let unknown_key = format!("PN1:{}:Z{}", s.compact(), &k.verification_code(s)[1..]);
         assert_eq!(k.parse_scanned(&unknown_key), Err(CodeError::UnknownKey));
+    }
+
+    /// Found by fuzzing (fuzz/pass_code): a 3-byte version field holding a 2-byte
+    /// character made `parse_scanned` slice inside it and panic.
+    #[test]
+    fn regression_multibyte_version_field_does_not_panic() {
+        let k = ring();
+        assert_eq!(
+            k.parse_scanned("/\u{e3}:):z\u{8}"),
+            Err(CodeError::Malformed)
+        );
+        assert_eq!(
+            k.parse_scanned("é1:0123456789ABX:1K3M5P7Q"),
+            Err(CodeError::Malformed)
+        );
     }
 
     #[test]
