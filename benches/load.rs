@@ -7,6 +7,9 @@
 //! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_IN_FLIGHT=64 LOAD_CONNECTIONS=4).
 
 use passnum::client::Clients;
+
+#[path = "../tests/support/scenario.rs"]
+mod scenario;
 use passnum::config::ServerConfig;
 use passnum::rpc::pb;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,80 +111,6 @@ where
     run
 }
 
-async fn order(op: &Clients, passes: u32) -> (u64, Vec<String>, Duration) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let req = pb::CreateOrderRequest {
-        request_id: passnum::client::request_id(),
-        commanditaire_id: 1,
-        pass_count: passes,
-        carnet_size: 10,
-        face_value_cents: 1000,
-        valid_from_ms: now - 86_400_000,
-        valid_until_ms: now + 365 * 86_400_000,
-        grace_days: 31,
-        perimeter: Some(pb::Perimeter {
-            departements: vec!["33".into()],
-            ..Default::default()
-        }),
-        services: vec![],
-        programme: "load".into(),
-    };
-    let id = op
-        .issuance
-        .clone()
-        .create_order(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .order_id;
-    let t = Instant::now();
-    op.issuance
-        .clone()
-        .mint_order(pb::MintOrderRequest {
-            request_id: passnum::client::request_id(),
-            order_id: id,
-        })
-        .await
-        .unwrap();
-    let mint = t.elapsed();
-    let fund = pb::RecordFundingRequest {
-        request_id: passnum::client::request_id(),
-        order_id: id,
-        amount_cents: 1000 * i64::from(passes),
-        reference: "load".into(),
-    };
-    op.issuance.clone().record_funding(fund).await.unwrap();
-    let mut codes = Vec::with_capacity(passes as usize);
-    let mut token = String::new();
-    loop {
-        let req = pb::ListPassesRequest {
-            order_id: id,
-            page_size: 1000,
-            page_token: token.clone(),
-        };
-        let mut s = op
-            .issuance
-            .clone()
-            .list_passes(req)
-            .await
-            .unwrap()
-            .into_inner();
-        let mut next = String::new();
-        while let Some(p) = s.message().await.unwrap() {
-            next = p.next_page_token.clone();
-            codes.push(p.code);
-        }
-        if next.is_empty() {
-            break;
-        }
-        token = next;
-    }
-    (id, codes, mint)
-}
-
 fn main() {
     let seconds = env("LOAD_SECONDS", 10);
     let in_flight = env("LOAD_IN_FLIGHT", 64) as usize;
@@ -199,51 +128,9 @@ fn main() {
         let url = format!("http://{}", server.addr);
         let token = std::fs::read_to_string(server.operator_token_file.as_ref().unwrap()).unwrap();
         let op = Clients::connect(&url, Some(token.trim())).await.unwrap();
-        let mut reg = op.registry.clone();
-        reg.register_commanditaire(pb::RegisterCommanditaireRequest {
-            request_id: passnum::client::request_id(),
-            name: "Gironde".into(),
-        })
-        .await
-        .unwrap();
-        reg.register_structure(pb::RegisterStructureRequest {
-            request_id: passnum::client::request_id(),
-            name: "S".into(),
-            siret_or_rna: "21330063500017".into(),
-            iban: String::new(),
-        })
-        .await
-        .unwrap();
-        reg.register_site(pb::RegisterSiteRequest {
-            request_id: passnum::client::request_id(),
-            structure_id: 1,
-            name: "site".into(),
-            kind: pb::SiteKind::Fixed as i32,
-            insee_code: "33063".into(),
-            stops: vec![],
-        })
-        .await
-        .unwrap();
-        let site_token = reg
-            .issue_credential(pb::IssueCredentialRequest {
-                request_id: passnum::client::request_id(),
-                role: pb::Role::Structure as i32,
-                actor_id: 1,
-                departements: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
-
-        let mut codes = vec![];
-        let mut mint_time = Duration::ZERO;
-        let orders = env("LOAD_ORDERS", 4);
-        for _ in 0..orders {
-            let (_, c, t) = order(&op, 100_000).await;
-            codes.extend(c);
-            mint_time += t;
-        }
+        let orders = env("LOAD_ORDERS", 4) as u32;
+        let (site_token, codes, mint_time) =
+            scenario::redemption_scenario(&op, pb::Role::Structure, orders, 100_000).await;
         println!(
             "setup: {} activated passes in {} orders",
             codes.len(),

@@ -5,6 +5,9 @@
 //! the run; `scripts/crash-cycles.sh N` runs long ones.
 
 use passnum::client::Clients;
+
+#[path = "support/scenario.rs"]
+mod scenario;
 use passnum::rpc::pb;
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -65,115 +68,14 @@ fn redeem_req(code: &str, i: usize) -> pb::RedeemRequest {
     }
 }
 
-async fn setup(url: &str, token: &str) -> (String, Vec<String>) {
-    let op = Clients::connect(url, Some(token)).await.unwrap();
-    let rid = passnum::client::request_id;
-    let mut reg = op.registry.clone();
-    reg.register_commanditaire(pb::RegisterCommanditaireRequest {
-        request_id: rid(),
-        name: "Gironde".into(),
-    })
-    .await
-    .unwrap();
-    reg.register_structure(pb::RegisterStructureRequest {
-        request_id: rid(),
-        name: "S".into(),
-        siret_or_rna: "21330063500017".into(),
-        iban: String::new(),
-    })
-    .await
-    .unwrap();
-    reg.register_site(pb::RegisterSiteRequest {
-        request_id: rid(),
-        structure_id: 1,
-        name: "site".into(),
-        kind: pb::SiteKind::Fixed as i32,
-        insee_code: "33063".into(),
-        stops: vec![],
-    })
-    .await
-    .unwrap();
-    let site_token = reg
-        .issue_credential(pb::IssueCredentialRequest {
-            request_id: rid(),
-            role: pb::Role::Site as i32,
-            actor_id: 1,
-            departements: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let mut iss = op.issuance.clone();
-    let order = pb::CreateOrderRequest {
-        request_id: rid(),
-        commanditaire_id: 1,
-        pass_count: PASSES,
-        carnet_size: 10,
-        face_value_cents: 1000,
-        valid_from_ms: now - 86_400_000,
-        valid_until_ms: now + 365 * 86_400_000,
-        grace_days: 0,
-        perimeter: Some(pb::Perimeter {
-            departements: vec!["33".into()],
-            ..Default::default()
-        }),
-        services: vec![],
-        programme: "crash".into(),
-    };
-    iss.create_order(order).await.unwrap();
-    iss.mint_order(pb::MintOrderRequest {
-        request_id: rid(),
-        order_id: 1,
-    })
-    .await
-    .unwrap();
-    iss.record_funding(pb::RecordFundingRequest {
-        request_id: rid(),
-        order_id: 1,
-        amount_cents: 1000 * i64::from(PASSES),
-        reference: "r".into(),
-    })
-    .await
-    .unwrap();
-    (site_token, redeemed_and_codes(&op).await.1)
-}
-
-/// The order's redeemed serials' codes, and every code in order.
-async fn redeemed_and_codes(op: &Clients) -> (HashSet<String>, Vec<String>) {
-    let mut redeemed = HashSet::new();
-    let mut codes = vec![];
-    let mut token = String::new();
-    loop {
-        let req = pb::ListPassesRequest {
-            order_id: 1,
-            page_size: 1000,
-            page_token: token.clone(),
-        };
-        let mut s = op
-            .issuance
-            .clone()
-            .list_passes(req)
-            .await
-            .unwrap()
-            .into_inner();
-        let mut next = String::new();
-        while let Some(p) = s.message().await.unwrap() {
-            next = p.next_page_token.clone();
-            if p.status == pb::PassStatus::Redeemed as i32 {
-                redeemed.insert(p.code.clone());
-            }
-            codes.push(p.code);
-        }
-        if next.is_empty() {
-            return (redeemed, codes);
-        }
-        token = next;
-    }
+/// The codes of the order's redeemed passes.
+async fn redeemed_codes(op: &Clients) -> HashSet<String> {
+    let passes = scenario::order_passes(op, 1).await;
+    passes
+        .into_iter()
+        .filter(|p| p.status == pb::PassStatus::Redeemed as i32)
+        .map(|p| p.code)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +103,9 @@ async fn acknowledged_redemptions_survive_sigkill() {
         .unwrap()
         .trim()
         .to_owned();
-    let (site_token, codes) = setup(&url, &op_token).await;
+    let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
+    let (site_token, codes, _) =
+        scenario::redemption_scenario(&op, pb::Role::Site, 1, PASSES).await;
     let codes = Arc::new(codes);
     let mut next = 0usize;
     let mut acked: HashSet<usize> = HashSet::new();
@@ -264,7 +168,7 @@ async fn acknowledged_redemptions_survive_sigkill() {
         child = serve(dir.path(), port);
         url = format!("http://127.0.0.1:{port}");
         let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
-        let (redeemed, _) = redeemed_and_codes(&op).await;
+        let redeemed = redeemed_codes(&op).await;
         for i in &acked {
             assert!(
                 redeemed.contains(&codes[*i]),
@@ -287,7 +191,7 @@ async fn acknowledged_redemptions_survive_sigkill() {
             );
             acked.insert(*i);
         }
-        let (redeemed, _) = redeemed_and_codes(&op).await;
+        let redeemed = redeemed_codes(&op).await;
         assert_eq!(
             redeemed.len(),
             acked.len(),

@@ -221,20 +221,7 @@ async fn a_whole_day_reaches_every_refusal() {
     );
 
     // Services restricted by the order.
-    let o2 = iss
-        .create_order(order_req(1, 5, &["demarches-en-ligne"]))
-        .await
-        .unwrap()
-        .into_inner()
-        .order_id;
-    iss.mint_order(pb::MintOrderRequest {
-        request_id: rid(),
-        order_id: o2,
-    })
-    .await
-    .unwrap();
-    iss.record_funding(fund(o2, 5_000)).await.unwrap();
-    let p2 = passes(&t.op, o2).await;
+    let (_, p2) = order_from(&t, order_req(1, 5, &["demarches-en-ligne"]), true).await;
     refused(
         site.redeem(redeem_req(&p2[0].code, 1, None, "aide")).await,
         Code::FailedPrecondition,
@@ -359,15 +346,7 @@ async fn a_whole_day_reaches_every_refusal() {
     // Validity: not yet valid, then expired, then swept.
     let mut later = order_req(1, 5, &[]);
     later.valid_from_ms = T0 + 100 * DAY;
-    let o3 = iss.create_order(later).await.unwrap().into_inner().order_id;
-    iss.mint_order(pb::MintOrderRequest {
-        request_id: rid(),
-        order_id: o3,
-    })
-    .await
-    .unwrap();
-    iss.record_funding(fund(o3, 5_000)).await.unwrap();
-    let p3 = passes(&t.op, o3).await;
+    let (_, p3) = order_from(&t, later, true).await;
     refused(
         site.redeem(redeem_req(&p3[0].code, 1, None, "aide")).await,
         Code::FailedPrecondition,

@@ -313,13 +313,18 @@ pub async fn order(
     n: u32,
     fund: bool,
 ) -> (u64, Vec<pb::PassInfo>) {
+    order_from(t, order_req(commanditaire, n, &[]), fund).await
+}
+
+/// Creates the order `req` describes, mints it and (if asked) funds it at its full value.
+pub async fn order_from(
+    t: &TestServer,
+    req: pb::CreateOrderRequest,
+    fund: bool,
+) -> (u64, Vec<pb::PassInfo>) {
     let mut i = t.op.issuance.clone();
-    let id = i
-        .create_order(order_req(commanditaire, n, &[]))
-        .await
-        .unwrap()
-        .into_inner()
-        .order_id;
+    let amount_cents = req.face_value_cents * i64::from(req.pass_count);
+    let id = i.create_order(req).await.unwrap().into_inner().order_id;
     i.mint_order(pb::MintOrderRequest {
         request_id: rid(),
         order_id: id,
@@ -327,14 +332,13 @@ pub async fn order(
     .await
     .unwrap();
     if fund {
-        i.record_funding(pb::RecordFundingRequest {
+        let funding = pb::RecordFundingRequest {
             request_id: rid(),
             order_id: id,
-            amount_cents: 1000 * i64::from(n),
+            amount_cents,
             reference: "VIR".into(),
-        })
-        .await
-        .unwrap();
+        };
+        i.record_funding(funding).await.unwrap();
     }
     (id, passes(&t.op, id).await)
 }
