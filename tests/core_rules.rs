@@ -1,6 +1,7 @@
 //! Every rule of the core, as a table: each line is a command and the answer it must get.
 //! The core runs without tokio or disk; invariants are checked after every step.
 
+use passnum::domain::merkle;
 use passnum::domain::*;
 use std::collections::BTreeSet;
 
@@ -737,4 +738,213 @@ fn reversal_after_sweep_expires_the_pass() {
     })
     .unwrap();
     assert_eq!(w.state.passes[&serial(1)].status, PassStatus::Expired);
+}
+
+fn clearing_world() -> World {
+    let mut w = world();
+    let payee = PayeeId::parse("11000201100044").unwrap();
+    w.run(Command::RegisterStructure {
+        name: label("Asso"),
+        payee,
+        iban: None,
+    })
+    .unwrap();
+    let kind = SiteKind::Fixed {
+        commune: insee("33281"),
+    };
+    w.run(Command::RegisterSite {
+        structure: StructureId(2),
+        name: label("Mérignac"),
+        kind,
+    })
+    .unwrap();
+    // Day 1: passes 1, 2 at structure 1; pass 3 at structure 2; pass 201 (order 3) at structure 1.
+    for (n, site) in [(1, 1), (2, 1), (3, 5)] {
+        w.run(redeem(n, site, Place::Site, "x")).unwrap();
+    }
+    w.run(redeem(201, 1, Place::Site, "demarches-en-ligne"))
+        .unwrap();
+    // Day 2, one hour before the cut-off: still inside its reversal window at the cut-off.
+    w.now = Timestamp(T0 + 2 * DAY - 3_600_000);
+    w.run(redeem(4, 1, Place::Site, "x")).unwrap();
+    w.now = Timestamp(T0 + 3 * DAY);
+    w
+}
+
+fn cleared(o: Outcome) -> (Vec<SettlementId>, u32, Cents, bool) {
+    let Outcome::Cleared {
+        settlements,
+        lines,
+        total,
+        remaining,
+        ..
+    } = o
+    else {
+        panic!("{o:?}")
+    };
+    (settlements, lines, total, remaining)
+}
+
+#[test]
+fn clearing_settles_each_redemption_once_with_proofs() {
+    use Expect::*;
+    let mut w = clearing_world();
+    let cut_off = Timestamp(T0 + 2 * DAY);
+    check(
+        &mut w,
+        vec![(
+            "cut-off after now",
+            Command::RunClearing {
+                cut_off: Timestamp(T0 + 4 * DAY),
+            },
+            Refused("CUT_OFF_IN_FUTURE"),
+        )],
+    );
+    let (ids, lines, total, remaining) = cleared(w.run(Command::RunClearing { cut_off }).unwrap());
+    assert_eq!(
+        (ids.clone(), lines, total, remaining),
+        (
+            vec![SettlementId(1), SettlementId(2)],
+            4,
+            Cents(4000),
+            false
+        )
+    );
+    let s1 = w.state.settlements[&SettlementId(1)].clone();
+    assert_eq!(
+        (s1.structure, s1.reference.as_str(), s1.total),
+        (StructureId(1), "PN-20260103-S1-R1", Cents(3000))
+    );
+    assert_eq!(
+        s1.lines.iter().map(|l| l.serial).collect::<Vec<_>>(),
+        [serial(1), serial(2), serial(201)]
+    );
+    assert_eq!(
+        s1.by_commanditaire(),
+        [(CommanditaireId(1), Cents(3000))].into()
+    );
+    let leaves = s1.leaves();
+    for (i, leaf) in leaves.iter().enumerate() {
+        assert!(merkle::verify(
+            *leaf,
+            &merkle::path(&leaves, i),
+            &s1.merkle_root
+        ));
+    }
+    let mut forged = s1.lines[0].clone();
+    forged.amount = Cents(100_000);
+    assert!(
+        !merkle::verify(forged.leaf(), &merkle::path(&leaves, 0), &s1.merkle_root),
+        "a tampered line is refused"
+    );
+    assert_eq!(
+        w.state.balance(Account::Payable(StructureId(1))),
+        -1000,
+        "pass 4 waits for its window to close"
+    );
+    assert_eq!(w.state.balance(Account::InPayment(StructureId(1))), -3000);
+
+    let seq = w.state.seq;
+    assert_eq!(
+        cleared(w.run(Command::RunClearing { cut_off }).unwrap()).0,
+        vec![],
+        "the same cut-off again settles nothing"
+    );
+    assert_eq!(w.state.seq, seq, "and records nothing");
+
+    let pay = |id, r: &str| Command::RecordPayment {
+        settlement: SettlementId(id),
+        bank_reference: label(r),
+        executed_on_days: 20_460,
+    };
+    let reject = |id| Command::RecordRejection {
+        settlement: SettlementId(id),
+        reason: label("IBAN clôturé"),
+    };
+    check(
+        &mut w,
+        vec![
+            (
+                "a settled pass cannot be reversed",
+                Command::Reverse {
+                    serial: serial(1),
+                    site: SiteId(1),
+                },
+                Refused("ALREADY_SETTLED"),
+            ),
+            ("pay settlement 1", pay(1, "BANK-1"), Ok),
+            (
+                "pay it twice",
+                pay(1, "BANK-1"),
+                Refused("SETTLEMENT_NOT_OPEN"),
+            ),
+            (
+                "unknown settlement",
+                pay(9, "x"),
+                Refused("UNKNOWN_SETTLEMENT"),
+            ),
+            ("the bank returns settlement 2", reject(2), Ok),
+            ("reject it twice", reject(2), Refused("SETTLEMENT_NOT_OPEN")),
+        ],
+    );
+    assert_eq!(
+        w.state.balance(Account::Funds(CommanditaireId(1))),
+        20_000 - 3000,
+        "paid out of the commanditaire's funds (orders 1, 3, 4 funded)"
+    );
+    assert_eq!(
+        w.state.balance(Account::Payable(StructureId(2))),
+        -1000,
+        "a rejected settlement's lines are payable again"
+    );
+
+    // The next month: the rejected line and pass 4 go into new settlements.
+    w.now = Timestamp(T0 + 40 * DAY);
+    let (ids, lines, total, _) = cleared(
+        w.run(Command::RunClearing {
+            cut_off: Timestamp(T0 + 31 * DAY),
+        })
+        .unwrap(),
+    );
+    assert_eq!(
+        (ids, lines, total),
+        (vec![SettlementId(3), SettlementId(4)], 2, Cents(2000))
+    );
+    assert_eq!(
+        w.state.passes[&serial(3)]
+            .redemption
+            .as_ref()
+            .unwrap()
+            .settlement,
+        Some(SettlementId(4))
+    );
+}
+
+#[test]
+fn a_large_run_resumes_and_settles_each_redemption_exactly_once() {
+    let mut w = clearing_world();
+    w.rules.clearing_lines_max = 1;
+    let cut_off = Timestamp(T0 + 2 * DAY);
+    let mut settled = vec![];
+    loop {
+        let (ids, _, _, remaining) = cleared(w.run(Command::RunClearing { cut_off }).unwrap());
+        for id in &ids {
+            settled.extend(w.state.settlements[id].lines.iter().map(|l| l.serial));
+        }
+        if !remaining {
+            break;
+        }
+    }
+    settled.sort();
+    let mut expected = vec![serial(1), serial(2), serial(3), serial(201)];
+    expected.sort();
+    assert_eq!(
+        settled, expected,
+        "every eligible redemption once, none twice"
+    );
+    assert_eq!(
+        w.state.settlements.len(),
+        2,
+        "a structure is never split, even past the line budget"
+    );
 }

@@ -16,13 +16,29 @@ const GRACE_DAYS: u32 = 1;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Redeem { pass: u64, site: u64 },
-    Reverse { pass: u64, site: u64 },
-    Cancel { pass: u64 },
-    Fund { order: u64 },
-    Advance { hours: i64 },
+    Redeem {
+        pass: u64,
+        site: u64,
+    },
+    Reverse {
+        pass: u64,
+        site: u64,
+    },
+    Cancel {
+        pass: u64,
+    },
+    Fund {
+        order: u64,
+    },
+    Advance {
+        hours: i64,
+    },
     Sweep,
-    Restart { drop_index: bool },
+    /// A clearing run with the cut-off at the current time.
+    Clear,
+    Restart {
+        drop_index: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..ORDERS).prop_map(|order| Op::Fund { order }),
         2 => (1..72i64).prop_map(|hours| Op::Advance { hours }),
         1 => Just(Op::Sweep),
+        1 => Just(Op::Clear),
         1 => any::<bool>().prop_map(|drop_index| Op::Restart { drop_index }),
     ]
 }
@@ -42,7 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
 enum MStatus {
     Minted,
     Active,
-    Redeemed { site: u64, at: i64 },
+    Redeemed { site: u64, at: i64, settled: bool },
     Cancelled,
     Expired,
 }
@@ -96,6 +113,17 @@ impl Model {
                 }
                 "OK"
             }
+            Op::Clear => {
+                let now = self.now;
+                for p in &mut self.passes {
+                    if let MStatus::Redeemed { at, settled, .. } = p {
+                        if *at < now && *at + 24 * HOUR <= now {
+                            *settled = true;
+                        }
+                    }
+                }
+                "OK"
+            }
             Op::Advance { .. } | Op::Restart { .. } => "OK",
         }
     }
@@ -121,16 +149,28 @@ impl Model {
         if site == 2 {
             return "OUTSIDE_PERIMETER";
         }
-        self.passes[p] = MStatus::Redeemed { site, at: self.now };
+        self.passes[p] = MStatus::Redeemed {
+            site,
+            at: self.now,
+            settled: false,
+        };
         "OK"
     }
 
     fn reverse(&mut self, p: usize, site: u64) -> &'static str {
-        let MStatus::Redeemed { site: at_site, at } = self.passes[p] else {
+        let MStatus::Redeemed {
+            site: at_site,
+            at,
+            settled,
+        } = self.passes[p]
+        else {
             return "NOT_REDEEMED";
         };
         if at_site != site {
             return "WRONG_SITE";
+        }
+        if settled {
+            return "ALREADY_SETTLED";
         }
         if self.now >= at + 24 * HOUR {
             return "REVERSAL_WINDOW_CLOSED";
@@ -227,7 +267,7 @@ fn setup(ledger: &mut Ledger, now: i64) {
     }
 }
 
-fn command(op: &Op) -> Option<Command> {
+fn command(op: &Op, now: i64) -> Option<Command> {
     let svc = ServiceCode::parse("aide").unwrap();
     Some(match *op {
         Op::Redeem { pass, site } => Command::Redeem {
@@ -249,6 +289,9 @@ fn command(op: &Op) -> Option<Command> {
             reference: Label::parse("r").unwrap(),
         },
         Op::Sweep => Command::ExpireSweep,
+        Op::Clear => Command::RunClearing {
+            cut_off: Timestamp(now),
+        },
         Op::Advance { .. } | Op::Restart { .. } => return None,
     })
 }
@@ -286,13 +329,16 @@ proptest! {
                 _ => {}
             }
             let expected = model.step(op);
-            if let Some(cmd) = command(op) {
+            if let Some(cmd) = command(op, model.now) {
                 let answer = run(&mut ledger, model.now, cmd);
                 prop_assert_eq!(reason(&answer), expected, "{:?}", op);
             }
             ledger.state().check_invariants().map_err(TestCaseError::fail)?;
-            let redeemed = model.passes.iter().filter(|p| matches!(p, MStatus::Redeemed { .. })).count() as i64;
-            prop_assert_eq!(ledger.state().balance(Account::Payable(StructureId(1))), -1000 * redeemed);
+            let count = |settled: bool| {
+                model.passes.iter().filter(|p| matches!(p, MStatus::Redeemed { settled: s, .. } if *s == settled)).count() as i64
+            };
+            prop_assert_eq!(ledger.state().balance(Account::Payable(StructureId(1))), -1000 * count(false));
+            prop_assert_eq!(ledger.state().balance(Account::InPayment(StructureId(1))), -1000 * count(true));
         }
     }
 }

@@ -128,6 +128,21 @@ pub enum Command {
     },
     /// Expires every live pass whose order's validity plus grace has ended by `now`.
     ExpireSweep,
+    /// Settles what was redeemed before `cut_off` (its next settlements; run until done).
+    RunClearing {
+        cut_off: Timestamp,
+    },
+    /// The bank executed a settlement's transfer.
+    RecordPayment {
+        settlement: SettlementId,
+        bank_reference: Label,
+        executed_on_days: i32,
+    },
+    /// The bank returned a settlement's transfer.
+    RecordRejection {
+        settlement: SettlementId,
+        reason: Label,
+    },
     /// References sites from the national open data: rows already validated at the edge.
     ImportSites {
         rows: Vec<PlaceRow>,

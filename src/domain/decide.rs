@@ -18,6 +18,8 @@ pub struct Rules {
     pub reversal_window_ms: i64,
     /// How many orders one expiry sweep record covers, to bound the record's size.
     pub sweep_orders_max: usize,
+    /// How many settlement lines one clearing record holds: about 5 MiB of record.
+    pub clearing_lines_max: usize,
 }
 
 impl Default for Rules {
@@ -25,6 +27,7 @@ impl Default for Rules {
         Rules {
             reversal_window_ms: 24 * 3_600_000,
             sweep_orders_max: 8,
+            clearing_lines_max: 100_000,
         }
     }
 }
@@ -179,6 +182,13 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
         Reverse { serial, site } => reverse(state, rules, now, *serial, *site),
         Cancel { target } => cancel(state, target),
         ExpireSweep => Ok(expire_sweep(state, rules, now)),
+        RunClearing { cut_off } => run_clearing(state, rules, now, *cut_off),
+        RecordPayment {
+            settlement,
+            bank_reference,
+            executed_on_days,
+        } => settle_payment(state, now, *settlement, bank_reference, *executed_on_days),
+        RecordRejection { settlement, reason } => reject_payment(state, now, *settlement, reason),
         ImportSites { rows, scope } => {
             let (facts, report) = super::import::plan(state, rows, scope);
             Ok(change(facts, Outcome::SitesImported(report)))
@@ -443,6 +453,7 @@ fn redemption_effects(
         commune: venue.commune,
         service: service.clone(),
         workshop,
+        settlement: None,
     };
     let face = order.face_value.0;
     let postings = [
@@ -724,4 +735,154 @@ fn expire_sweep(state: &State, rules: &Rules, now: Timestamp) -> Step {
         postings,
         outcome,
     })
+}
+
+/// The next settlements of the run with this cut-off; none left is an answer, not a change.
+fn run_clearing(
+    state: &State,
+    rules: &Rules,
+    now: Timestamp,
+    cut_off: Timestamp,
+) -> Result<Step, Refusal> {
+    if cut_off > now {
+        return Err(Refusal::CutOffInFuture { now });
+    }
+    let settlements = super::clearing::next_settlements(
+        state,
+        cut_off,
+        now,
+        rules.reversal_window_ms,
+        rules.clearing_lines_max,
+    );
+    if settlements.is_empty() {
+        let done = Outcome::Cleared {
+            cut_off,
+            settlements: vec![],
+            lines: 0,
+            total: Cents(0),
+            remaining: false,
+        };
+        return Ok(Step::NoChange(done));
+    }
+    // More to settle for this cut-off than these settlements hold: the caller runs again.
+    let taken: usize = settlements.iter().map(|s| s.lines.len()).sum();
+    let eligible = state
+        .passes
+        .values()
+        .filter_map(|p| p.redemption.as_ref())
+        .filter(|r| super::clearing::eligible(r, cut_off, rules.reversal_window_ms))
+        .count();
+    let remaining = eligible > taken;
+    let mut postings = vec![];
+    for s in &settlements {
+        assert_eq!(
+            s.total,
+            s.lines_total(),
+            "a settlement's total is the sum of its lines"
+        );
+        postings.push(Posting {
+            account: Account::Payable(s.structure),
+            amount: s.total.0,
+        });
+        postings.push(Posting {
+            account: Account::InPayment(s.structure),
+            amount: -s.total.0,
+        });
+    }
+    let outcome = Outcome::Cleared {
+        cut_off,
+        settlements: settlements.iter().map(|s| s.id).collect(),
+        lines: settlements.iter().map(|s| s.lines.len() as u32).sum(),
+        total: Cents(settlements.iter().map(|s| s.total.0).sum()),
+        remaining,
+    };
+    let facts = settlements
+        .into_iter()
+        .map(Fact::SettlementCreated)
+        .collect();
+    Ok(Step::Change(Effects {
+        facts,
+        postings,
+        outcome,
+    }))
+}
+
+fn open_settlement(
+    state: &State,
+    id: SettlementId,
+) -> Result<&super::clearing::Settlement, Refusal> {
+    let s = state
+        .settlements
+        .get(&id)
+        .ok_or(Refusal::UnknownSettlement(id))?;
+    if s.status != super::clearing::SettlementStatus::Created {
+        return Err(Refusal::SettlementNotOpen(id));
+    }
+    Ok(s)
+}
+
+/// The bank executed the transfer: the money leaves each commanditaire's funds.
+fn settle_payment(
+    state: &State,
+    now: Timestamp,
+    id: SettlementId,
+    bank_reference: &Label,
+    executed_on_days: i32,
+) -> Result<Step, Refusal> {
+    let s = open_settlement(state, id)?;
+    let mut postings = vec![Posting {
+        account: Account::InPayment(s.structure),
+        amount: s.total.0,
+    }];
+    for (c, amount) in s.by_commanditaire() {
+        postings.push(Posting {
+            account: Account::Funds(c),
+            amount: -amount.0,
+        });
+    }
+    let status = super::clearing::SettlementStatus::Paid {
+        at: now,
+        bank_reference: bank_reference.clone(),
+        executed_on_days,
+    };
+    Ok(Step::Change(Effects {
+        facts: vec![Fact::SettlementStatusSet {
+            settlement: id,
+            status,
+        }],
+        postings,
+        outcome: Outcome::SettlementPaid(id),
+    }))
+}
+
+/// The bank returned the transfer: the lines go back to the next run.
+fn reject_payment(
+    state: &State,
+    now: Timestamp,
+    id: SettlementId,
+    reason: &Label,
+) -> Result<Step, Refusal> {
+    let s = open_settlement(state, id)?;
+    let postings = vec![
+        Posting {
+            account: Account::InPayment(s.structure),
+            amount: s.total.0,
+        },
+        Posting {
+            account: Account::Payable(s.structure),
+            amount: -s.total.0,
+        },
+    ];
+    let status = super::clearing::SettlementStatus::Rejected {
+        at: now,
+        reason: reason.clone(),
+    };
+    Ok(Step::Change(Effects {
+        facts: vec![Fact::SettlementStatusSet {
+            settlement: id,
+            status,
+        }],
+        postings,
+        outcome: Outcome::SettlementRejected(id),
+    }))
 }

@@ -156,6 +156,8 @@ pub struct Redemption {
     pub commune: InseeCode,
     pub service: ServiceCode,
     pub workshop: Option<WorkshopId>,
+    /// The settlement that pays it, once cleared (and until a bank rejection).
+    pub settlement: Option<SettlementId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +210,8 @@ pub enum Account {
     Payable(StructureId),
     /// Unused value owed back to the commanditaire (liability).
     CreditDue(CommanditaireId),
+    /// Settled for a structure and sent to the bank, not yet executed (liability).
+    InPayment(StructureId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

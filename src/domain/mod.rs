@@ -2,10 +2,12 @@
 //! time, serials and request identities are arguments, so every rule can be tested
 //! exhaustively and every run replayed from a seed.
 
+pub mod clearing;
 pub mod command;
 pub mod decide;
 pub mod entities;
 pub mod import;
+pub mod merkle;
 pub mod record;
 pub mod refusal;
 pub mod rules;
@@ -13,6 +15,7 @@ pub mod serial;
 pub mod state;
 pub mod types;
 
+pub use clearing::{Settlement, SettlementLine, SettlementStatus};
 pub use command::*;
 pub use decide::{decide, Decision, Rules, CARNET_SIZE_MAX};
 pub use entities::*;

@@ -58,6 +58,11 @@ pub enum Fact {
     PassExpired {
         serial: Serial,
     },
+    SettlementCreated(super::clearing::Settlement),
+    SettlementStatusSet {
+        settlement: SettlementId,
+        status: super::clearing::SettlementStatus,
+    },
     /// The expiry sweep has passed over this order: nothing of it is live any more.
     OrderSwept {
         order: OrderId,
@@ -73,6 +78,15 @@ pub enum Outcome {
     SiteRegistered(SiteId),
     SiteUpdated(SiteId),
     SitesImported(ImportReport),
+    Cleared {
+        cut_off: Timestamp,
+        settlements: Vec<SettlementId>,
+        lines: u32,
+        total: Cents,
+        remaining: bool,
+    },
+    SettlementPaid(SettlementId),
+    SettlementRejected(SettlementId),
     CredentialIssued,
     OrderCreated(OrderId),
     Minted {

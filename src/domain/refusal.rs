@@ -48,6 +48,11 @@ pub enum Refusal {
     ReversalWindowClosed { until: Timestamp },
     // Cancellation.
     NotCancellable,
+    // Clearing.
+    CutOffInFuture { now: Timestamp },
+    UnknownSettlement(SettlementId),
+    SettlementNotOpen(SettlementId),
+    AlreadySettled(SettlementId),
     // Storage: what the command would record exceeds the size of one ledger record.
     RecordTooLarge { bytes: usize, max: usize },
 }
@@ -90,6 +95,10 @@ impl Refusal {
             ReversalWindowClosed { .. } => "REVERSAL_WINDOW_CLOSED",
             NotCancellable => "NOT_CANCELLABLE",
             RecordTooLarge { .. } => "RECORD_TOO_LARGE",
+            CutOffInFuture { .. } => "CUT_OFF_IN_FUTURE",
+            UnknownSettlement(_) => "UNKNOWN_SETTLEMENT",
+            SettlementNotOpen(_) => "SETTLEMENT_NOT_OPEN",
+            AlreadySettled(_) => "ALREADY_SETTLED",
         }
     }
 
@@ -175,6 +184,10 @@ impl fmt::Display for Refusal {
             WrongSite { site } => write!(f, "only site {site}, which redeemed the pass, may reverse it"),
             ReversalWindowClosed { until } => write!(f, "the reversal window closed at {} ms", until.0),
             NotCancellable => write!(f, "only minted or activated passes can be cancelled"),
+            CutOffInFuture { now } => write!(f, "a clearing cut-off cannot be after now ({} ms)", now.0),
+            UnknownSettlement(id) => write!(f, "no settlement {id}"),
+            SettlementNotOpen(id) => write!(f, "settlement {id} is already paid or rejected"),
+            AlreadySettled(id) => write!(f, "the redemption is cleared in settlement {id}: it can no longer be reversed"),
             RecordTooLarge { bytes, max } => {
                 write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")
             }

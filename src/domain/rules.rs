@@ -132,6 +132,9 @@ pub fn check_reversible(
     if r.site != site {
         return Err(Refusal::WrongSite { site: r.site });
     }
+    if let Some(s) = r.settlement {
+        return Err(Refusal::AlreadySettled(s));
+    }
     let until = r.at.plus_ms(window_ms);
     if now >= until {
         return Err(Refusal::ReversalWindowClosed { until });

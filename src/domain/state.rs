@@ -2,6 +2,7 @@
 //! `apply`, which replays a record body. Deciding and replaying share it, so a state
 //! rebuilt from the log is the state that was acknowledged.
 
+use super::clearing::{Settlement, SettlementStatus};
 use super::command::RequestKey;
 use super::entities::*;
 use super::record::{Fact, Outcome, RecordBody};
@@ -32,6 +33,7 @@ pub enum Key {
     Request(String),
     Balance(Account),
     Credential([u8; 32]),
+    Settlement(SettlementId),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +48,7 @@ pub struct State {
     pub requests: HashMap<String, Remembered>,
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Role>,
+    pub settlements: BTreeMap<SettlementId, Settlement>,
     /// The sequence number of the last record applied, and that record's hash (set by
     /// storage, which computes hashes: the core never hashes).
     pub seq: u64,
@@ -163,6 +166,27 @@ impl State {
             }
             Fact::PassCancelled { serial } => self.close(*serial, PassStatus::Cancelled, at),
             Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
+            Fact::SettlementCreated(s) => {
+                for line in &s.lines {
+                    self.redemption_mut(line.serial).settlement = Some(s.id);
+                }
+                self.settlements.insert(s.id, s.clone());
+                self.dirty.0.push(Key::Settlement(s.id));
+            }
+            Fact::SettlementStatusSet { settlement, status } => {
+                let s = self
+                    .settlements
+                    .get_mut(settlement)
+                    .expect("fact names a known settlement");
+                s.status = status.clone();
+                if matches!(status, SettlementStatus::Rejected { .. }) {
+                    let serials: Vec<Serial> = s.lines.iter().map(|l| l.serial).collect();
+                    for serial in serials {
+                        self.redemption_mut(serial).settlement = None;
+                    }
+                }
+                self.dirty.0.push(Key::Settlement(*settlement));
+            }
             Fact::OrderSwept { order } => {
                 self.order_mut(*order).swept = true;
                 self.dirty.0.push(Key::Order(*order));
@@ -212,6 +236,12 @@ impl State {
         self.passes
             .get_mut(&serial)
             .expect("fact names a known pass")
+    }
+    fn redemption_mut(&mut self, serial: Serial) -> &mut Redemption {
+        self.pass_mut(serial)
+            .redemption
+            .as_mut()
+            .expect("a settled pass is redeemed")
     }
     fn order_mut(&mut self, order: OrderId) -> &mut Order {
         self.orders
@@ -269,8 +299,10 @@ impl State {
             match pass.status {
                 PassStatus::Active => *outstanding.entry(c).or_default() += face,
                 PassStatus::Redeemed => {
-                    let s = pass.redemption.as_ref().expect("checked above").structure;
-                    *payable.entry(s).or_default() += face;
+                    let r = pass.redemption.as_ref().expect("checked above");
+                    if r.settlement.is_none() {
+                        *payable.entry(r.structure).or_default() += face;
+                    }
                 }
                 PassStatus::Cancelled | PassStatus::Expired if order.funding.is_some() => {
                     *credit.entry(c).or_default() += face;
@@ -284,6 +316,7 @@ impl State {
                 _ => {}
             }
         }
+        let (paid, in_payment) = self.check_settlements()?;
         for c in self.commanditaires.keys() {
             let funded: i64 = self
                 .orders
@@ -291,7 +324,13 @@ impl State {
                 .filter(|o| o.commanditaire == *c)
                 .filter_map(|o| o.funding.as_ref().map(|f| f.amount.0))
                 .sum();
-            expect_eq("funds", *c, self.balance(Account::Funds(*c)), funded)?;
+            let paid_out = paid.get(c).copied().unwrap_or(0);
+            expect_eq(
+                "funds",
+                *c,
+                self.balance(Account::Funds(*c)),
+                funded - paid_out,
+            )?;
             let out = outstanding.get(c).copied().unwrap_or(0);
             expect_eq(
                 "outstanding",
@@ -305,8 +344,69 @@ impl State {
         for s in self.structures.keys() {
             let due = payable.get(s).copied().unwrap_or(0);
             expect_eq("payable", *s, -self.balance(Account::Payable(*s)), due)?;
+            let sent = in_payment.get(s).copied().unwrap_or(0);
+            expect_eq(
+                "in payment",
+                *s,
+                -self.balance(Account::InPayment(*s)),
+                sent,
+            )?;
         }
         Ok(())
+    }
+
+    /// Each settlement's total is the sum of its lines and its root their Merkle root; an
+    /// open or paid settlement's passes point back at it. Returns what was paid out per
+    /// commanditaire and what is in payment per structure.
+    #[allow(clippy::type_complexity)]
+    fn check_settlements(
+        &self,
+    ) -> Result<(HashMap<CommanditaireId, i64>, HashMap<StructureId, i64>), String> {
+        let mut paid: HashMap<CommanditaireId, i64> = HashMap::new();
+        let mut in_payment: HashMap<StructureId, i64> = HashMap::new();
+        for s in self.settlements.values() {
+            if s.total != s.lines_total() {
+                return Err(format!(
+                    "settlement {}: total {} is not the sum of its lines {}",
+                    s.id,
+                    s.total,
+                    s.lines_total()
+                ));
+            }
+            if s.merkle_root != super::merkle::root(&s.leaves()) {
+                return Err(format!(
+                    "settlement {}: Merkle root does not match its lines",
+                    s.id
+                ));
+            }
+            let rejected = matches!(s.status, SettlementStatus::Rejected { .. });
+            for line in &s.lines {
+                let points_back = self
+                    .passes
+                    .get(&line.serial)
+                    .and_then(|p| p.redemption.as_ref())
+                    .and_then(|r| r.settlement)
+                    == Some(s.id);
+                if points_back == rejected {
+                    return Err(format!(
+                        "settlement {}: pass {} does not match the settlement's status",
+                        s.id, line.serial
+                    ));
+                }
+            }
+            match s.status {
+                SettlementStatus::Created => {
+                    *in_payment.entry(s.structure).or_default() += s.total.0
+                }
+                SettlementStatus::Paid { .. } => {
+                    for (c, amount) in s.by_commanditaire() {
+                        *paid.entry(c).or_default() += amount.0;
+                    }
+                }
+                SettlementStatus::Rejected { .. } => {}
+            }
+        }
+        Ok((paid, in_payment))
     }
 }
 

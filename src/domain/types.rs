@@ -82,6 +82,10 @@ id_type!(
     /// A hub territorial, numbered from 1.
     HubId, "H"
 );
+id_type!(
+    /// A settlement (one structure's share of a clearing run), numbered from 1.
+    SettlementId, "R"
+);
 
 /// An INSEE commune code (COG): five characters, `2A`/`2B` for Corsica, 97x/98x overseas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -28,6 +28,9 @@ pub fn refusal_code(r: &Refusal) -> Code {
         | MintCountMismatch { .. } => Code::InvalidArgument,
         SerialCollision(_) => Code::Aborted,
         RecordTooLarge { .. } => Code::ResourceExhausted,
+        UnknownSettlement(_) => Code::NotFound,
+        CutOffInFuture { .. } => Code::InvalidArgument,
+        SettlementNotOpen(_) | AlreadySettled(_) => Code::FailedPrecondition,
         NotMinted
         | AlreadyFunded
         | FundingMismatch { .. }

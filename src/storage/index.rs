@@ -15,6 +15,7 @@
 //! | `r`    | scope/request id    | Remembered                |
 //! | `a`    | postcard(Account)   | i64 balance               |
 //! | `k`    | token hash          | Role                      |
+//! | `x`    | settlement id BE    | Settlement                |
 
 use crate::domain::*;
 use serde::de::DeserializeOwned;
@@ -72,6 +73,7 @@ pub fn key_bytes(key: &Key) -> Vec<u8> {
         Key::Request(r) => [b"r".as_slice(), r.as_bytes()].concat(),
         Key::Balance(a) => [b"a".as_slice(), &postcard::to_allocvec(a).expect("encodes")].concat(),
         Key::Credential(h) => [b"k".as_slice(), h.as_slice()].concat(),
+        Key::Settlement(id) => id_key(b'x', id.0),
     }
 }
 
@@ -99,6 +101,7 @@ fn value_bytes(state: &State, key: &Key) -> Vec<u8> {
         Key::Request(r) => enc(&state.requests[r]),
         Key::Balance(a) => enc(&state.balance(*a)),
         Key::Credential(h) => enc(&state.credentials[h]),
+        Key::Settlement(id) => enc(&state.settlements[id]),
     }
 }
 
@@ -213,6 +216,7 @@ impl Index {
                     state.passes.insert(pass.serial, pass);
                 }
                 b'w' => drop(state.workshops.insert(WorkshopId(id()), dec(&k, &v)?)),
+                b'x' => drop(state.settlements.insert(SettlementId(id()), dec(&k, &v)?)),
                 b'r' => {
                     let key = String::from_utf8_lossy(&k[1..]).into_owned();
                     state.requests.insert(key, dec(&k, &v)?);

@@ -8,7 +8,7 @@
 use super::index::{Index, IndexBatch};
 use crate::domain::State;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -73,6 +73,20 @@ impl Drop for Indexer {
     }
 }
 
+/// Absorbs nudges for one checkpoint interval; returns early, with true, when the writer
+/// closes the channel (shutdown must not wait out the interval).
+fn coalesce(rx: &Receiver<()>) -> bool {
+    let until = std::time::Instant::now() + CHECKPOINT_INTERVAL;
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => return false,
+            Err(RecvTimeoutError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
 fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<AtomicBool>) {
     // Ok(false): the writer is between applying a batch and syncing it; try again soon.
     let checkpoint = || -> Result<bool, String> {
@@ -91,7 +105,7 @@ fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<At
         Ok(true)
     };
     while rx.recv().is_ok() {
-        std::thread::sleep(CHECKPOINT_INTERVAL);
+        let stopping = coalesce(&rx);
         let mut tries = 0;
         loop {
             match checkpoint() {
@@ -108,6 +122,9 @@ fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<At
                     return;
                 }
             }
+        }
+        if stopping {
+            break;
         }
     }
     // After a failed write the state is ahead of the disk for good: no checkpoint then.
