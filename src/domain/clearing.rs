@@ -117,17 +117,16 @@ pub fn next_settlements(
                 amount: order.face_value,
             });
     }
-    let mut next_id = state.settlements.len() as u64 + 1;
+    let first_id = state.settlements.len() as u64 + 1;
     let mut taken = 0;
     let mut out = vec![];
-    for (structure, mut lines) in by_structure {
+    for (next_id, (structure, mut lines)) in (first_id..).zip(by_structure) {
         if taken > 0 && taken + lines.len() > lines_max {
             break;
         }
         taken += lines.len();
         lines.sort_by_key(|l| (l.redeemed_at, l.serial));
         let id = SettlementId(next_id);
-        next_id += 1;
         let total = Cents(lines.iter().map(|l| l.amount.0).sum());
         let leaves: Vec<merkle::Hash> = lines.iter().map(SettlementLine::leaf).collect();
         let day = cut_off.0.div_euclid(Timestamp::MS_PER_DAY) as i32;
