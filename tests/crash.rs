@@ -14,7 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Passes per order; a run gets one order per 10 cycles so that long runs never run dry
+/// (a cycle redeems up to ~2 000 passes before its kill).
 const PASSES: u32 = 20_000;
+const CYCLES_PER_ORDER: u64 = 10;
 const IN_FLIGHT: usize = 16;
 
 fn free_port() -> u16 {
@@ -68,14 +71,19 @@ fn redeem_req(code: &str, i: usize) -> pb::RedeemRequest {
     }
 }
 
-/// The codes of the order's redeemed passes.
-async fn redeemed_codes(op: &Clients) -> HashSet<String> {
-    let passes = scenario::order_passes(op, 1).await;
-    passes
-        .into_iter()
-        .filter(|p| p.status == pb::PassStatus::Redeemed as i32)
-        .map(|p| p.code)
-        .collect()
+/// The codes of the redeemed passes of orders 1 to `orders`.
+async fn redeemed_codes(op: &Clients, orders: u64) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for order in 1..=orders {
+        let passes = scenario::order_passes(op, order).await;
+        out.extend(
+            passes
+                .into_iter()
+                .filter(|p| p.status == pb::PassStatus::Redeemed as i32)
+                .map(|p| p.code),
+        );
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,8 +112,9 @@ async fn acknowledged_redemptions_survive_sigkill() {
         .trim()
         .to_owned();
     let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
+    let orders = cycles.div_ceil(CYCLES_PER_ORDER);
     let (site_token, codes, _) =
-        scenario::redemption_scenario(&op, pb::Role::Site, 1, PASSES).await;
+        scenario::redemption_scenario(&op, pb::Role::Site, orders as u32, PASSES).await;
     let codes = Arc::new(codes);
     let mut next = 0usize;
     let mut acked: HashSet<usize> = HashSet::new();
@@ -168,7 +177,7 @@ async fn acknowledged_redemptions_survive_sigkill() {
         child = serve(dir.path(), port);
         url = format!("http://127.0.0.1:{port}");
         let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
-        let redeemed = redeemed_codes(&op).await;
+        let redeemed = redeemed_codes(&op, orders).await;
         for i in &acked {
             assert!(
                 redeemed.contains(&codes[*i]),
@@ -191,20 +200,28 @@ async fn acknowledged_redemptions_survive_sigkill() {
             );
             acked.insert(*i);
         }
-        let redeemed = redeemed_codes(&op).await;
+        let redeemed = redeemed_codes(&op, orders).await;
         assert_eq!(
             redeemed.len(),
             acked.len(),
             "cycle {cycle} (seed {seed}): redeemed passes are exactly the acknowledged ones"
         );
-        let d = op
-            .issuance
-            .clone()
-            .get_dashboard(pb::GetDashboardRequest { order_id: 1 })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(d.redeemed.unwrap().passes as usize, acked.len());
+        let mut on_dashboards = 0;
+        for order_id in 1..=orders {
+            let d = op
+                .issuance
+                .clone()
+                .get_dashboard(pb::GetDashboardRequest { order_id })
+                .await
+                .unwrap()
+                .into_inner();
+            on_dashboards += d.redeemed.unwrap().passes as usize;
+        }
+        assert_eq!(
+            on_dashboards,
+            acked.len(),
+            "cycle {cycle} (seed {seed}): the dashboards agree"
+        );
         let v = op
             .ledger
             .clone()
