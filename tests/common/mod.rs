@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use passnum::client::Clients;
+
+#[path = "../support/scenario.rs"]
+mod scenario;
 use passnum::code::Keyring;
 use passnum::config::ServerConfig;
 use passnum::domain::Timestamp;
@@ -198,31 +201,9 @@ pub fn commune(insee: &str) -> Option<pb::Place> {
     })
 }
 
+/// Every pass of an order, 7 at a time so that the tests cross page boundaries.
 pub async fn passes(c: &Clients, order: u64) -> Vec<pb::PassInfo> {
-    let mut out = vec![];
-    let mut token = String::new();
-    loop {
-        let mut s = c
-            .issuance
-            .clone()
-            .list_passes(pb::ListPassesRequest {
-                order_id: order,
-                page_size: 7,
-                page_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut next = String::new();
-        while let Some(p) = s.message().await.unwrap() {
-            next = p.next_page_token.clone();
-            out.push(p);
-        }
-        if next.is_empty() {
-            return out;
-        }
-        token = next;
-    }
+    scenario::order_passes_by(c, order, 7).await
 }
 
 /// A registry for the tests: commanditaire 1 (Gironde); structure 1 with a fixed site (1,

@@ -96,12 +96,17 @@ pub async fn redemption_scenario(
 
 /// Every pass of an order, a page of 1 000 at a time.
 pub async fn order_passes(op: &Clients, order: u64) -> Vec<pb::PassInfo> {
+    order_passes_by(op, order, 1000).await
+}
+
+/// Every pass of an order, following page tokens `page_size` passes at a time.
+pub async fn order_passes_by(op: &Clients, order: u64, page_size: u32) -> Vec<pb::PassInfo> {
     let mut out = vec![];
     let mut token = String::new();
     loop {
         let req = pb::ListPassesRequest {
             order_id: order,
-            page_size: 1000,
+            page_size,
             page_token: token.clone(),
         };
         let mut s = op
