@@ -944,7 +944,8 @@ fn a_large_run_resumes_and_settles_each_redemption_exactly_once() {
     );
     assert_eq!(
         w.state.settlements.len(),
-        2,
-        "a structure is never split, even past the line budget"
+        4,
+        "a structure with more lines than the budget gets one settlement per budget"
     );
+    assert!(w.state.settlements.values().all(|s| s.lines.len() == 1));
 }

@@ -81,67 +81,112 @@ impl Settlement {
 
 /// Whether a redemption belongs to the run with this cut-off.
 pub fn eligible(r: &Redemption, cut_off: Timestamp, reversal_window_ms: i64) -> bool {
-    r.settlement.is_none() && r.at < cut_off && r.at.plus_ms(reversal_window_ms) <= cut_off
+    r.settlement.is_none() && eligible_at(r.at, cut_off, reversal_window_ms)
+}
+
+/// Redeemed before the cut-off, and its reversal window closed by then.
+fn eligible_at(at: Timestamp, cut_off: Timestamp, reversal_window_ms: i64) -> bool {
+    at < cut_off && at.plus_ms(reversal_window_ms) <= cut_off
+}
+
+/// The next settlements of a run, and whether eligible redemptions remain after them.
+pub struct NextSettlements {
+    pub settlements: Vec<Settlement>,
+    pub remaining: bool,
 }
 
 /// Builds the next settlements of the run, structure by structure, until `lines_max`
-/// lines are taken (a structure is never split across records).
+/// lines are taken. A structure's lines stay together unless they alone exceed `lines_max`:
+/// then it gets one settlement per `lines_max` lines, oldest first, over several records.
+/// Reads only the unsettled redemptions, so it costs what it settles.
 pub fn next_settlements(
     state: &State,
     cut_off: Timestamp,
     now: Timestamp,
     reversal_window_ms: i64,
     lines_max: usize,
-) -> Vec<Settlement> {
-    let mut by_structure: BTreeMap<StructureId, Vec<SettlementLine>> = BTreeMap::new();
-    for pass in state.passes.values() {
-        let Some(r) = pass
-            .redemption
-            .as_ref()
-            .filter(|r| eligible(r, cut_off, reversal_window_ms))
-        else {
-            continue;
-        };
-        let order = &state.orders[&pass.order];
-        by_structure
-            .entry(r.structure)
-            .or_default()
-            .push(SettlementLine {
-                serial: pass.serial,
-                site: r.site,
-                commune: r.commune,
-                service: r.service.clone(),
-                redeemed_at: r.at,
-                commanditaire: order.commanditaire,
-                order: order.id,
-                amount: order.face_value,
-            });
-    }
-    let first_id = state.settlements.len() as u64 + 1;
+) -> NextSettlements {
+    let mut next_id = state.settlements.len() as u64 + 1;
     let mut taken = 0;
     let mut out = vec![];
-    for (next_id, (structure, mut lines)) in (first_id..).zip(by_structure) {
-        if taken > 0 && taken + lines.len() > lines_max {
-            break;
+    for (structure, unsettled) in &state.unsettled {
+        let mut due = unsettled
+            .iter()
+            .take_while(|(at, _)| eligible_at(*at, cut_off, reversal_window_ms))
+            .peekable();
+        if due.peek().is_none() {
+            continue;
         }
+        let room = lines_max - taken;
+        let due_count = due.clone().take(room + 1).count();
+        if taken > 0 && due_count > room {
+            return NextSettlements {
+                settlements: out,
+                remaining: true,
+            };
+        }
+        let lines: Vec<SettlementLine> = due
+            .take(room)
+            .map(|(_, serial)| line(state, *serial))
+            .collect();
         taken += lines.len();
-        lines.sort_by_key(|l| (l.redeemed_at, l.serial));
-        let id = SettlementId(next_id);
-        let total = Cents(lines.iter().map(|l| l.amount.0).sum());
-        let leaves: Vec<merkle::Hash> = lines.iter().map(SettlementLine::leaf).collect();
-        let day = cut_off.0.div_euclid(Timestamp::MS_PER_DAY) as i32;
-        let (y, m, d) = civil_from_days(day);
-        out.push(Settlement {
-            id,
-            reference: format!("PN-{y:04}{m:02}{d:02}-{structure}-{id}"),
-            structure,
+        out.push(settlement(
+            SettlementId(next_id),
+            *structure,
             cut_off,
-            created_at: now,
-            merkle_root: merkle::root(&leaves),
+            now,
             lines,
-            total,
-            status: SettlementStatus::Created,
-        });
+        ));
+        next_id += 1;
+        if due_count > room {
+            return NextSettlements {
+                settlements: out,
+                remaining: true,
+            };
+        }
     }
-    out
+    NextSettlements {
+        settlements: out,
+        remaining: false,
+    }
+}
+
+fn line(state: &State, serial: Serial) -> SettlementLine {
+    let pass = &state.passes[&serial];
+    let r = pass.redemption.as_ref().expect("unsettled passes are redeemed");
+    let order = &state.orders[&pass.order];
+    SettlementLine {
+        serial,
+        site: r.site,
+        commune: r.commune,
+        service: r.service.clone(),
+        redeemed_at: r.at,
+        commanditaire: order.commanditaire,
+        order: order.id,
+        amount: order.face_value,
+    }
+}
+
+fn settlement(
+    id: SettlementId,
+    structure: StructureId,
+    cut_off: Timestamp,
+    now: Timestamp,
+    lines: Vec<SettlementLine>,
+) -> Settlement {
+    let total = Cents(lines.iter().map(|l| l.amount.0).sum());
+    let leaves: Vec<merkle::Hash> = lines.iter().map(SettlementLine::leaf).collect();
+    let day = cut_off.0.div_euclid(Timestamp::MS_PER_DAY) as i32;
+    let (y, m, d) = civil_from_days(day);
+    Settlement {
+        id,
+        reference: format!("PN-{y:04}{m:02}{d:02}-{structure}-{id}"),
+        structure,
+        cut_off,
+        created_at: now,
+        merkle_root: merkle::root(&leaves),
+        lines,
+        total,
+        status: SettlementStatus::Created,
+    }
 }

@@ -747,7 +747,10 @@ fn run_clearing(
     if cut_off > now {
         return Err(Refusal::CutOffInFuture { now });
     }
-    let settlements = super::clearing::next_settlements(
+    let super::clearing::NextSettlements {
+        settlements,
+        remaining,
+    } = super::clearing::next_settlements(
         state,
         cut_off,
         now,
@@ -764,15 +767,6 @@ fn run_clearing(
         };
         return Ok(Step::NoChange(done));
     }
-    // More to settle for this cut-off than these settlements hold: the caller runs again.
-    let taken: usize = settlements.iter().map(|s| s.lines.len()).sum();
-    let eligible = state
-        .passes
-        .values()
-        .filter_map(|p| p.redemption.as_ref())
-        .filter(|r| super::clearing::eligible(r, cut_off, rules.reversal_window_ms))
-        .count();
-    let remaining = eligible > taken;
     let mut postings = vec![];
     for s in &settlements {
         assert_eq!(

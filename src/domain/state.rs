@@ -10,7 +10,7 @@ use super::refusal::Refusal;
 use super::serial::Serial;
 use super::types::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the core remembers of a request id: the content it came with and the answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +49,10 @@ pub struct State {
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Role>,
     pub settlements: BTreeMap<SettlementId, Settlement>,
+    /// Redemptions not (or no longer) in a settlement, per structure, oldest first: clearing
+    /// reads only these, so a run costs what it settles, not what the ledger holds. Derived
+    /// from `passes` (never stored), kept by `apply` and by `load_pass`.
+    pub unsettled: BTreeMap<StructureId, BTreeSet<(Timestamp, Serial)>>,
     /// The sequence number of the last record applied, and that record's hash (set by
     /// storage, which computes hashes: the core never hashes).
     pub seq: u64,
@@ -158,17 +162,21 @@ impl State {
                 let pass = self.pass_mut(*serial);
                 pass.status = PassStatus::Redeemed;
                 pass.redemption = Some(redemption.clone());
+                self.mark_unsettled(redemption.structure, redemption.at, *serial, true);
             }
             Fact::RedemptionReversed { serial, .. } => {
                 let pass = self.pass_mut(*serial);
                 pass.status = PassStatus::Active;
-                pass.redemption = None;
+                if let Some(r) = pass.redemption.take() {
+                    self.mark_unsettled(r.structure, r.at, *serial, false);
+                }
             }
             Fact::PassCancelled { serial } => self.close(*serial, PassStatus::Cancelled, at),
             Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
             Fact::SettlementCreated(s) => {
                 for line in &s.lines {
                     self.redemption_mut(line.serial).settlement = Some(s.id);
+                    self.mark_unsettled(s.structure, line.redeemed_at, line.serial, false);
                 }
                 self.settlements.insert(s.id, s.clone());
                 self.dirty.0.push(Key::Settlement(s.id));
@@ -180,9 +188,12 @@ impl State {
                     .expect("fact names a known settlement");
                 s.status = status.clone();
                 if matches!(status, SettlementStatus::Rejected { .. }) {
-                    let serials: Vec<Serial> = s.lines.iter().map(|l| l.serial).collect();
-                    for serial in serials {
+                    let structure = s.structure;
+                    let lines: Vec<(Timestamp, Serial)> =
+                        s.lines.iter().map(|l| (l.redeemed_at, l.serial)).collect();
+                    for (at, serial) in lines {
                         self.redemption_mut(serial).settlement = None;
+                        self.mark_unsettled(structure, at, serial, true);
                     }
                 }
                 self.dirty.0.push(Key::Settlement(*settlement));
@@ -190,6 +201,17 @@ impl State {
             Fact::OrderSwept { order } => {
                 self.order_mut(*order).swept = true;
                 self.dirty.0.push(Key::Order(*order));
+            }
+        }
+    }
+
+    fn mark_unsettled(&mut self, s: StructureId, at: Timestamp, serial: Serial, on: bool) {
+        if on {
+            self.unsettled.entry(s).or_default().insert((at, serial));
+        } else if let Some(set) = self.unsettled.get_mut(&s) {
+            set.remove(&(at, serial));
+            if set.is_empty() {
+                self.unsettled.remove(&s);
             }
         }
     }
@@ -268,6 +290,9 @@ impl State {
 
     /// Inserts an entity loaded from storage (start-up): nothing becomes dirty.
     pub fn load_pass(&mut self, pass: Pass) {
+        if let Some(r) = pass.redemption.as_ref().filter(|r| r.settlement.is_none()) {
+            self.mark_unsettled(r.structure, r.at, pass.serial, true);
+        }
         self.passes.insert(pass.serial, pass);
     }
 
@@ -283,6 +308,7 @@ impl State {
         let mut outstanding: HashMap<CommanditaireId, i64> = HashMap::new();
         let mut payable: HashMap<StructureId, i64> = HashMap::new();
         let mut credit: HashMap<CommanditaireId, i64> = HashMap::new();
+        let mut unsettled = 0usize;
         for pass in self.passes.values() {
             let order = self
                 .orders
@@ -302,6 +328,14 @@ impl State {
                     let r = pass.redemption.as_ref().expect("checked above");
                     if r.settlement.is_none() {
                         *payable.entry(r.structure).or_default() += face;
+                        unsettled += 1;
+                        let tracked = self
+                            .unsettled
+                            .get(&r.structure)
+                            .is_some_and(|set| set.contains(&(r.at, pass.serial)));
+                        if !tracked {
+                            return Err(format!("pass {} is unsettled but not tracked", pass.serial));
+                        }
                     }
                 }
                 PassStatus::Cancelled | PassStatus::Expired if order.funding.is_some() => {
@@ -315,6 +349,12 @@ impl State {
                 }
                 _ => {}
             }
+        }
+        let tracked: usize = self.unsettled.values().map(BTreeSet::len).sum();
+        if tracked != unsettled {
+            return Err(format!(
+                "{tracked} redemptions tracked as unsettled, passes say {unsettled}"
+            ));
         }
         let (paid, in_payment) = self.check_settlements()?;
         for c in self.commanditaires.keys() {

@@ -131,7 +131,25 @@ pub struct Index {
 }
 
 impl Index {
+    /// Opens the index. sled's lock on its directory outlives a dropped handle for a moment
+    /// (its flusher thread lets go last), so a lock conflict is retried for up to 2 s before
+    /// it is reported: long enough for our own previous handle, short for another process.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Self::open_once(dir) {
+                Err(IndexError::Sled(sled::Error::Io(e)))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path) -> Result<Index, IndexError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 << 20)
@@ -212,8 +230,7 @@ impl Index {
                 b'o' => drop(state.orders.insert(OrderId(id()), dec(&k, &v)?)),
                 b'l' => drop(state.order_serials.insert(OrderId(id()), dec(&k, &v)?)),
                 b'p' => {
-                    let pass: Pass = dec(&k, &v)?;
-                    state.passes.insert(pass.serial, pass);
+                    state.load_pass(dec(&k, &v)?);
                 }
                 b'w' => drop(state.workshops.insert(WorkshopId(id()), dec(&k, &v)?)),
                 b'x' => drop(state.settlements.insert(SettlementId(id()), dec(&k, &v)?)),
