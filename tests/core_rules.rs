@@ -852,10 +852,11 @@ fn clearing_settles_each_redemption_once_with_proofs() {
     );
     assert_eq!(w.state.seq, seq, "and records nothing");
 
-    let pay = |id, r: &str| Command::RecordPayment {
+    let pay = |id, r: &str, cents| Command::RecordPayment {
         settlement: SettlementId(id),
         bank_reference: label(r),
         executed_on_days: 20_460,
+        amount: Cents(cents),
     };
     let reject = |id| Command::RecordRejection {
         settlement: SettlementId(id),
@@ -872,15 +873,20 @@ fn clearing_settles_each_redemption_once_with_proofs() {
                 },
                 Refused("ALREADY_SETTLED"),
             ),
-            ("pay settlement 1", pay(1, "BANK-1"), Ok),
+            (
+                "the bank executed another amount",
+                pay(1, "BANK-1", 2999),
+                Refused("PAYMENT_AMOUNT_MISMATCH"),
+            ),
+            ("pay settlement 1", pay(1, "BANK-1", 3000), Ok),
             (
                 "pay it twice",
-                pay(1, "BANK-1"),
+                pay(1, "BANK-1", 3000),
                 Refused("SETTLEMENT_NOT_OPEN"),
             ),
             (
                 "unknown settlement",
-                pay(9, "x"),
+                pay(9, "x", 1),
                 Refused("UNKNOWN_SETTLEMENT"),
             ),
             ("the bank returns settlement 2", reject(2), Ok),

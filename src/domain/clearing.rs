@@ -41,6 +41,7 @@ pub enum SettlementStatus {
         at: Timestamp,
         bank_reference: Label,
         executed_on_days: i32,
+        amount: Cents,
     },
     Rejected {
         at: Timestamp,
@@ -153,7 +154,10 @@ pub fn next_settlements(
 
 fn line(state: &State, serial: Serial) -> SettlementLine {
     let pass = &state.passes[&serial];
-    let r = pass.redemption.as_ref().expect("unsettled passes are redeemed");
+    let r = pass
+        .redemption
+        .as_ref()
+        .expect("unsettled passes are redeemed");
     let order = &state.orders[&pass.order];
     SettlementLine {
         serial,

@@ -137,6 +137,9 @@ pub enum Command {
         settlement: SettlementId,
         bank_reference: Label,
         executed_on_days: i32,
+        /// What the bank executed: a SEPA transfer is executed whole, so it must equal the
+        /// settlement's total; anything else is a reconciliation matter, refused here.
+        amount: Cents,
     },
     /// The bank returned a settlement's transfer.
     RecordRejection {

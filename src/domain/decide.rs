@@ -187,7 +187,15 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             settlement,
             bank_reference,
             executed_on_days,
-        } => settle_payment(state, now, *settlement, bank_reference, *executed_on_days),
+            amount,
+        } => settle_payment(
+            state,
+            now,
+            *settlement,
+            bank_reference,
+            *executed_on_days,
+            *amount,
+        ),
         RecordRejection { settlement, reason } => reject_payment(state, now, *settlement, reason),
         ImportSites { rows, scope } => {
             let (facts, report) = super::import::plan(state, rows, scope);
@@ -822,8 +830,15 @@ fn settle_payment(
     id: SettlementId,
     bank_reference: &Label,
     executed_on_days: i32,
+    amount: Cents,
 ) -> Result<Step, Refusal> {
     let s = open_settlement(state, id)?;
+    if amount != s.total {
+        return Err(Refusal::PaymentAmountMismatch {
+            expected: s.total,
+            got: amount,
+        });
+    }
     let mut postings = vec![Posting {
         account: Account::InPayment(s.structure),
         amount: s.total.0,
@@ -838,6 +853,7 @@ fn settle_payment(
         at: now,
         bank_reference: bank_reference.clone(),
         executed_on_days,
+        amount,
     };
     Ok(Step::Change(Effects {
         facts: vec![Fact::SettlementStatusSet {

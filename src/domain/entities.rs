@@ -160,6 +160,15 @@ pub struct Redemption {
     pub settlement: Option<SettlementId>,
 }
 
+/// A redemption given back: kept so that reports can state what was reversed, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reversal {
+    pub serial: Serial,
+    pub order: OrderId,
+    pub redemption: Redemption,
+    pub reversed_at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pass {
     pub serial: Serial,

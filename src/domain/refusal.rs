@@ -53,6 +53,7 @@ pub enum Refusal {
     UnknownSettlement(SettlementId),
     SettlementNotOpen(SettlementId),
     AlreadySettled(SettlementId),
+    PaymentAmountMismatch { expected: Cents, got: Cents },
     // Storage: what the command would record exceeds the size of one ledger record.
     RecordTooLarge { bytes: usize, max: usize },
 }
@@ -99,6 +100,7 @@ impl Refusal {
             UnknownSettlement(_) => "UNKNOWN_SETTLEMENT",
             SettlementNotOpen(_) => "SETTLEMENT_NOT_OPEN",
             AlreadySettled(_) => "ALREADY_SETTLED",
+            PaymentAmountMismatch { .. } => "PAYMENT_AMOUNT_MISMATCH",
         }
     }
 
@@ -123,7 +125,7 @@ impl Refusal {
             MintCountMismatch { expected, got } => {
                 vec![("expected", expected.to_string()), ("got", got.to_string())]
             }
-            FundingMismatch { expected, got } => vec![
+            FundingMismatch { expected, got } | PaymentAmountMismatch { expected, got } => vec![
                 ("expected_cents", expected.0.to_string()),
                 ("got_cents", got.0.to_string()),
             ],
@@ -187,6 +189,7 @@ impl fmt::Display for Refusal {
             CutOffInFuture { now } => write!(f, "a clearing cut-off cannot be after now ({} ms)", now.0),
             UnknownSettlement(id) => write!(f, "no settlement {id}"),
             SettlementNotOpen(id) => write!(f, "settlement {id} is already paid or rejected"),
+            PaymentAmountMismatch { expected, got } => write!(f, "the settlement's total is {expected}; a payment of {got} is not its execution"),
             AlreadySettled(id) => write!(f, "the redemption is cleared in settlement {id}: it can no longer be reversed"),
             RecordTooLarge { bytes, max } => {
                 write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")

@@ -34,6 +34,8 @@ pub enum Key {
     Balance(Account),
     Credential([u8; 32]),
     Settlement(SettlementId),
+    /// The reversal at this position in `State::reversals`.
+    Reversal(u64),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,6 +51,8 @@ pub struct State {
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Role>,
     pub settlements: BTreeMap<SettlementId, Settlement>,
+    /// Every reversal, in ledger order (the pass itself forgets the redemption).
+    pub reversals: Vec<Reversal>,
     /// Redemptions not (or no longer) in a settlement, per structure, oldest first: clearing
     /// reads only these, so a run costs what it settles, not what the ledger holds. Derived
     /// from `passes` (never stored), kept by `apply` and by `load_pass`.
@@ -167,8 +171,18 @@ impl State {
             Fact::RedemptionReversed { serial, .. } => {
                 let pass = self.pass_mut(*serial);
                 pass.status = PassStatus::Active;
+                let order = pass.order;
                 if let Some(r) = pass.redemption.take() {
                     self.mark_unsettled(r.structure, r.at, *serial, false);
+                    self.dirty
+                        .0
+                        .push(Key::Reversal(self.reversals.len() as u64));
+                    self.reversals.push(Reversal {
+                        serial: *serial,
+                        order,
+                        redemption: r,
+                        reversed_at: at,
+                    });
                 }
             }
             Fact::PassCancelled { serial } => self.close(*serial, PassStatus::Cancelled, at),
@@ -334,7 +348,10 @@ impl State {
                             .get(&r.structure)
                             .is_some_and(|set| set.contains(&(r.at, pass.serial)));
                         if !tracked {
-                            return Err(format!("pass {} is unsettled but not tracked", pass.serial));
+                            return Err(format!(
+                                "pass {} is unsettled but not tracked",
+                                pass.serial
+                            ));
                         }
                     }
                 }

@@ -31,6 +31,7 @@ pub fn refusal_code(r: &Refusal) -> Code {
         UnknownSettlement(_) => Code::NotFound,
         CutOffInFuture { .. } => Code::InvalidArgument,
         SettlementNotOpen(_) | AlreadySettled(_) => Code::FailedPrecondition,
+        PaymentAmountMismatch { .. } => Code::InvalidArgument,
         NotMinted
         | AlreadyFunded
         | FundingMismatch { .. }

@@ -74,6 +74,7 @@ pub fn key_bytes(key: &Key) -> Vec<u8> {
         Key::Balance(a) => [b"a".as_slice(), &postcard::to_allocvec(a).expect("encodes")].concat(),
         Key::Credential(h) => [b"k".as_slice(), h.as_slice()].concat(),
         Key::Settlement(id) => id_key(b'x', id.0),
+        Key::Reversal(i) => id_key(b'v', *i),
     }
 }
 
@@ -102,6 +103,7 @@ fn value_bytes(state: &State, key: &Key) -> Vec<u8> {
         Key::Balance(a) => enc(&state.balance(*a)),
         Key::Credential(h) => enc(&state.credentials[h]),
         Key::Settlement(id) => enc(&state.settlements[id]),
+        Key::Reversal(i) => enc(&state.reversals[*i as usize]),
     }
 }
 
@@ -234,6 +236,8 @@ impl Index {
                 }
                 b'w' => drop(state.workshops.insert(WorkshopId(id()), dec(&k, &v)?)),
                 b'x' => drop(state.settlements.insert(SettlementId(id()), dec(&k, &v)?)),
+                // Keys are big-endian positions, so sled yields them in order.
+                b'v' => state.reversals.push(dec(&k, &v)?),
                 b'r' => {
                     let key = String::from_utf8_lossy(&k[1..]).into_owned();
                     state.requests.insert(key, dec(&k, &v)?);
