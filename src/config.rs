@@ -40,6 +40,17 @@ pub struct Limits {
     pub page_sites_max: u32,
     /// Requests in progress on one connection.
     pub connection_requests_max: usize,
+    /// Settlements in one ListSettlements page.
+    pub page_settlements_max: u32,
+    /// Rows of one reconciliation: a département's structures × sites × orders stay in the
+    /// low thousands; a larger answer asks for fewer départements.
+    pub reconcile_rows_max: usize,
+    /// Days in one reported period: a year and a month, for annual accounts.
+    pub period_days_max: i32,
+    /// Bytes of one streamed export chunk, and chunks queued before the reader catches up:
+    /// an export holds at most their product in memory.
+    pub export_chunk_bytes: usize,
+    pub export_queue_chunks: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +72,11 @@ impl Default for Limits {
             import_bytes_max: 12 << 20,
             import_rows_max: 30_000,
             page_sites_max: 1_000,
+            page_settlements_max: 1_000,
+            reconcile_rows_max: 50_000,
+            period_days_max: 400,
+            export_chunk_bytes: 64 << 10,
+            export_queue_chunks: 4,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod export;
 pub mod opendata;
 pub mod render;
 pub mod rpc;

@@ -101,22 +101,33 @@ pub fn sheet_pdf(
     header: &SheetHeader,
     carnets: &[(String, Vec<PrintedPass>)],
 ) -> io::Result<()> {
+    let contents = carnets
+        .iter()
+        .map(|(title, passes)| page_content(header, title, passes));
+    write_pages(out, carnets.len(), contents)
+}
+
+/// Writes an A4 PDF of `count` pages with the two standard fonts (F1 Helvetica, F2
+/// Helvetica-Bold); each page's content stream is produced when it is written.
+pub fn write_pages(
+    out: &mut impl Write,
+    count: usize,
+    contents: impl Iterator<Item = Vec<u8>>,
+) -> io::Result<()> {
     let mut pdf = Pdf {
         out,
         offset: 0,
         offsets: vec![],
     };
     pdf.raw(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")?;
-    let kids: Vec<String> = (0..carnets.len())
-        .map(|i| format!("{} 0 R", 5 + 2 * i))
-        .collect();
+    let kids: Vec<String> = (0..count).map(|i| format!("{} 0 R", 5 + 2 * i)).collect();
     pdf.object(1, b"<< /Type /Catalog /Pages 2 0 R >>")?;
     pdf.object(
         2,
         format!(
             "<< /Type /Pages /Kids [{}] /Count {} >>",
             kids.join(" "),
-            carnets.len()
+            count
         )
         .as_bytes(),
     )?;
@@ -128,9 +139,8 @@ pub fn sheet_pdf(
         4,
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
     )?;
-    for (i, (title, passes)) in carnets.iter().enumerate() {
+    for (i, content) in contents.take(count).enumerate() {
         let page = 5 + 2 * i;
-        let content = page_content(header, title, passes);
         let dict = format!(
             "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_W} {PAGE_H}] /Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents {} 0 R >>",
             page + 1
@@ -270,7 +280,8 @@ fn qr_rects(c: &mut Vec<u8>, payload: &str, x0: f32, y0: f32) {
     c.extend_from_slice(b"f\n");
 }
 
-fn text(c: &mut Vec<u8>, font: &str, size: f32, x: f32, y: f32, s: &str) {
+/// Writes one line of text at (x, y) in points from the page's lower left corner.
+pub fn text(c: &mut Vec<u8>, font: &str, size: f32, x: f32, y: f32, s: &str) {
     c.extend_from_slice(format!("BT /{font} {size} Tf {x:.1} {y:.1} Td (").as_bytes());
     c.extend(win_ansi(s));
     c.extend_from_slice(b") Tj ET\n");

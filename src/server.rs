@@ -7,7 +7,7 @@ use crate::domain::{Command, Envelope, Role};
 use crate::engine::{self, Clock, Ledger};
 use crate::rpc::context::Ctx;
 use crate::rpc::pb;
-use crate::rpc::{auth, issuance, ledger, redemption, registry, sites};
+use crate::rpc::{auth, clearing, issuance, ledger, redemption, registry, sites};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -172,6 +172,10 @@ async fn router(
         )
         .add_service(
             pb::sites_server::SitesServer::new(sites::SitesService(ctx.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::clearing_server::ClearingServer::new(clearing::ClearingService(ctx.clone()))
                 .max_decoding_message_size(max),
         )
         .add_service(

@@ -54,6 +54,7 @@ pub enum Refusal {
     SettlementNotOpen(SettlementId),
     AlreadySettled(SettlementId),
     PaymentAmountMismatch { expected: Cents, got: Cents },
+    NotSettled(Serial),
     // Storage: what the command would record exceeds the size of one ledger record.
     RecordTooLarge { bytes: usize, max: usize },
 }
@@ -101,6 +102,7 @@ impl Refusal {
             SettlementNotOpen(_) => "SETTLEMENT_NOT_OPEN",
             AlreadySettled(_) => "ALREADY_SETTLED",
             PaymentAmountMismatch { .. } => "PAYMENT_AMOUNT_MISMATCH",
+            NotSettled(_) => "NOT_SETTLED",
         }
     }
 
@@ -112,7 +114,7 @@ impl Refusal {
             UnknownStructure(id) => vec![("structure", id.0.to_string())],
             UnknownSite(id) | SiteInactive(id) => vec![("site", id.0.to_string())],
             UnknownOrder(id) => vec![("order", id.0.to_string())],
-            UnknownPass(s) | SerialCollision(s) => vec![("serial", s.to_string())],
+            UnknownPass(s) | SerialCollision(s) | NotSettled(s) => vec![("serial", s.to_string())],
             UnknownStop { site, stop } => {
                 vec![("site", site.0.to_string()), ("stop", stop.to_string())]
             }
@@ -190,6 +192,7 @@ impl fmt::Display for Refusal {
             UnknownSettlement(id) => write!(f, "no settlement {id}"),
             SettlementNotOpen(id) => write!(f, "settlement {id} is already paid or rejected"),
             PaymentAmountMismatch { expected, got } => write!(f, "the settlement's total is {expected}; a payment of {got} is not its execution"),
+            NotSettled(s) => write!(f, "pass {s} is in no settlement (not redeemed, not yet cleared, or returned by the bank)"),
             AlreadySettled(id) => write!(f, "the redemption is cleared in settlement {id}: it can no longer be reversed"),
             RecordTooLarge { bytes, max } => {
                 write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")

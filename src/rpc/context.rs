@@ -153,3 +153,49 @@ impl Ctx {
         }
     }
 }
+
+/// A server-streamed file.
+pub type ChunkStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<super::pb::Chunk, Status>> + Send>>;
+
+impl Ctx {
+    /// Streams an export: a blocking task writes it part by part, each part under a short
+    /// read lock, into a bounded queue of chunks. A slow reader holds the task back, a
+    /// reader gone stops it, and the file is never whole in memory.
+    pub fn stream_export(&self, mut export: Box<dyn crate::export::Export>) -> ChunkStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(self.limits.export_queue_chunks);
+        let state = self.state.clone();
+        let chunk = self.limits.export_chunk_bytes;
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(chunk);
+            loop {
+                let more = match read_state(&state) {
+                    Ok(st) => export.next(&st, &mut buf),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(errors::engine(e)));
+                        return;
+                    }
+                };
+                if buf.len() >= chunk || !more {
+                    let data = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
+                    if tx.blocking_send(Ok(super::pb::Chunk { data })).is_err() {
+                        return;
+                    }
+                }
+                if !more {
+                    return;
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// Streams bytes already made (a PDF), in export-sized chunks.
+    pub fn stream_bytes(&self, bytes: Vec<u8>) -> ChunkStream {
+        let chunks: Vec<Result<super::pb::Chunk, Status>> = bytes
+            .chunks(self.limits.export_chunk_bytes)
+            .map(|c| Ok(super::pb::Chunk { data: c.to_vec() }))
+            .collect();
+        Box::pin(tokio_stream::iter(chunks))
+    }
+}

@@ -32,6 +32,7 @@ pub fn refusal_code(r: &Refusal) -> Code {
         CutOffInFuture { .. } => Code::InvalidArgument,
         SettlementNotOpen(_) | AlreadySettled(_) => Code::FailedPrecondition,
         PaymentAmountMismatch { .. } => Code::InvalidArgument,
+        NotSettled(_) => Code::FailedPrecondition,
         NotMinted
         | AlreadyFunded
         | FundingMismatch { .. }

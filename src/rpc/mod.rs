@@ -2,6 +2,7 @@
 //! and translate answers back. Only this module (and the CLI) knows protobuf.
 
 pub mod auth;
+pub mod clearing;
 pub mod context;
 pub mod convert;
 pub mod errors;
@@ -10,4 +11,5 @@ pub mod ledger;
 pub mod pb;
 pub mod redemption;
 pub mod registry;
+pub mod reports;
 pub mod sites;
