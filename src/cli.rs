@@ -62,6 +62,20 @@ pub enum Cmd {
     },
     #[command(flatten)]
     Client(ClientCmd),
+    /// Clearing and settlement: runs, payments, statements, exports, reconciliation, proofs.
+    Clearing {
+        #[command(subcommand)]
+        cmd: crate::cli_clearing::ClearingCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Checks a pass's settlement proof (from `clearing proof --out`) offline, without the
+    /// server; with --root, also that it leads to the root you hold (ledger or bank statement).
+    VerifyProof {
+        file: PathBuf,
+        #[arg(long)]
+        root: Option<String>,
+    },
     /// Test support: appends records in a loop, printing each acknowledged batch.
     #[command(hide = true)]
     StressAppend {

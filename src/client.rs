@@ -31,6 +31,7 @@ pub struct Clients {
     pub redemptions: pb::redemptions_client::RedemptionsClient<Svc>,
     pub ledger: pb::ledger_client::LedgerClient<Svc>,
     pub sites: pb::sites_client::SitesClient<Svc>,
+    pub clearing: pb::clearing_client::ClearingClient<Svc>,
     /// The channel itself, for other services (health, reflection).
     pub channel: Channel,
 }
@@ -54,6 +55,10 @@ impl Clients {
                 bearer.clone(),
             ),
             sites: pb::sites_client::SitesClient::with_interceptor(channel.clone(), bearer.clone()),
+            clearing: pb::clearing_client::ClearingClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
             channel: channel.clone(),
             ledger: pb::ledger_client::LedgerClient::with_interceptor(channel, bearer),
         }
@@ -189,7 +194,7 @@ fn place(stop: Option<u32>, insee: &str) -> Option<pb::Place> {
 }
 
 /// Prints JSON when asked, else the readable line.
-fn out(conn: &Conn, json: serde_json::Value, text: String) {
+pub fn out(conn: &Conn, json: serde_json::Value, text: String) {
     if conn.json {
         println!("{json}");
     } else {

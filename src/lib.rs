@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map, the invariants and the on-disk format.
 
 pub mod cli;
+pub mod cli_clearing;
 pub mod client;
 pub mod code;
 pub mod config;

@@ -55,6 +55,10 @@ async fn run(command: Cmd) -> Result<(), CliError> {
         }
         Cmd::Demo { conn } => passnum::demo::run(&conn).await,
         Cmd::Client(c) => passnum::client::run(c).await,
+        Cmd::Clearing { cmd, conn } => passnum::cli_clearing::run(cmd, &conn).await,
+        Cmd::VerifyProof { file, root } => {
+            passnum::cli_clearing::verify_proof_file(&file, root.as_deref())
+        }
         Cmd::StressAppend { data, batches } => {
             passnum::stress::append(&data, batches).map_err(CliError::Failed)
         }
