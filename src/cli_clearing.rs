@@ -375,7 +375,7 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             let head = r.head.clone().unwrap_or_default();
-            let t = r.totals.clone().unwrap_or_default();
+            let t = r.totals.unwrap_or_default();
             let mut text = format!(
                 "{} to {} ({}), ledger head {} {}: {} rows; redeemed {}, reversed {}, paid {}, outstanding {}",
                 r.from, r.to, r.departements.join(","), head.seq, head.hash, r.rows.len(),

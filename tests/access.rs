@@ -10,6 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use tonic::{Code, Status};
 
+const JAN_1: &str = "2026-01-01";
+
 const ROLES: [&str; 10] = [
     "none", "bad", "op", "c1", "c2", "s1", "s2", "l1", "h33", "h75",
 ];
@@ -369,6 +371,157 @@ async fn every_rpc_with_every_role() {
             "ExportSites",
             stream!(sites, export_sites, pb::ExportSitesRequest::default()),
             &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"],
+        ),
+        (
+            "RunClearing",
+            call!(
+                clearing,
+                run_clearing,
+                pb::RunClearingRequest {
+                    cut_off: JAN_1.into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "GetRun",
+            call!(
+                clearing,
+                get_run,
+                pb::GetRunRequest {
+                    cut_off: JAN_1.into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "ListSettlements",
+            stream!(
+                clearing,
+                list_settlements,
+                pb::ListSettlementsRequest::default()
+            ),
+            &["op", "s1", "s2"],
+        ),
+        (
+            "RecordPayment",
+            call!(
+                clearing,
+                record_payment,
+                pb::RecordPaymentRequest {
+                    request_id: rid(),
+                    settlement_id: 99,
+                    bank_reference: "B".into(),
+                    executed_on: JAN_1.into(),
+                    amount_cents: 1
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "RecordRejection",
+            call!(
+                clearing,
+                record_rejection,
+                pb::RecordRejectionRequest {
+                    request_id: rid(),
+                    settlement_id: 99,
+                    reason: "R".into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "GetBalances",
+            call!(clearing, get_balances, pb::GetBalancesRequest::default()),
+            &["op", "c1", "c2"],
+        ),
+        (
+            "GetOrderStatement",
+            call!(
+                clearing,
+                get_order_statement,
+                pb::GetOrderStatementRequest { order_id: o1 }
+            ),
+            &["op", "c1", "h33"],
+        ),
+        (
+            "ExportPaymentFile",
+            stream!(
+                clearing,
+                export_payment_file,
+                pb::ExportPaymentFileRequest {
+                    cut_off: JAN_1.into(),
+                    debtor_name: "Op".into(),
+                    debtor_iban: "FR7630006000011234567890189".into(),
+                    debtor_bic: String::new(),
+                    execution_date: JAN_1.into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "ExportStatement",
+            stream!(
+                clearing,
+                export_statement,
+                pb::ExportStatementRequest {
+                    cut_off: JAN_1.into(),
+                    ..Default::default()
+                }
+            ),
+            &["op", "s1", "s2"],
+        ),
+        (
+            "GetAttestation",
+            stream!(
+                clearing,
+                get_attestation,
+                pb::GetAttestationRequest {
+                    structure_id: 1,
+                    from: JAN_1.into(),
+                    to: "2026-02-01".into()
+                }
+            ),
+            &["op", "s1"],
+        ),
+        (
+            "Reconcile",
+            call!(
+                clearing,
+                reconcile,
+                pb::ReconcileRequest {
+                    from: JAN_1.into(),
+                    to: "2026-02-01".into(),
+                    departements: vec![]
+                }
+            ),
+            &["op", "h33", "h75"],
+        ),
+        (
+            // The workshop above redeemed pass 2 at site 3 (structure 1, Bordeaux).
+            "GetProof",
+            call!(
+                clearing,
+                get_proof,
+                pb::GetProofRequest {
+                    serial: p[2].serial.clone()
+                }
+            ),
+            &["op", "c1", "s1", "h33"],
+        ),
+        (
+            "ExportUsage",
+            stream!(
+                clearing,
+                export_usage,
+                pb::ExportUsageRequest {
+                    order_id: 0,
+                    from: JAN_1.into(),
+                    to: "2026-02-01".into()
+                }
+            ),
+            &["op", "c1", "c2", "h33", "h75"],
         ),
     ];
     let mut wrong = vec![];

@@ -955,3 +955,79 @@ fn a_large_run_resumes_and_settles_each_redemption_exactly_once() {
     );
     assert!(w.state.settlements.values().all(|s| s.lines.len() == 1));
 }
+
+#[test]
+fn reconciliation_flags_what_does_not_add_up() {
+    use passnum::domain::reports::{reconcile, Discrepancy};
+    let mut w = clearing_world();
+    w.run(Command::RunClearing {
+        cut_off: Timestamp(T0 + 2 * DAY),
+    })
+    .unwrap();
+    let all = |_: InseeCode| true;
+    let period = (Timestamp(T0), Timestamp(T0 + 3 * DAY));
+    let clean = reconcile(&w.state, all, period.0, period.1);
+    assert!(clean.discrepancies.is_empty());
+    assert_eq!(clean.totals.redeemed.count, 5);
+    assert_eq!(clean.totals.settled.count, 4, "pass 4 waits for its window");
+    assert_eq!(
+        clean.totals.settled.cents,
+        w.state.settlements.values().map(|s| s.total.0).sum::<i64>()
+    );
+
+    // Tampered: a total that is not its lines, a payment that is not the total, and a
+    // redemption in two settlements. Each is named.
+    let mut bad = w.state.clone();
+    let mut copy = bad.settlements[&SettlementId(1)].clone();
+    bad.settlements.get_mut(&SettlementId(1)).unwrap().total.0 += 1;
+    let s2 = bad.settlements.get_mut(&SettlementId(2)).unwrap();
+    s2.status = SettlementStatus::Paid {
+        at: Timestamp(T0),
+        bank_reference: label("B"),
+        executed_on_days: 0,
+        amount: Cents(s2.total.0 - 1),
+    };
+    copy.id = SettlementId(3);
+    let twice = copy.lines[0].serial;
+    bad.settlements.insert(copy.id, copy);
+    let found = reconcile(&bad, all, period.0, period.1).discrepancies;
+    assert!(found.contains(&Discrepancy::SettlementTotal {
+        settlement: SettlementId(1),
+        total: Cents(bad.settlements[&SettlementId(1)].total.0),
+        lines: bad.settlements[&SettlementId(1)].lines_total(),
+    }));
+    assert!(found
+        .iter()
+        .any(|d| matches!(d, Discrepancy::PaidAmount { settlement, .. } if *settlement == SettlementId(2))));
+    assert!(found.iter().any(
+        |d| matches!(d, Discrepancy::SettledTwice { serial, settlements }
+        if *serial == twice && settlements.len() == 2)
+    ));
+    // Outside the hub's communes, nothing is found (and nothing counted).
+    let none = reconcile(&bad, |_| false, period.0, period.1);
+    assert!(none.discrepancies.is_empty() && none.rows.is_empty());
+}
+
+#[test]
+fn a_proof_holds_for_every_line_and_a_forged_one_does_not() {
+    use passnum::domain::proof::{prove, verify, ProofError};
+    let mut w = clearing_world();
+    w.run(Command::RunClearing {
+        cut_off: Timestamp(T0 + 2 * DAY),
+    })
+    .unwrap();
+    for s in w.state.settlements.values() {
+        for l in &s.lines {
+            let p = prove(&w.state, l.serial).unwrap();
+            assert_eq!(verify(&p, Some(&s.merkle_root)), Ok(()));
+            assert_eq!(verify(&p, Some(&[0; 32])), Err(ProofError::UntrustedRoot));
+            let mut forged = p.clone();
+            forged.line.site = SiteId(99);
+            assert_eq!(verify(&forged, None), Err(ProofError::RootMismatch));
+        }
+    }
+    assert_eq!(
+        prove(&w.state, serial(4)).unwrap_err().reason(),
+        "NOT_SETTLED"
+    );
+}

@@ -25,6 +25,7 @@ pub struct TestServer {
     pub op: Clients,
     pub keys: Keyring,
     pub operator_token: String,
+    tune: fn(&mut ServerConfig),
 }
 
 pub fn config(dir: &std::path::Path) -> ServerConfig {
@@ -35,9 +36,14 @@ pub fn config(dir: &std::path::Path) -> ServerConfig {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_tuned(|_| {}).await
+    }
+
+    /// Starts with `tune` applied to the test configuration (at every restart too).
+    pub async fn start_tuned(tune: fn(&mut ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(AtomicI64::new(T0 + DAY));
-        let (server, operator_token, op, keys) = Self::boot(dir.path(), &clock, None).await;
+        let (server, operator_token, op, keys) = Self::boot(dir.path(), &clock, None, tune).await;
         TestServer {
             dir,
             server: Some(server),
@@ -45,6 +51,7 @@ impl TestServer {
             op,
             keys,
             operator_token,
+            tune,
         }
     }
 
@@ -52,14 +59,14 @@ impl TestServer {
         dir: &std::path::Path,
         clock: &Arc<AtomicI64>,
         token: Option<String>,
+        tune: fn(&mut ServerConfig),
     ) -> (RunningServer, String, Clients, Keyring) {
         let c = clock.clone();
-        let server = server::start(
-            config(dir),
-            Arc::new(move || Timestamp(c.load(Ordering::SeqCst))),
-        )
-        .await
-        .unwrap();
+        let mut cfg = config(dir);
+        tune(&mut cfg);
+        let server = server::start(cfg, Arc::new(move || Timestamp(c.load(Ordering::SeqCst))))
+            .await
+            .unwrap();
         let token = token.unwrap_or_else(|| {
             std::fs::read_to_string(server.operator_token_file.as_ref().unwrap())
                 .unwrap()
@@ -88,11 +95,18 @@ impl TestServer {
     }
 
     pub async fn restart(&mut self) {
+        self.restart_after(|_| {}).await
+    }
+
+    /// Stops the server, lets `between` work on the data directory, starts it again.
+    pub async fn restart_after(&mut self, between: impl FnOnce(&std::path::Path)) {
         self.server.take().unwrap().shutdown().await.unwrap();
+        between(self.dir.path());
         let (server, _, op, _) = Self::boot(
             self.dir.path(),
             &self.clock,
             Some(self.operator_token.clone()),
+            self.tune,
         )
         .await;
         assert!(
