@@ -30,7 +30,9 @@ pub fn parse_bic(text: &str) -> Result<String, &'static str> {
 }
 
 pub struct PaymentFile {
-    settlements: Vec<SettlementId>,
+    /// Each transaction's settlement and creditor, fixed when the file is planned: a
+    /// structure's IBAN changed while the file streams does not mix into it.
+    settlements: Vec<(SettlementId, Label, Iban)>,
     header: Option<String>,
     next: usize,
 }
@@ -88,7 +90,14 @@ impl PaymentFile {
             agent = agent,
         );
         Some(PaymentFile {
-            settlements: settlements.iter().map(|s| s.id).collect(),
+            settlements: settlements
+                .iter()
+                .map(|s| {
+                    let st = &state.structures[&s.structure];
+                    let iban = st.iban.clone().expect("payable structures have an IBAN");
+                    (s.id, st.name.clone(), iban)
+                })
+                .collect(),
             header: Some(header),
             next: 0,
         })
@@ -106,10 +115,8 @@ impl Export for PaymentFile {
             return true;
         }
         let end = (self.next + SETTLEMENTS_PER_PART).min(self.settlements.len());
-        for id in &self.settlements[self.next..end] {
-            let s = &state.settlements[id];
-            let st = &state.structures[&s.structure];
-            transaction(out, s, st);
+        for (id, name, iban) in &self.settlements[self.next..end] {
+            transaction(out, &state.settlements[id], name, iban);
         }
         self.next = end;
         if end < self.settlements.len() {
@@ -120,8 +127,7 @@ impl Export for PaymentFile {
     }
 }
 
-fn transaction(out: &mut Vec<u8>, s: &Settlement, st: &Structure) {
-    let iban = st.iban.as_ref().expect("payable structures have an IBAN");
+fn transaction(out: &mut Vec<u8>, s: &Settlement, creditor: &Label, iban: &Iban) {
     let remittance = format!(
         "Pass numerique {} {} pass racine {}",
         s.reference,
@@ -138,7 +144,7 @@ fn transaction(out: &mut Vec<u8>, s: &Settlement, st: &Structure) {
         ),
         r = sepa_text(&s.reference, 35),
         amount = euros_dot(s.total),
-        name = sepa_text(st.name.as_str(), 70),
+        name = sepa_text(creditor.as_str(), 70),
         iban = iban.as_str(),
         ustrd = sepa_text(&remittance, 140),
     );
