@@ -4,6 +4,7 @@
 //! - the pain.001 file of 10 000 settlements, against the machine CSV statement of the same
 //!   settlements (the same walk over the state, a simpler format), and validated by xmllint
 //!   when target/test-deps holds the XSD.
+//!
 //! Run with `cargo bench --bench clearing`.
 
 use passnum::domain::*;

@@ -159,6 +159,9 @@ pub struct Ledger {
     state: SharedState,
     pub rules: Rules,
     indexer: Indexer,
+    /// Set when the disk refused a batch: memory is then ahead of the disk, so the ledger
+    /// refuses every later batch until it is reopened (fail-stop).
+    failed: Option<String>,
     /// Record times never go backwards, even if the system clock does.
     last_at: Timestamp,
 }
@@ -180,6 +183,7 @@ impl Ledger {
             rules,
             indexer,
             last_at: Timestamp(i64::MIN),
+            failed: None,
         })
     }
 
@@ -193,6 +197,11 @@ impl Ledger {
         read_state(&self.state).expect("the writer did not panic")
     }
 
+    /// Arms storage faults for the log's next appends (deterministic simulation).
+    pub fn inject_faults(&mut self, faults: crate::storage::Faults) {
+        self.store.log.set_faults(faults);
+    }
+
     pub fn shared_state(&self) -> SharedState {
         self.state.clone()
     }
@@ -204,6 +213,11 @@ impl Ledger {
         clock_now: Timestamp,
         envelopes: &[&Envelope],
     ) -> Result<Vec<Answer>, String> {
+        if let Some(why) = &self.failed {
+            return Err(format!(
+                "the ledger stopped after a failed write ({why}); reopen it"
+            ));
+        }
         let now = clock_now.max(self.last_at);
         self.last_at = now;
         let mut state = self
@@ -241,10 +255,11 @@ impl Ledger {
             // until it is durable (EngineHandle::wait_durable), and the indexer checkpoints
             // only durable states. Holding the lock through fsync would stall every reader.
             drop(state);
-            self.store
-                .log
-                .commit(&buf, &appended)
-                .map_err(|e| format!("log append: {e}"))?;
+            if let Err(e) = self.store.log.commit(&buf, &appended) {
+                let why = format!("log append: {e}");
+                self.failed = Some(why.clone());
+                return Err(why);
+            }
             let last = appended.last().expect("non-empty batch");
             assert_eq!(last.seq, applied, "log and state agree on the sequence");
             let mut state = self

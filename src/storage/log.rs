@@ -159,6 +159,36 @@ pub struct Log {
     end: u64,
     next_seq: u64,
     head: [u8; 32],
+    faults: Faults,
+}
+
+/// A storage failure to inject into the next append (deterministic simulation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Only the first `keep` bytes of the batch reach the file, then the write fails.
+    TornWrite { keep: usize },
+    /// The disk is full after `keep` bytes (ENOSPC).
+    NoSpace { keep: usize },
+    /// The whole batch is written but `fdatasync` reports an error.
+    SyncFails,
+}
+
+/// Faults armed for the log's next appends, shared with the test that arms them. Empty
+/// outside simulations; one lock-free check per batch when nothing is armed.
+#[derive(Clone, Debug, Default)]
+pub struct Faults(std::sync::Arc<std::sync::Mutex<Vec<Fault>>>);
+
+impl Faults {
+    pub fn arm(&self, fault: Fault) {
+        self.0.lock().expect("fault list").push(fault);
+    }
+    pub fn clear(&self) {
+        self.0.lock().expect("fault list").clear();
+    }
+    fn take(&self) -> Option<Fault> {
+        let mut list = self.0.lock().expect("fault list");
+        (!list.is_empty()).then(|| list.remove(0))
+    }
 }
 
 pub struct Appended {
@@ -190,6 +220,7 @@ impl Log {
             end: scan.end,
             next_seq: scan.records + 1,
             head: scan.head_hash,
+            faults: Faults::default(),
         };
         log.file.seek(SeekFrom::Start(log.end))?;
         Ok(log)
@@ -197,6 +228,9 @@ impl Log {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
     }
     pub fn head(&self) -> (u64, [u8; 32]) {
         (self.next_seq - 1, self.head)
@@ -224,13 +258,37 @@ impl Log {
         if appended.is_empty() {
             return Ok(());
         }
-        self.file.write_all(buf)?;
-        self.file.sync_data()?;
+        match self.faults.take() {
+            None => {
+                self.file.write_all(buf)?;
+                self.file.sync_data()?;
+            }
+            Some(fault) => return self.fail(buf, fault),
+        }
         self.end += buf.len() as u64;
         let last = appended.last().expect("non-empty");
         self.next_seq = last.seq + 1;
         self.head = last.hash;
         Ok(())
+    }
+}
+
+impl Log {
+    fn fail(&mut self, buf: &[u8], fault: Fault) -> io::Result<()> {
+        match fault {
+            Fault::TornWrite { keep } => {
+                self.file.write_all(&buf[..keep.min(buf.len() - 1)])?;
+                Err(io::Error::other("injected: torn write"))
+            }
+            Fault::NoSpace { keep } => {
+                self.file.write_all(&buf[..keep.min(buf.len() - 1)])?;
+                Err(io::Error::from_raw_os_error(28))
+            }
+            Fault::SyncFails => {
+                self.file.write_all(buf)?;
+                Err(io::Error::other("injected: fdatasync failed"))
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod log;
 pub use frame::LedgerRecord;
 pub use index::{Index, IndexBatch, IndexError};
 pub use indexer::Indexer;
-pub use log::{Appended, Log, LogError, Scan};
+pub use log::{Appended, Fault, Faults, Log, LogError, Scan};
 
 use crate::domain::State;
 use std::path::{Path, PathBuf};
