@@ -51,8 +51,12 @@ impl Default for EngineConfig {
 pub enum EngineError {
     /// The queue is full: try again later (RESOURCE_EXHAUSTED).
     Overloaded,
-    /// The engine stopped, after a storage failure or at shutdown (UNAVAILABLE).
+    /// The engine stopped, at shutdown (UNAVAILABLE).
     Stopped,
+    /// The disk refused a write (full, or failing): the request was not acknowledged and
+    /// the writer is reopening the ledger from disk; retry with the same request id
+    /// (UNAVAILABLE). `disk_full` tells the operator what to fix.
+    StorageFailed { disk_full: bool },
 }
 
 impl std::fmt::Display for EngineError {
@@ -62,6 +66,14 @@ impl std::fmt::Display for EngineError {
                 write!(f, "the ledger writer's queue is full; retry shortly")
             }
             EngineError::Stopped => write!(f, "the ledger writer has stopped"),
+            EngineError::StorageFailed { disk_full: true } => write!(
+                f,
+                "the disk is full: nothing was recorded; the service resumes when space is freed"
+            ),
+            EngineError::StorageFailed { disk_full: false } => write!(
+                f,
+                "the disk refused a write: nothing was acknowledged; the ledger is being reopened"
+            ),
         }
     }
 }
@@ -70,7 +82,7 @@ pub type Answer = Result<Outcome, Refusal>;
 
 struct Submission {
     envelope: Envelope,
-    reply: oneshot::Sender<Answer>,
+    reply: oneshot::Sender<Result<Answer, EngineError>>,
 }
 
 /// The ledger's position: last sequence number and its hash.
@@ -80,10 +92,18 @@ pub struct Head {
     pub hash: [u8; 32],
 }
 
+/// What the writer publishes: the durable head, and how many times the ledger was reopened
+/// after a storage failure (a reader waiting on a record that was lost stops waiting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Published {
+    head: Head,
+    reopened: u64,
+}
+
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Submission>,
-    head: watch::Receiver<Head>,
+    head: watch::Receiver<Published>,
 }
 
 impl EngineHandle {
@@ -95,20 +115,27 @@ impl EngineHandle {
                 mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
             })?;
-        rx.await.map_err(|_| EngineError::Stopped)
+        rx.await.map_err(|_| EngineError::Stopped)?
     }
 
     pub fn head(&self) -> Head {
-        *self.head.borrow()
+        self.head.borrow().head
     }
 
-    /// Waits until record `seq` is durable. Fails if the writer stopped first.
+    /// Waits until record `seq` is durable. Fails if the writer stopped first, or if the
+    /// ledger was reopened after a storage failure meanwhile (the record may be lost).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), EngineError> {
         let mut head = self.head.clone();
-        head.wait_for(|h| h.seq >= seq)
+        let reopened = head.borrow().reopened;
+        let p = head
+            .wait_for(|p| p.head.seq >= seq || p.reopened != reopened)
             .await
-            .map(drop)
-            .map_err(|_| EngineError::Stopped)
+            .map(|p| *p)
+            .map_err(|_| EngineError::Stopped)?;
+        if p.reopened != reopened {
+            return Err(EngineError::StorageFailed { disk_full: false });
+        }
+        Ok(())
     }
 }
 
@@ -128,12 +155,16 @@ pub fn start(
         ledger.state().seq,
         "the state and the log start at the same record"
     );
-    let (head_tx, head) = watch::channel(ledger.head());
+    let (head_tx, head) = watch::channel(Published {
+        head: ledger.head(),
+        reopened: 0,
+    });
     let writer = Writer {
-        ledger,
+        ledger: Some(ledger),
         batch_records_max: config.batch_records_max,
         clock,
         head: head_tx,
+        reopened: 0,
     };
     let thread = std::thread::Builder::new()
         .name("ledger-writer".into())
@@ -168,6 +199,16 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn open(dir: &std::path::Path, rules: Rules) -> Result<Ledger, crate::storage::StoreError> {
+        Self::open_into(dir, rules, Arc::new(RwLock::new(State::default())))
+    }
+
+    /// Opens the ledger and puts the recovered state into `shared`, which readers already
+    /// hold (the writer reopening after a storage failure).
+    pub fn open_into(
+        dir: &std::path::Path,
+        rules: Rules,
+        shared: SharedState,
+    ) -> Result<Ledger, crate::storage::StoreError> {
         let (store, state, recovery) = Store::open(dir)?;
         tracing::info!(
             records = recovery.records,
@@ -175,7 +216,9 @@ impl Ledger {
             torn_bytes = recovery.torn_bytes,
             "ledger opened"
         );
-        let state = Arc::new(RwLock::new(state));
+        // A poisoned lock is taken over: the state it guarded is replaced whole.
+        *shared.write().unwrap_or_else(|p| p.into_inner()) = state;
+        let state = shared;
         let indexer = Indexer::spawn(store.index.clone(), state.clone());
         Ok(Ledger {
             store,
@@ -304,11 +347,16 @@ fn refuse_if_too_large(body: crate::domain::RecordBody) -> crate::domain::Record
 }
 
 struct Writer {
-    ledger: Ledger,
+    /// None while the ledger is being reopened after a storage failure.
+    ledger: Option<Ledger>,
     batch_records_max: usize,
     clock: Clock,
-    head: watch::Sender<Head>,
+    head: watch::Sender<Published>,
+    reopened: u64,
 }
+
+/// How often a writer whose disk failed tries to reopen the ledger.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 enum Pending {
     Now(Answer),
@@ -326,19 +374,74 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let ledger = self.ledger.as_mut().expect("open between batches");
             let envelopes: Vec<&Envelope> = batch.iter().map(|s| &s.envelope).collect();
-            let answers = match self.ledger.execute_batch((self.clock)(), &envelopes) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(error = %e, "ledger write failed; the writer stops (fail-stop)");
-                    return;
+            match ledger.execute_batch((self.clock)(), &envelopes) {
+                Ok(answers) => {
+                    self.publish();
+                    for (s, answer) in batch.drain(..).zip(answers) {
+                        let _ = s.reply.send(Ok(answer));
+                    }
                 }
-            };
-            self.head.send_replace(self.ledger.head());
-            for (s, answer) in batch.drain(..).zip(answers) {
-                let _ = s.reply.send(answer);
+                Err(e) => {
+                    let disk_full = e.contains("os error 28") || e.contains("os error 27");
+                    tracing::error!(error = %e, disk_full, "ledger write failed: nothing acknowledged; reopening the ledger from disk");
+                    for s in batch.drain(..) {
+                        let _ = s.reply.send(Err(EngineError::StorageFailed { disk_full }));
+                    }
+                    if !self.reopen(&mut rx, disk_full) {
+                        return;
+                    }
+                }
             }
         }
-        self.ledger.close();
+        if let Some(ledger) = self.ledger.take() {
+            ledger.close();
+        }
+    }
+
+    fn publish(&self) {
+        let head = self.ledger.as_ref().expect("open").head();
+        self.head.send_replace(Published {
+            head,
+            reopened: self.reopened,
+        });
+    }
+
+    /// Fail-stop, then restart in place: the failed ledger (memory ahead of the disk) is
+    /// dropped, and the ledger is reopened from the disk (its torn tail cut) until that
+    /// works; meanwhile every request is answered "unavailable". Returns false when every
+    /// handle is gone.
+    fn reopen(&mut self, rx: &mut mpsc::Receiver<Submission>, disk_full: bool) -> bool {
+        let old = self.ledger.take().expect("the ledger that failed");
+        let (dir, rules, shared) = (old.store.dir.clone(), old.rules.clone(), old.shared_state());
+        drop(old);
+        loop {
+            match Ledger::open_into(&dir, rules.clone(), shared.clone()) {
+                Ok(ledger) => {
+                    self.ledger = Some(ledger);
+                    self.reopened += 1;
+                    self.publish();
+                    tracing::info!(
+                        reopened = self.reopened,
+                        "ledger reopened after a storage failure"
+                    );
+                    return true;
+                }
+                Err(e) => tracing::warn!(error = %e, "the ledger cannot be reopened yet"),
+            }
+            let until = std::time::Instant::now() + REOPEN_EVERY;
+            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                match rx.try_recv() {
+                    Ok(s) => {
+                        let _ = s.reply.send(Err(EngineError::StorageFailed { disk_full }));
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(left.min(std::time::Duration::from_millis(10)))
+                    }
+                }
+            }
+        }
     }
 }

@@ -88,6 +88,12 @@ pub fn engine(e: EngineError) -> Status {
             vec![],
         ),
         EngineError::Stopped => status(Code::Unavailable, "WRITER_STOPPED", e.to_string(), vec![]),
+        EngineError::StorageFailed { disk_full: true } => {
+            status(Code::Unavailable, "DISK_FULL", e.to_string(), vec![])
+        }
+        EngineError::StorageFailed { disk_full: false } => {
+            status(Code::Unavailable, "STORAGE_FAILED", e.to_string(), vec![])
+        }
     }
 }
 

@@ -7,7 +7,6 @@
 
 use super::index::{Index, IndexBatch};
 use crate::domain::State;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -23,13 +22,14 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 pub struct Indexer {
     nudge: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
-    failed: Arc<AtomicBool>,
+    /// Why the index store failed, once it has.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Indexer {
     pub fn spawn(index: Index, state: Arc<RwLock<State>>) -> Indexer {
         let (nudge, rx) = sync_channel(1);
-        let failed = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(std::sync::Mutex::new(None));
         let flag = failed.clone();
         let thread = std::thread::Builder::new()
             .name("indexer".into())
@@ -44,8 +44,8 @@ impl Indexer {
 
     /// Tells the indexer there is something new; never waits. Fails once the index failed.
     pub fn nudge(&self) -> Result<(), String> {
-        if self.failed.load(Ordering::SeqCst) {
-            return Err("the index store failed".into());
+        if let Some(why) = self.failed.lock().ok().and_then(|f| f.clone()) {
+            return Err(format!("the index store failed: {why}"));
         }
         match self
             .nudge
@@ -87,7 +87,12 @@ fn coalesce(rx: &Receiver<()>) -> bool {
     false
 }
 
-fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<AtomicBool>) {
+fn run(
+    index: Index,
+    state: Arc<RwLock<State>>,
+    rx: Receiver<()>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+) {
     // Ok(false): the writer is between applying a batch and syncing it; try again soon.
     let checkpoint = || -> Result<bool, String> {
         let batch = {
@@ -118,7 +123,9 @@ fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, failed: Arc<At
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "index checkpoint failed; the log stays complete and start-up will replay it");
-                    failed.store(true, Ordering::SeqCst);
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(e.to_string());
+                    }
                     return;
                 }
             }

@@ -41,7 +41,12 @@ impl TestServer {
 
     /// Starts with `tune` applied to the test configuration (at every restart too).
     pub async fn start_tuned(tune: fn(&mut ServerConfig)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(&std::env::temp_dir(), tune).await
+    }
+
+    /// Starts with its data directory inside `parent` (a small filesystem, say).
+    pub async fn start_in(parent: &std::path::Path, tune: fn(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::TempDir::new_in(parent).unwrap();
         let clock = Arc::new(AtomicI64::new(T0 + DAY));
         let (server, operator_token, op, keys) = Self::boot(dir.path(), &clock, None, tune).await;
         TestServer {
