@@ -139,11 +139,12 @@ fn failed(path: &Path, e: impl std::fmt::Display) -> CliError {
     CliError::Failed(format!("{}: {e}", path.display()))
 }
 
-/// Writes a streamed file chunk by chunk as it arrives; returns the bytes written.
+/// Writes a streamed file chunk by chunk as it arrives, and says so.
 async fn save(
+    conn: &Conn,
     stream: tonic::Response<tonic::Streaming<pb::Chunk>>,
     path: &Path,
-) -> Result<u64, CliError> {
+) -> Result<(), CliError> {
     let mut s = stream.into_inner();
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| failed(path, e))?);
     let mut n = 0u64;
@@ -152,15 +153,12 @@ async fn save(
         n += chunk.data.len() as u64;
     }
     f.flush().map_err(|e| failed(path, e))?;
-    Ok(n)
-}
-
-fn saved(conn: &Conn, path: &Path, bytes: u64) {
     out(
         conn,
-        json!({"file": path, "bytes": bytes}),
-        format!("wrote {} ({bytes} bytes)", path.display()),
+        json!({"file": path, "bytes": n}),
+        format!("wrote {} ({n} bytes)", path.display()),
     );
+    Ok(())
 }
 
 fn euros(cents: i64) -> String {
@@ -324,8 +322,7 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
                 debtor_bic,
                 execution_date,
             };
-            let n = save(cl.export_payment_file(req).await?, &path).await?;
-            saved(conn, &path, n);
+            save(conn, cl.export_payment_file(req).await?, &path).await?;
         }
         ClearingCmd::Export {
             cut_off,
@@ -344,8 +341,7 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
                 dialect,
                 lines,
             };
-            let n = save(cl.export_statement(req).await?, &path).await?;
-            saved(conn, &path, n);
+            save(conn, cl.export_statement(req).await?, &path).await?;
         }
         ClearingCmd::Attestation {
             structure,
@@ -358,8 +354,7 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
                 from,
                 to,
             };
-            let n = save(cl.get_attestation(req).await?, &path).await?;
-            saved(conn, &path, n);
+            save(conn, cl.get_attestation(req).await?, &path).await?;
         }
         ClearingCmd::Reconcile {
             from,
@@ -452,8 +447,7 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
                 from,
                 to,
             };
-            let n = save(cl.export_usage(req).await?, &path).await?;
-            saved(conn, &path, n);
+            save(conn, cl.export_usage(req).await?, &path).await?;
         }
     }
     Ok(())

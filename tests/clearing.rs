@@ -155,6 +155,17 @@ fn parse_csv(text: &str, sep: char) -> Vec<Vec<String>> {
     rows
 }
 
+/// The run of February 1st as CSV, every structure.
+async fn statement(t: &TestServer, dialect: pb::CsvDialect, lines: bool) -> Vec<u8> {
+    let req = pb::ExportStatementRequest {
+        cut_off: FEB_1.into(),
+        structure_id: 0,
+        dialect: dialect as i32,
+        lines,
+    };
+    collect(t.op.clearing.clone().export_statement(req).await.unwrap()).await
+}
+
 fn xsd_path() -> std::path::PathBuf {
     let p = std::env::var_os("PASSNUM_PAIN001_XSD")
         .map(Into::into)
@@ -340,17 +351,7 @@ async fn a_month_is_cleared_paid_returned_exported_reconciled_and_proved() {
     );
 
     // CSV, machine dialect, per pass: parsed back, every line and cent.
-    let machine = collect(
-        cl.export_statement(pb::ExportStatementRequest {
-            cut_off: FEB_1.into(),
-            structure_id: 0,
-            dialect: pb::CsvDialect::Machine as i32,
-            lines: true,
-        })
-        .await
-        .unwrap(),
-    )
-    .await;
+    let machine = statement(&t, pb::CsvDialect::Machine, true).await;
     let rows = parse_csv(std::str::from_utf8(&machine).unwrap(), ',');
     assert_eq!(rows[0][0], "reference");
     let serials: HashSet<&str> = rows[1..].iter().map(|r| r[1].as_str()).collect();
@@ -359,17 +360,7 @@ async fn a_month_is_cleared_paid_returned_exported_reconciled_and_proved() {
     assert_eq!(cents, run.total_cents);
 
     // CSV, spreadsheet dialect, per settlement: BOM, ';', CRLF, decimal comma.
-    let sheet = collect(
-        cl.export_statement(pb::ExportStatementRequest {
-            cut_off: FEB_1.into(),
-            structure_id: 0,
-            dialect: pb::CsvDialect::Spreadsheet as i32,
-            lines: false,
-        })
-        .await
-        .unwrap(),
-    )
-    .await;
+    let sheet = statement(&t, pb::CsvDialect::Spreadsheet, false).await;
     let sheet = String::from_utf8(sheet).unwrap();
     assert!(sheet.starts_with('\u{feff}') && sheet.contains("\r\n"));
     let rows = parse_csv(sheet.trim_start_matches('\u{feff}'), ';');

@@ -114,14 +114,7 @@ async fn a_full_disk_refuses_writes_clearly_and_service_resumes_when_space_retur
         );
     }
     assert_eq!(now[&passes[i].serial], pb::PassStatus::Redeemed as i32);
-    let v =
-        t.op.ledger
-            .clone()
-            .verify_chain(pb::VerifyChainRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    assert!(v.ok, "{}", v.problem);
+    assert_chain_verifies(&t).await;
     t.stop().await;
 }
 

@@ -406,14 +406,7 @@ async fn a_whole_day_reaches_every_refusal() {
         "REQUEST_ID_REUSED",
     );
 
-    let v =
-        t.op.ledger
-            .clone()
-            .verify_chain(pb::VerifyChainRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    assert!(v.ok, "{}", v.problem);
+    assert_chain_verifies(&t).await;
     t.stop().await;
 }
 

@@ -342,3 +342,15 @@ pub async fn order_from(
     }
     (id, passes(&t.op, id).await)
 }
+
+/// The ledger's chain and money invariants verify, as the operator sees them.
+pub async fn assert_chain_verifies(t: &TestServer) {
+    let v =
+        t.op.ledger
+            .clone()
+            .verify_chain(pb::VerifyChainRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(v.ok, "{}", v.problem);
+}
