@@ -122,9 +122,15 @@ fn main() {
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());
-        let server = passnum::server::start(config, passnum::engine::system_clock())
-            .await
-            .unwrap();
+        // The system clock, moved on by the bench to clear what it redeemed.
+        let ahead = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let system = passnum::engine::system_clock();
+        let shift = ahead.clone();
+        let clock: passnum::engine::Clock = Arc::new(move || {
+            let now = system();
+            passnum::domain::Timestamp(now.0 + shift.load(std::sync::atomic::Ordering::SeqCst))
+        });
+        let server = passnum::server::start(config, clock.clone()).await.unwrap();
         let url = format!("http://{}", server.addr);
         let token = std::fs::read_to_string(server.operator_token_file.as_ref().unwrap()).unwrap();
         let op = Clients::connect(&url, Some(token.trim())).await.unwrap();
@@ -245,6 +251,27 @@ fn main() {
         println!(
             "ratio redeem / baseline at {in_flight} in flight: {:.2}",
             loaded.rate() / baseline.rate()
+        );
+        // Three days later, everything redeemed is past its reversal window: clear it.
+        let day = passnum::domain::Timestamp::MS_PER_DAY;
+        ahead.store(3 * day, std::sync::atomic::Ordering::SeqCst);
+        let cut_off = passnum::export::iso_date((clock().0 / day - 1) as i32);
+        let start = std::time::Instant::now();
+        let run = op
+            .clearing
+            .clone()
+            .run_clearing(pb::RunClearingRequest { cut_off })
+            .await
+            .unwrap()
+            .into_inner();
+        let took = start.elapsed();
+        println!(
+            "{:<44} {:>9.0}/s  ({} redemptions in {:.2} s, {} records, over gRPC)",
+            "clearing",
+            run.lines as f64 / took.as_secs_f64(),
+            run.lines,
+            took.as_secs_f64(),
+            run.records
         );
         let v = op
             .ledger

@@ -482,6 +482,40 @@ async fn a_month_is_cleared_paid_returned_exported_reconciled_and_proved() {
             Err(proof::ProofError::RootMismatch)
         );
     }
+    // The CLI's verifier, with no server: a saved proof holds, a tampered file does not.
+    let any = book.keys().next().unwrap().clone();
+    let p = hub
+        .clearing
+        .clone()
+        .get_proof(pb::GetProofRequest { serial: any })
+        .await
+        .unwrap()
+        .into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proof.json");
+    let doc = passnum::cli_clearing::proof_json(&p);
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let verify = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+            .arg("verify-proof")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&["--root", &p.merkle_root]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("proof holds"));
+    let mut forged = doc.clone();
+    forged["line"]["amount_cents"] = serde_json::json!(p.line.as_ref().unwrap().amount_cents + 100);
+    std::fs::write(&file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let refused_out = verify(&[]);
+    assert_eq!(refused_out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&refused_out.stderr).contains("proof refused"));
     let unknown = passnum::domain::Serial::from_random(12345).to_string();
     refused(
         hub.clearing
