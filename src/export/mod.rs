@@ -53,3 +53,16 @@ pub fn iso_date(days: i32) -> String {
 pub fn hex(bytes: &[u8]) -> String {
     crate::code::hex(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_in_both_notations() {
+        assert_eq!(euros_dot(Cents(5)), "0.05");
+        assert_eq!(euros_dot(Cents(-1050)), "-10.50");
+        assert_eq!(euros_comma(Cents(100_000_000_001)), "1000000000,01");
+        assert_eq!(iso_date(0), "1970-01-01");
+    }
+}

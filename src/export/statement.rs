@@ -261,3 +261,44 @@ impl Export for LineStatement {
         si < self.settlements.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(d: Dialect, fields: &[&str]) -> String {
+        let mut out = vec![];
+        d.row(&mut out, fields);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fields_are_quoted_and_formulas_defused() {
+        assert_eq!(
+            row(Dialect::Machine, &["a,b", "c\"d", "e"]),
+            "\"a,b\",\"c\"\"d\",e\n"
+        );
+        assert_eq!(
+            row(Dialect::Spreadsheet, &["a,b", "x;y"]),
+            "a,b;\"x;y\"\r\n"
+        );
+        assert_eq!(
+            row(Dialect::Spreadsheet, &["=HYPERLINK(1)", "-2"]),
+            "'=HYPERLINK(1);'-2\r\n"
+        );
+        assert_eq!(
+            row(Dialect::Machine, &["=1"]),
+            "=1\n",
+            "machine files are data, not sheets"
+        );
+    }
+
+    #[test]
+    fn money_and_time_per_dialect() {
+        assert_eq!(Dialect::Spreadsheet.money(Cents(123_456)), "1234,56");
+        assert_eq!(Dialect::Machine.money(Cents(123_456)), "123456");
+        let t = Timestamp(1_767_225_600_000 + 14 * 3_600_000 + 3 * 60_000 + 7_000);
+        assert_eq!(Dialect::Spreadsheet.time(t), "01/01/2026 14:03");
+        assert_eq!(Dialect::Machine.time(t), "2026-01-01T14:03:07Z");
+    }
+}
