@@ -166,6 +166,21 @@ async fn statement(t: &TestServer, dialect: pb::CsvDialect, lines: bool) -> Vec<
     collect(t.op.clearing.clone().export_statement(req).await.unwrap()).await
 }
 
+/// A hub's reconciliation of January, over its own départements.
+async fn january(hub: &passnum::client::Clients) -> pb::Reconciliation {
+    let req = pb::ReconcileRequest {
+        from: "2026-01-01".into(),
+        to: FEB_1.into(),
+        departements: vec![],
+    };
+    hub.clearing
+        .clone()
+        .reconcile(req)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn xsd_path() -> std::path::PathBuf {
     let p = std::env::var_os("PASSNUM_PAIN001_XSD")
         .map(Into::into)
@@ -527,17 +542,7 @@ async fn a_month_is_cleared_paid_returned_exported_reconciled_and_proved() {
     );
 
     // The hub reconciles January: no discrepancy, every figure the sum of its rows.
-    let r = hub
-        .clearing
-        .clone()
-        .reconcile(pb::ReconcileRequest {
-            from: "2026-01-01".into(),
-            to: FEB_1.into(),
-            departements: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = january(&hub).await;
     assert!(r.discrepancies.is_empty(), "{:?}", r.discrepancies);
     assert!(r.head.as_ref().unwrap().seq > 0);
     let tot = r.totals.unwrap();
@@ -685,17 +690,7 @@ async fn a_run_killed_half_way_and_run_again_settles_each_redemption_once() {
     let lines: u32 = all.iter().map(|s| s.lines).sum();
     assert_eq!(lines as usize, cleared.len());
     let hub = t.credential(pb::Role::Hub, 0, &["33"]).await;
-    let r = hub
-        .clearing
-        .clone()
-        .reconcile(pb::ReconcileRequest {
-            from: "2026-01-01".into(),
-            to: FEB_1.into(),
-            departements: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = january(&hub).await;
     assert!(
         r.discrepancies.is_empty(),
         "no redemption settled twice: {:?}",
