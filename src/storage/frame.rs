@@ -54,7 +54,9 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-fn header_check(body_len: u32, seq: u64) -> u32 {
+/// The header's own check: a torn or foreign header is told from a real one before the
+/// body is read.
+pub fn header_check(body_len: u32, seq: u64) -> u32 {
     let mut h = blake3::Hasher::new();
     h.update(&body_len.to_le_bytes());
     h.update(&seq.to_le_bytes());
@@ -134,8 +136,16 @@ pub fn decode(buf: &[u8]) -> Result<(LedgerRecord, usize), FrameError> {
     }
     let at = Timestamp(i64::from_le_bytes(body[1..9].try_into().expect("8")));
     let prev_hash: [u8; 32] = body[9..41].try_into().expect("32");
-    let body: RecordBody =
-        postcard::from_bytes(&body[41..]).map_err(|e| FrameError::Payload(e.to_string()))?;
+    // Every byte of the payload belongs to the body: trailing bytes would let two byte
+    // strings stand for one record.
+    let (body, rest): (RecordBody, &[u8]) =
+        postcard::take_from_bytes(&body[41..]).map_err(|e| FrameError::Payload(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Payload(format!(
+            "{} bytes after the record body",
+            rest.len()
+        )));
+    }
     Ok((
         LedgerRecord {
             seq,
