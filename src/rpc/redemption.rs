@@ -19,10 +19,16 @@ const PARTICIPANTS_MAX: u32 = 1_000;
 
 impl RedemptionService {
     /// The site, checked against the caller: a site redeems only as itself.
-    fn site_for(&self, who: &Principal, id: u64) -> Result<Site, Status> {
-        let site = self.0.site(SiteId(id))?;
-        who.may_redeem_at(&site)?;
-        Ok(site)
+    /// The site the caller redeems at, checked under the read lock (no copy of the site:
+    /// this is on every redemption's path).
+    fn site_for(&self, who: &Principal, id: u64) -> Result<SiteId, Status> {
+        let state = self.0.read()?;
+        let site = state
+            .sites
+            .get(&SiteId(id))
+            .ok_or_else(|| errors::refused(&Refusal::UnknownSite(SiteId(id))))?;
+        who.may_redeem_at(site)?;
+        Ok(site.id)
     }
 }
 
@@ -91,7 +97,7 @@ impl Redemptions for RedemptionService {
         v.into_result()?;
         let cmd = Command::Redeem {
             serial,
-            site: site.id,
+            site,
             place,
             service: service.expect("checked"),
         };
@@ -122,7 +128,7 @@ impl Redemptions for RedemptionService {
             ));
         }
         let site = self.site_for(&who, r.site_id)?;
-        let workshop = workshop(&mut Violations::default(), limits, r, site.id)?;
+        let workshop = workshop(&mut Violations::default(), limits, r, site)?;
         // A code that fails its check is that pass's outcome; the others still go through.
         let parsed: Vec<Result<Serial, Box<pb::PassOutcome>>> = r
             .passes
@@ -194,10 +200,7 @@ impl Redemptions for RedemptionService {
                 "Reverse",
                 &r.request_id,
                 r,
-                Command::Reverse {
-                    serial,
-                    site: site.id,
-                },
+                Command::Reverse { serial, site },
             )
             .await?
         {
