@@ -125,7 +125,7 @@ pub fn balances(state: &State) -> BTreeMap<CommanditaireId, Balance> {
         })
         .collect();
     for order in state.orders.values() {
-        let s = order_statement(state, order);
+        let s = pass_counts(state, order);
         let b = out.entry(order.commanditaire).or_default();
         b.funded.0 += s.funded.0;
         b.redeemed.merge(s.redeemed);
@@ -160,6 +160,18 @@ pub struct OrderStatement {
 }
 
 pub fn order_statement(state: &State, order: &Order) -> OrderStatement {
+    let mut st = pass_counts(state, order);
+    st.reversed = state
+        .reversals
+        .iter()
+        .filter(|r| r.order == order.id)
+        .count() as u64;
+    st
+}
+
+/// The statement's counts over the order's passes (reversals aside: they take a scan of
+/// their own, which balances over every order must not repeat).
+fn pass_counts(state: &State, order: &Order) -> OrderStatement {
     let face = order.face_value;
     let funded = order.funding.is_some();
     let mut st = OrderStatement {
@@ -193,11 +205,6 @@ pub fn order_statement(state: &State, order: &Order) -> OrderStatement {
             st.credit_due.add(face);
         }
     }
-    st.reversed = state
-        .reversals
-        .iter()
-        .filter(|r| r.order == order.id)
-        .count() as u64;
     let accounted = st.active.count + st.redeemed.count + st.cancelled.count + st.expired.count;
     debug_assert!(
         accounted == st.issued || !funded,
