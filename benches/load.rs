@@ -273,14 +273,7 @@ fn main() {
             took.as_secs_f64(),
             run.records
         );
-        let v = op
-            .ledger
-            .clone()
-            .verify_chain(pb::VerifyChainRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(v.ok, "{}", v.problem);
+        scenario::verified_chain(&op, "after the load").await;
         server.shutdown().await.unwrap();
     });
 }

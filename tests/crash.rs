@@ -222,14 +222,7 @@ async fn acknowledged_redemptions_survive_sigkill() {
             acked.len(),
             "cycle {cycle} (seed {seed}): the dashboards agree"
         );
-        let v = op
-            .ledger
-            .clone()
-            .verify_chain(pb::VerifyChainRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(v.ok, "cycle {cycle} (seed {seed}): {}", v.problem);
+        let v = scenario::verified_chain(&op, &format!("cycle {cycle} (seed {seed})")).await;
         eprintln!("cycle {cycle}: {} acknowledged, {} retried after the kill, chain of {} records verified", done.len(), in_flight.len(), v.records);
     }
     child.kill().unwrap();

@@ -86,6 +86,20 @@ fn status_label(s: &SettlementStatus) -> (&'static str, String) {
     }
 }
 
+/// The run's settlements (of one structure, if named), returned ones only if asked.
+fn settlement_ids(
+    state: &State,
+    cut_off: Timestamp,
+    structure: Option<StructureId>,
+    returned_too: bool,
+) -> Vec<SettlementId> {
+    run_settlements(state, cut_off)
+        .filter(|s| structure.is_none_or(|id| s.structure == id))
+        .filter(|s| returned_too || !matches!(s.status, SettlementStatus::Rejected { .. }))
+        .map(|s| s.id)
+        .collect()
+}
+
 /// One row per settlement of a run (optionally of one structure).
 pub struct RunStatement {
     dialect: Dialect,
@@ -102,10 +116,7 @@ impl RunStatement {
     ) -> RunStatement {
         RunStatement {
             dialect,
-            settlements: run_settlements(state, cut_off)
-                .filter(|s| structure.is_none_or(|id| s.structure == id))
-                .map(|s| s.id)
-                .collect(),
+            settlements: settlement_ids(state, cut_off, structure, true),
             next: None,
         }
     }
@@ -185,11 +196,7 @@ impl LineStatement {
     ) -> LineStatement {
         LineStatement {
             dialect,
-            settlements: run_settlements(state, cut_off)
-                .filter(|s| structure.is_none_or(|id| s.structure == id))
-                .filter(|s| !matches!(s.status, SettlementStatus::Rejected { .. }))
-                .map(|s| s.id)
-                .collect(),
+            settlements: settlement_ids(state, cut_off, structure, false),
             at: None,
         }
     }

@@ -95,6 +95,20 @@ pub async fn redemption_scenario(
 }
 
 /// Every pass of an order, a page of 1 000 at a time.
+/// Asserts that the ledger's chain and money invariants verify, as the operator sees them
+/// (`context` names the moment in the failure message); returns the verification.
+pub async fn verified_chain(op: &Clients, context: &str) -> pb::VerifyChainResponse {
+    let v = op
+        .ledger
+        .clone()
+        .verify_chain(pb::VerifyChainRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{context}: {}", v.problem);
+    v
+}
+
 pub async fn order_passes(op: &Clients, order: u64) -> Vec<pb::PassInfo> {
     order_passes_by(op, order, 1000).await
 }
