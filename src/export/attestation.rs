@@ -73,53 +73,45 @@ pub fn pdf(
     let contents = pages.into_iter().enumerate().map(|(i, chunk)| {
         let mut c = Vec::new();
         let mut y = 800.0;
-        let line = |c: &mut Vec<u8>, font: &str, size: f32, x: f32, s: &str, y: f32| {
-            text(c, font, size, x, y, s)
-        };
-        line(
-            &mut c,
-            "F2",
-            14.0,
-            50.0,
-            "Pass numérique — attestation de paiement",
-            y,
-        );
-        y -= 22.0;
-        line(
-            &mut c,
-            "F1",
-            10.0,
-            50.0,
-            &format!(
-                "Structure : {} ({})",
-                structure.name,
-                structure.payee.as_str()
+        // The heading: (font, size, text, space after).
+        let heading = [
+            (
+                "F2",
+                14.0,
+                "Pass numérique — attestation de paiement".to_owned(),
+                22.0,
             ),
-            y,
-        );
-        y -= 14.0;
-        let to_incl = iso_date(period.to_days - 1);
-        line(
-            &mut c,
-            "F1",
-            10.0,
-            50.0,
-            &format!(
-                "Période : du {} au {} (dates d’exécution)",
-                iso_date(period.from_days),
-                to_incl
+            (
+                "F1",
+                10.0,
+                format!(
+                    "Structure : {} ({})",
+                    structure.name,
+                    structure.payee.as_str()
+                ),
+                14.0,
             ),
-            y,
-        );
-        y -= 14.0;
-        line(
-            &mut c,
-            "F1",
-            8.0,
-            50.0,
-            &format!("Grand livre au n° {} — empreinte {}", head.0, hex(&head.1)),
-            y,
-        );
+            (
+                "F1",
+                10.0,
+                format!(
+                    "Période : du {} au {} (dates d’exécution)",
+                    iso_date(period.from_days),
+                    iso_date(period.to_days - 1)
+                ),
+                14.0,
+            ),
+            (
+                "F1",
+                8.0,
+                format!("Grand livre au n° {} — empreinte {}", head.0, hex(&head.1)),
+                0.0,
+            ),
+        ];
+        for (font, size, s, after) in &heading {
+            text(&mut c, font, *size, 50.0, y, s);
+            y -= after;
+        }
         y -= 24.0;
         for (x, h) in [
             (50.0, "Référence"),
@@ -128,15 +120,15 @@ pub fn pdf(
             (430.0, "Passes"),
             (480.0, "Montant (€)"),
         ] {
-            line(&mut c, "F2", 9.0, x, h, y);
+            text(&mut c, "F2", 9.0, x, y, h);
         }
         y -= 14.0;
         for r in chunk {
-            line(&mut c, "F1", 9.0, 50.0, &r.reference, y);
-            line(&mut c, "F1", 9.0, 230.0, &iso_date(r.executed_on_days), y);
-            line(&mut c, "F1", 9.0, 300.0, &r.bank_reference, y);
-            line(&mut c, "F1", 9.0, 430.0, &r.lines.to_string(), y);
-            line(&mut c, "F1", 9.0, 480.0, &euros_comma(r.amount), y);
+            text(&mut c, "F1", 9.0, 50.0, y, &r.reference);
+            text(&mut c, "F1", 9.0, 230.0, y, &iso_date(r.executed_on_days));
+            text(&mut c, "F1", 9.0, 300.0, y, &r.bank_reference);
+            text(&mut c, "F1", 9.0, 430.0, y, &r.lines.to_string());
+            text(&mut c, "F1", 9.0, 480.0, y, &euros_comma(r.amount));
             y -= 13.0;
         }
         if i + 1 == count {
@@ -146,15 +138,15 @@ pub fn pdf(
                 euros_comma(total),
                 rows.len()
             );
-            line(&mut c, "F2", 11.0, 50.0, &msg, y);
+            text(&mut c, "F2", 11.0, 50.0, y, &msg);
         }
-        line(
+        text(
             &mut c,
             "F1",
             8.0,
             50.0,
-            &format!("Page {} / {count}", i + 1),
             40.0,
+            &format!("Page {} / {count}", i + 1),
         );
         c
     });
