@@ -52,6 +52,13 @@ macro_rules! ensure {
     };
 }
 
+/// Compacts the index once its deltas pass 2 000 bytes: restarts then load a base and
+/// deltas in every mix, and compactions run all along. (Process-wide, and harmless to the
+/// other tests: any threshold must give the same state.)
+fn small_index_compactions() {
+    std::env::set_var("PASSNUM_INDEX_COMPACT_BYTES", "300");
+}
+
 fn reopen(ledger: Ledger, dir: &std::path::Path, drop_index: bool) -> Ledger {
     drop(ledger);
     if drop_index {
@@ -62,6 +69,7 @@ fn reopen(ledger: Ledger, dir: &std::path::Path, drop_index: bool) -> Ledger {
 
 /// Runs `ops` against a fresh ledger and the model; the first disagreement is the error.
 fn check_run(ops: &[Op]) -> Result<(), String> {
+    small_index_compactions();
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
     let mut model = Model::new();

@@ -292,18 +292,29 @@ impl State {
 
     /// The keys changed since the last call, each once.
     pub fn take_dirty(&mut self) -> Vec<Key> {
-        let mut seen = std::collections::HashSet::with_capacity(self.dirty.0.len());
-        let mut keys = std::mem::take(&mut self.dirty.0);
-        keys.retain(|k| seen.insert(k.clone()));
-        keys
+        let keys = std::mem::take(&mut self.dirty.0);
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let first: Vec<bool> = keys.iter().map(|k| seen.insert(k)).collect();
+        drop(seen);
+        keys.into_iter()
+            .zip(first)
+            .filter_map(|(k, first)| first.then_some(k))
+            .collect()
     }
 
     pub fn balance(&self, account: Account) -> i64 {
         self.balances.get(&account).copied().unwrap_or(0)
     }
 
-    /// Inserts an entity loaded from storage (start-up): nothing becomes dirty.
+    /// Puts a pass loaded from storage (start-up), replacing an earlier value of it: nothing
+    /// becomes dirty.
     pub fn load_pass(&mut self, pass: Pass) {
+        if let Some(old) = self.passes.get(&pass.serial) {
+            if let Some(r) = old.redemption.as_ref().filter(|r| r.settlement.is_none()) {
+                let (s, at, serial) = (r.structure, r.at, old.serial);
+                self.mark_unsettled(s, at, serial, false);
+            }
+        }
         if let Some(r) = pass.redemption.as_ref().filter(|r| r.settlement.is_none()) {
             self.mark_unsettled(r.structure, r.at, pass.serial, true);
         }

@@ -1,10 +1,25 @@
-//! The sled index: derived state, rebuildable from the log at any time. One tree, keys
-//! prefixed by kind, so that a batch (one record batch's changes plus the last applied
-//! sequence number) lands atomically.
+//! The sled index: a checkpoint of the state, rebuildable from the log at any time. Start-up
+//! loads it whole, then replays the log beyond its position; no request reads it.
 //!
-//! | prefix | key                 | value (postcard)          |
+//! | sled key              | value                                                  |
+//! |-----------------------|--------------------------------------------------------|
+//! | `mseq`, `mhead`       | last applied seq, its hash (postcard)                  |
+//! | `mformat`             | this layout's version (`FORMAT`)                       |
+//! | `mgen`                | the base's generation (postcard u64; none: no base)    |
+//! | `b` gen BE, chunk BE  | a chunk of the base: entries sorted by entry key       |
+//! | `d` id BE             | a delta: the entries one checkpoint changed            |
+//!
+//! The state is the base, then every delta in id order, a later value replacing an earlier
+//! one. A checkpoint is one sled batch: its delta and the new position. Sled costs about as
+//! much per key as a redemption does in all, so entries travel in blobs (`blob.rs`), not
+//! one sled key each. Compaction folds the deltas into the next base generation, written
+//! beside the current one, then switched to in one batch that also drops the old chunks and
+//! the folded deltas; chunks of another generation are leftovers of a compaction cut short.
+//!
+//! Entry keys name one piece of state; values are postcard:
+//!
+//! | prefix | entry key           | value                     |
 //! |--------|---------------------|---------------------------|
-//! | `m`    | `seq`, `head`       | last applied seq, its hash|
 //! | `c`    | commanditaire id BE | Commanditaire             |
 //! | `s`    | structure id BE     | Structure                 |
 //! | `t`    | site id BE          | Site                      |
@@ -16,7 +31,9 @@
 //! | `a`    | postcard(Account)   | i64 balance               |
 //! | `k`    | token hash          | Role                      |
 //! | `x`    | settlement id BE    | Settlement                |
+//! | `v`    | position BE         | Reversal                  |
 
+use super::blob::{self, BlobWriter};
 use crate::domain::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -89,47 +106,76 @@ fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError> {
     })
 }
 
-/// The current value of a dirty key, as the index stores it.
-fn value_bytes(state: &State, key: &Key) -> Vec<u8> {
-    match key {
-        Key::Commanditaire(id) => enc(&state.commanditaires[id]),
-        Key::Structure(id) => enc(&state.structures[id]),
-        Key::Site(id) => enc(&state.sites[id]),
-        Key::Order(id) => enc(&state.orders[id]),
-        Key::OrderSerials(id) => enc(&state.order_serials[id]),
-        Key::Pass(s) => enc(&state.passes[s]),
-        Key::Workshop(id) => enc(&state.workshops[id]),
-        Key::Request(r) => enc(&state.requests[r]),
-        Key::Balance(a) => enc(&state.balance(*a)),
-        Key::Credential(h) => enc(&state.credentials[h]),
-        Key::Settlement(id) => enc(&state.settlements[id]),
-        Key::Reversal(i) => enc(&state.reversals[*i as usize]),
-    }
-}
-
-/// The changes of one record batch, encoded for the index: taken under the writer's lock,
-/// applied later by the indexer thread.
+/// The changes of a checkpoint, encoded under the state's lock, written later.
 pub struct IndexBatch {
-    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    delta: Vec<u8>,
     pub seq: u64,
     head: [u8; 32],
 }
 
 impl IndexBatch {
     pub fn of(state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> IndexBatch {
-        let writes = keys
-            .iter()
-            .map(|k| (key_bytes(k), value_bytes(state, k)))
-            .collect();
-        IndexBatch { writes, seq, head }
+        let mut blob = BlobWriter::default();
+        for key in keys {
+            push_value(&mut blob, state, key);
+        }
+        IndexBatch {
+            delta: blob.finish(),
+            seq,
+            head,
+        }
     }
 }
 
-/// The index, and the read side that RPC handlers use concurrently with the writer.
+/// Appends a dirty key's current value.
+fn push_value(blob: &mut BlobWriter, state: &State, key: &Key) {
+    let k = key_bytes(key);
+    match key {
+        Key::Commanditaire(id) => blob.push_encoded(&k, &state.commanditaires[id]),
+        Key::Structure(id) => blob.push_encoded(&k, &state.structures[id]),
+        Key::Site(id) => blob.push_encoded(&k, &state.sites[id]),
+        Key::Order(id) => blob.push_encoded(&k, &state.orders[id]),
+        Key::OrderSerials(id) => blob.push_encoded(&k, &state.order_serials[id]),
+        Key::Pass(s) => blob.push_encoded(&k, &state.passes[s]),
+        Key::Workshop(id) => blob.push_encoded(&k, &state.workshops[id]),
+        Key::Request(r) => blob.push_encoded(&k, &state.requests[r]),
+        Key::Balance(a) => blob.push_encoded(&k, &state.balance(*a)),
+        Key::Credential(h) => blob.push_encoded(&k, &state.credentials[h]),
+        Key::Settlement(id) => blob.push_encoded(&k, &state.settlements[id]),
+        Key::Reversal(i) => blob.push_encoded(&k, &state.reversals[*i as usize]),
+    }
+}
+
+/// The layout version in `mformat`; an index in another layout is rebuilt from the log.
+const FORMAT: u32 = 2;
+/// Deltas are folded into the base once they reach half its size, and at least this much:
+/// each byte is then rewritten a few times at most, and start-up reads at most 1.5 bases.
+const COMPACT_MIN_BYTES: u64 = 8 << 20;
+/// Size of a base chunk: large enough that sled sees few keys, small enough to stream.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// `PASSNUM_INDEX_COMPACT_BYTES` lowers the compaction floor: the tests set it to a few
+/// bytes so that small ledgers go through compaction at every checkpoint.
+fn compact_min_bytes() -> u64 {
+    std::env::var("PASSNUM_INDEX_COMPACT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(COMPACT_MIN_BYTES)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub base: u64,
+    pub deltas: u64,
+}
+
+/// The index, written by one thread at a time (start-up, then the indexer).
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
     tree: sled::Tree,
+    sizes: std::sync::Arc<std::sync::Mutex<Sizes>>,
+    compact_min_bytes: u64,
 }
 
 impl Index {
@@ -157,7 +203,26 @@ impl Index {
             .cache_capacity(256 << 20)
             .open()?;
         let tree = db.open_tree("state")?;
-        Ok(Index { db, tree })
+        let index = Index {
+            db,
+            tree,
+            sizes: Default::default(),
+            compact_min_bytes: compact_min_bytes(),
+        };
+        let format: Option<u32> = match index.tree.get(b"mformat")? {
+            Some(v) => Some(dec(b"mformat", &v)?),
+            None => None,
+        };
+        if format != Some(FORMAT) {
+            if !index.tree.is_empty() {
+                tracing::warn!(
+                    ?format,
+                    "the index has another layout; it is rebuilt from the log"
+                );
+            }
+            index.clear()?;
+        }
+        Ok(index)
     }
 
     /// The last record applied to the index, and its hash.
@@ -173,6 +238,21 @@ impl Index {
         Ok((seq, head))
     }
 
+    fn generation(&self) -> Result<u64, IndexError> {
+        match self.tree.get(b"mgen")? {
+            Some(v) => dec(b"mgen", &v),
+            None => Ok(0),
+        }
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        *self.sizes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_sizes(&self, f: impl FnOnce(&mut Sizes)) {
+        f(&mut self.sizes.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Writes the dirty keys and the new applied position in one atomic batch.
     pub fn write(
         &self,
@@ -181,25 +261,77 @@ impl Index {
         seq: u64,
         head: [u8; 32],
     ) -> Result<(), IndexError> {
-        self.apply(vec![IndexBatch::of(state, keys, seq, head)])
+        self.apply(IndexBatch::of(state, keys, seq, head))
     }
 
-    /// Applies batches in order as one atomic sled batch: a key written twice keeps its
-    /// last value, and the applied position is the last batch's.
-    pub fn apply(&self, batches: Vec<IndexBatch>) -> Result<(), IndexError> {
-        let Some(last) = batches.last() else {
-            return Ok(());
-        };
-        let (seq, head) = (last.seq, last.head);
-        let mut batch = sled::Batch::default();
-        for b in batches {
-            for (k, v) in b.writes {
-                batch.insert(k, v);
-            }
+    /// Writes a checkpoint: its delta (if anything changed) and its position, atomically.
+    pub fn apply(&self, batch: IndexBatch) -> Result<(), IndexError> {
+        let mut b = sled::Batch::default();
+        let bytes = batch.delta.len() as u64;
+        if bytes > 0 {
+            b.insert(id_key(b'd', self.db.generate_id()?).as_slice(), batch.delta);
         }
-        batch.insert(b"mseq".as_slice(), enc(&seq));
-        batch.insert(b"mhead".as_slice(), enc(&head));
-        self.tree.apply_batch(batch)?;
+        b.insert(b"mseq".as_slice(), enc(&batch.seq));
+        b.insert(b"mhead".as_slice(), enc(&batch.head));
+        self.tree.apply_batch(b)?;
+        self.set_sizes(|s| s.deltas += bytes);
+        Ok(())
+    }
+
+    /// Folds the deltas into a new base once they are large enough; returns whether it did.
+    pub fn compact_if_due(&self) -> Result<bool, IndexError> {
+        let s = self.sizes();
+        if s.deltas < self.compact_min_bytes.max(s.base / 2) {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
+    /// Merges the base (sorted) with the deltas (later wins) into the next generation's
+    /// chunks, then switches to it in one batch. A crash before the switch leaves the
+    /// current generation whole; its leftovers are removed at the next load.
+    pub fn compact(&self) -> Result<(), IndexError> {
+        let generation = self.generation()?;
+        let mut newer = std::collections::BTreeMap::new();
+        let mut folded = vec![];
+        for item in self.tree.scan_prefix(b"d") {
+            let (k, v) = item?;
+            for entry in blob::entries(&v) {
+                let (ek, ev) = entry.map_err(|what| blob_error(&k, what))?;
+                newer.insert(ek.to_vec(), ev.to_vec());
+            }
+            folded.push(k);
+        }
+        let next = generation + 1;
+        let mut out = ChunkWriter::new(&self.tree, next);
+        let mut newer = newer.into_iter().peekable();
+        let mut old = vec![];
+        for item in self.tree.scan_prefix(id_key(b'b', generation)) {
+            let (k, v) = item?;
+            for entry in blob::entries(&v) {
+                let (bk, bv) = entry.map_err(|what| blob_error(&k, what))?;
+                while let Some((nk, nv)) = newer.next_if(|(nk, _)| nk.as_slice() < bk) {
+                    out.push(&nk, &nv)?;
+                }
+                match newer.next_if(|(nk, _)| nk.as_slice() == bk) {
+                    Some((nk, nv)) => out.push(&nk, &nv)?,
+                    None => out.push(bk, bv)?,
+                }
+            }
+            old.push(k);
+        }
+        for (nk, nv) in newer {
+            out.push(&nk, &nv)?;
+        }
+        let base = out.finish()?;
+        let mut b = sled::Batch::default();
+        b.insert(b"mgen".as_slice(), enc(&next));
+        for k in old.into_iter().chain(folded) {
+            b.remove(k);
+        }
+        self.tree.apply_batch(b)?;
+        self.set_sizes(|s| *s = Sizes { base, deltas: 0 });
         Ok(())
     }
 
@@ -211,48 +343,260 @@ impl Index {
 
     pub fn clear(&self) -> Result<(), IndexError> {
         self.tree.clear()?;
+        self.tree.insert(b"mformat", enc(&FORMAT))?;
         self.db.flush()?;
+        self.set_sizes(|s| *s = Sizes::default());
         Ok(())
     }
 
-    /// Loads the whole state (start-up). The state's `seq` is the applied position.
+    /// Loads the whole state (start-up): the base, then the deltas. The state's `seq` is
+    /// the applied position.
     pub fn load_state(&self) -> Result<State, IndexError> {
+        let generation = self.generation()?;
         let mut state = State::default();
-        for item in self.tree.iter() {
+        let mut sizes = Sizes::default();
+        let mut leftovers = sled::Batch::default();
+        for item in self.tree.scan_prefix(b"b") {
             let (k, v) = item?;
-            let id = || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
-            match k[0] {
-                b'c' => drop(
-                    state
-                        .commanditaires
-                        .insert(CommanditaireId(id()), dec(&k, &v)?),
-                ),
-                b's' => drop(state.structures.insert(StructureId(id()), dec(&k, &v)?)),
-                b't' => drop(state.sites.insert(SiteId(id()), dec(&k, &v)?)),
-                b'o' => drop(state.orders.insert(OrderId(id()), dec(&k, &v)?)),
-                b'l' => drop(state.order_serials.insert(OrderId(id()), dec(&k, &v)?)),
-                b'p' => {
-                    state.load_pass(dec(&k, &v)?);
-                }
-                b'w' => drop(state.workshops.insert(WorkshopId(id()), dec(&k, &v)?)),
-                b'x' => drop(state.settlements.insert(SettlementId(id()), dec(&k, &v)?)),
-                // Keys are big-endian positions, so sled yields them in order.
-                b'v' => state.reversals.push(dec(&k, &v)?),
-                b'r' => {
-                    let key = String::from_utf8_lossy(&k[1..]).into_owned();
-                    state.requests.insert(key, dec(&k, &v)?);
-                }
-                b'a' => drop(state.balances.insert(dec(&k, &k[1..])?, dec(&k, &v)?)),
-                b'k' => drop(
-                    state
-                        .credentials
-                        .insert(k[1..].try_into().unwrap_or([0; 32]), dec(&k, &v)?),
-                ),
-                _ => {}
+            if k.get(1..9) != Some(&generation.to_be_bytes()[..]) {
+                leftovers.remove(k);
+                continue;
             }
+            sizes.base += v.len() as u64;
+            load_blob(&mut state, &k, &v)?;
         }
+        for item in self.tree.scan_prefix(b"d") {
+            let (k, v) = item?;
+            sizes.deltas += v.len() as u64;
+            load_blob(&mut state, &k, &v)?;
+        }
+        self.tree.apply_batch(leftovers)?;
+        self.set_sizes(|s| *s = sizes);
         (state.seq, state.head_hash) = self.applied()?;
         state.durable_seq = state.seq;
         Ok(state)
+    }
+}
+
+fn blob_error(key: &[u8], what: &str) -> IndexError {
+    IndexError::Decode {
+        key: key.to_vec(),
+        what: what.into(),
+    }
+}
+
+fn load_blob(state: &mut State, key: &[u8], blob: &[u8]) -> Result<(), IndexError> {
+    for entry in blob::entries(blob) {
+        let (k, v) = entry.map_err(|what| blob_error(key, what))?;
+        put(state, k, v)?;
+    }
+    Ok(())
+}
+
+/// Puts one entry into the state, replacing what an earlier blob said of the same key.
+fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
+    let id = || -> Result<u64, IndexError> {
+        k.get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| blob_error(k, "an entity key is 9 bytes"))
+    };
+    match k.first() {
+        Some(b'c') => drop(
+            state
+                .commanditaires
+                .insert(CommanditaireId(id()?), dec(k, v)?),
+        ),
+        Some(b's') => drop(state.structures.insert(StructureId(id()?), dec(k, v)?)),
+        Some(b't') => drop(state.sites.insert(SiteId(id()?), dec(k, v)?)),
+        Some(b'o') => drop(state.orders.insert(OrderId(id()?), dec(k, v)?)),
+        Some(b'l') => drop(state.order_serials.insert(OrderId(id()?), dec(k, v)?)),
+        Some(b'p') => state.load_pass(dec(k, v)?),
+        Some(b'w') => drop(state.workshops.insert(WorkshopId(id()?), dec(k, v)?)),
+        Some(b'x') => drop(state.settlements.insert(SettlementId(id()?), dec(k, v)?)),
+        Some(b'v') => {
+            let at = id()? as usize;
+            let reversal = dec(k, v)?;
+            match at.cmp(&state.reversals.len()) {
+                std::cmp::Ordering::Less => state.reversals[at] = reversal,
+                std::cmp::Ordering::Equal => state.reversals.push(reversal),
+                std::cmp::Ordering::Greater => {
+                    return Err(blob_error(k, "a reversal comes before the one it follows"))
+                }
+            }
+        }
+        Some(b'r') => {
+            let key = String::from_utf8_lossy(&k[1..]).into_owned();
+            state.requests.insert(key, dec(k, v)?);
+        }
+        Some(b'a') => drop(state.balances.insert(dec(k, &k[1..])?, dec(k, v)?)),
+        Some(b'k') => drop(
+            state.credentials.insert(
+                k[1..]
+                    .try_into()
+                    .map_err(|_| blob_error(k, "a credential key is 33 bytes"))?,
+                dec(k, v)?,
+            ),
+        ),
+        _ => return Err(blob_error(k, "unknown entry kind")),
+    }
+    Ok(())
+}
+
+/// Writes a base generation's chunks in key order; returns the bytes written.
+struct ChunkWriter<'t> {
+    tree: &'t sled::Tree,
+    generation: u64,
+    chunk: u64,
+    blob: BlobWriter,
+    bytes: u64,
+}
+
+impl<'t> ChunkWriter<'t> {
+    fn new(tree: &'t sled::Tree, generation: u64) -> Self {
+        ChunkWriter {
+            tree,
+            generation,
+            chunk: 0,
+            blob: BlobWriter::default(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), IndexError> {
+        self.blob.push(key, value);
+        if self.blob.bytes() >= CHUNK_BYTES {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> Result<(), IndexError> {
+        let blob = std::mem::take(&mut self.blob).finish();
+        if blob.is_empty() {
+            return Ok(());
+        }
+        let mut key = id_key(b'b', self.generation);
+        key.extend_from_slice(&self.chunk.to_be_bytes());
+        self.bytes += blob.len() as u64;
+        self.tree.insert(key, blob)?;
+        self.chunk += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<u64, IndexError> {
+        self.flush_chunk()?;
+        Ok(self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balances(pairs: &[(u64, i64)]) -> (State, Vec<Key>) {
+        let mut state = State::default();
+        let mut keys = vec![];
+        for &(id, cents) in pairs {
+            let account = Account::Funds(CommanditaireId(id));
+            state.balances.insert(account, cents);
+            keys.push(Key::Balance(account));
+        }
+        (state, keys)
+    }
+
+    fn write(index: &Index, seq: u64, pairs: &[(u64, i64)]) {
+        let (state, keys) = balances(pairs);
+        index.write(&state, &keys, seq, [seq as u8; 32]).unwrap();
+    }
+
+    fn loaded(index: &Index) -> Vec<(Account, i64)> {
+        let state = index.load_state().unwrap();
+        state.balances.into_iter().collect()
+    }
+
+    #[test]
+    fn deltas_and_bases_load_to_the_latest_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        write(&index, 1, &[(1, 10), (2, 20)]);
+        write(&index, 2, &[(2, 25), (3, 30)]);
+        let expected = vec![
+            (Account::Funds(CommanditaireId(1)), 10),
+            (Account::Funds(CommanditaireId(2)), 25),
+            (Account::Funds(CommanditaireId(3)), 30),
+        ];
+        assert_eq!(loaded(&index), expected);
+        index.compact().unwrap();
+        assert_eq!(index.sizes().deltas, 0);
+        assert!(index.sizes().base > 0);
+        assert_eq!(loaded(&index), expected);
+        // A delta over a base, then a second generation merging both.
+        write(&index, 3, &[(0, 5), (2, 26), (4, 40)]);
+        index.compact().unwrap();
+        let state = index.load_state().unwrap();
+        assert_eq!(state.seq, 3);
+        assert_eq!(state.balances.len(), 5);
+        assert_eq!(state.balances[&Account::Funds(CommanditaireId(2))], 26);
+        assert_eq!(
+            index.tree.scan_prefix(b"b").count(),
+            1,
+            "old chunks dropped"
+        );
+        assert_eq!(
+            index.tree.scan_prefix(b"d").count(),
+            0,
+            "folded deltas dropped"
+        );
+    }
+
+    #[test]
+    fn a_compaction_cut_short_leaves_the_current_base_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        write(&index, 1, &[(1, 10)]);
+        index.compact().unwrap();
+        write(&index, 2, &[(1, 11)]);
+        // The next generation's first chunk was written, the switch never happened.
+        let mut key = id_key(b'b', 2);
+        key.extend_from_slice(&0u64.to_be_bytes());
+        index.tree.insert(key, b"not even a blob".to_vec()).unwrap();
+        assert_eq!(
+            loaded(&index),
+            vec![(Account::Funds(CommanditaireId(1)), 11)]
+        );
+        assert_eq!(
+            index.tree.scan_prefix(b"b").count(),
+            1,
+            "the leftover is removed"
+        );
+        index.compact().unwrap();
+        assert_eq!(
+            loaded(&index),
+            vec![(Account::Funds(CommanditaireId(1)), 11)]
+        );
+    }
+
+    #[test]
+    fn a_damaged_blob_is_named_and_an_index_of_another_layout_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path()).unwrap();
+            write(&index, 1, &[(1, 10)]);
+            let (k, v) = index.tree.scan_prefix(b"d").next().unwrap().unwrap();
+            index.tree.insert(&k, &v[..v.len() - 1]).unwrap();
+            let err = index.load_state().unwrap_err().to_string();
+            assert!(
+                err.contains("cut short") && err.contains("rebuild"),
+                "{err}"
+            );
+            // An index written in the first layout: one sled key per entity, no version.
+            index.tree.clear().unwrap();
+            index.tree.insert(b"mseq", enc(&7u64)).unwrap();
+            index.flush().unwrap();
+        }
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.applied().unwrap().0, 0, "rebuilt from the log");
+        assert!(loaded(&index).is_empty());
     }
 }

@@ -1,12 +1,14 @@
 //! The indexer thread: checkpoints the state into sled behind the writer, so sled's cost is
 //! off the durable path. The writer only marks keys dirty and nudges; the indexer takes the
 //! dirty keys (each once) and their values at one sequence number, under the state's lock,
-//! and writes them with that position as one atomic sled batch. The log is the truth: a
+//! and writes them with that position as one atomic sled batch (a delta), folding deltas
+//! into the base when they have grown (`Index::compact_if_due`). The log is the truth: a
 //! crash loses nothing, start-up replays the log beyond the index's position. The backlog
 //! is bounded by the number of entities, however far sled falls behind.
 
 use super::index::{Index, IndexBatch};
 use crate::domain::State;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -24,21 +26,26 @@ pub struct Indexer {
     thread: Option<JoinHandle<()>>,
     /// Why the index store failed, once it has.
     failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Set by the first nudge after a checkpoint started, so the writer wakes the indexer
+    /// once per checkpoint, not once per batch (each wake costs a context switch).
+    nudged: Arc<AtomicBool>,
 }
 
 impl Indexer {
     pub fn spawn(index: Index, state: Arc<RwLock<State>>) -> Indexer {
         let (nudge, rx) = sync_channel(1);
         let failed = Arc::new(std::sync::Mutex::new(None));
-        let flag = failed.clone();
+        let nudged = Arc::new(AtomicBool::new(false));
+        let (flag, pending) = (failed.clone(), nudged.clone());
         let thread = std::thread::Builder::new()
             .name("indexer".into())
-            .spawn(move || run(index, state, rx, flag))
+            .spawn(move || run(index, state, rx, flag, pending))
             .expect("spawn the indexer");
         Indexer {
             nudge: Some(nudge),
             thread: Some(thread),
             failed,
+            nudged,
         }
     }
 
@@ -46,6 +53,9 @@ impl Indexer {
     pub fn nudge(&self) -> Result<(), String> {
         if let Some(why) = self.failed.lock().ok().and_then(|f| f.clone()) {
             return Err(format!("the index store failed: {why}"));
+        }
+        if self.nudged.swap(true, Ordering::AcqRel) {
+            return Ok(());
         }
         match self
             .nudge
@@ -92,6 +102,7 @@ fn run(
     state: Arc<RwLock<State>>,
     rx: Receiver<()>,
     failed: Arc<std::sync::Mutex<Option<String>>>,
+    nudged: Arc<AtomicBool>,
 ) {
     // Ok(false): the writer is between applying a batch and syncing it; try again soon.
     let checkpoint = || -> Result<bool, String> {
@@ -106,11 +117,16 @@ fn run(
             }
             IndexBatch::of(&st, &keys, st.seq, st.head_hash)
         };
-        index.apply(vec![batch]).map_err(|e| e.to_string())?;
+        index.apply(batch).map_err(|e| e.to_string())?;
+        // The compaction runs here, off the state's lock; checkpoints wait for it, which
+        // only lengthens the replay a crash would need.
+        index.compact_if_due().map_err(|e| e.to_string())?;
         Ok(true)
     };
     while rx.recv().is_ok() {
         let stopping = coalesce(&rx);
+        // A batch from now on nudges again: its keys are in this checkpoint or the next.
+        nudged.store(false, Ordering::Release);
         let mut tries = 0;
         loop {
             match checkpoint() {

@@ -9,6 +9,7 @@
 //! 4. cut a torn tail back to the last whole record;
 //! 5. check every invariant of the state before serving.
 
+pub mod blob;
 pub mod frame;
 pub mod index;
 pub mod indexer;
@@ -123,6 +124,7 @@ impl Store {
                 let keys = state.take_dirty();
                 index
                     .write(&state, &keys, rec.seq, rec.hash)
+                    .and_then(|()| index.compact_if_due().map(drop))
                     .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
             }
             Ok(())
@@ -143,6 +145,7 @@ impl Store {
         index.write(&state, &keys, scan.records, scan.head_hash)?;
         state.head_hash = scan.head_hash;
         state.durable_seq = scan.records;
+        index.compact_if_due()?;
         index.flush()?;
         let log = Log::open(&log_path(dir), &scan)?;
         state.check_invariants().map_err(StoreError::Invariant)?;
