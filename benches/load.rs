@@ -1,10 +1,12 @@
 //! Load benchmark: the real server on loopback over a fresh store, preloaded with activated
 //! passes; unary redemptions with C requests in flight over K connections for T seconds,
 //! reported as redemptions/s and p50 / p99 / max latency, next to a bare health-check RPC
-//! at the same concurrency in the same run. Also: latency at 1 in flight, minting over gRPC,
+//! at the same concurrency in the same run, the two alternating in LOAD_ROUNDS rounds so
+//! that a noisy shared machine weighs on both alike. Also: latency at 1 in flight, minting over gRPC,
 //! workshop redemptions. Everything is bounded in count and time and stays on 127.0.0.1.
 //!
-//! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_IN_FLIGHT=64 LOAD_CONNECTIONS=4).
+//! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_ROUNDS=5 LOAD_IN_FLIGHT=64
+//! LOAD_CONNECTIONS=4 LOAD_ORDERS=4).
 
 use passnum::client::Clients;
 
@@ -23,6 +25,7 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+#[derive(Default)]
 struct Run {
     ok: usize,
     failed: usize,
@@ -31,6 +34,14 @@ struct Run {
 }
 
 impl Run {
+    /// Adds another stretch of the same measure.
+    fn add(&mut self, other: Run) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.elapsed += other.elapsed;
+        self.micros.extend(other.micros);
+        self.micros.sort_unstable();
+    }
     fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
@@ -54,11 +65,11 @@ impl Run {
     }
 }
 
-/// Runs `call` with `in_flight` tasks over `clients` until `seconds` pass or `max` calls.
+/// Runs `call` with `in_flight` tasks over `clients` until `millis` pass or `max` calls.
 async fn drive<F, Fut>(
     clients: &[Clients],
     in_flight: usize,
-    seconds: u64,
+    millis: u64,
     max: usize,
     call: F,
 ) -> Run
@@ -67,7 +78,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let deadline = Instant::now() + Duration::from_millis(millis);
     let start = Instant::now();
     let mut tasks = vec![];
     for t in 0..in_flight {
@@ -152,21 +163,8 @@ fn main() {
         for _ in 0..connections {
             clients.push(Clients::connect(&url, Some(&site_token)).await.unwrap());
         }
-        let baseline = drive(
-            &clients,
-            in_flight,
-            seconds,
-            usize::MAX,
-            |c, _| async move {
-                let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
-                h.check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok()
-            },
-        )
-        .await;
+        // The baseline and the redemptions alternate in short rounds, so that a shared,
+        // noisy machine slows both alike and their ratio holds.
         let redeem = |codes: Arc<Vec<String>>, offset: usize| {
             move |c: Clients, i: usize| {
                 let code = codes[offset + i].clone();
@@ -184,22 +182,42 @@ fn main() {
                 }
             }
         };
+        let rounds = env("LOAD_ROUNDS", 5).max(1);
+        let slice = Duration::from_secs(seconds).as_millis() as u64 / rounds;
         let n = codes.len();
-        let loaded = drive(
-            &clients,
-            in_flight,
-            seconds,
-            n / 2,
-            redeem(codes.clone(), 0),
-        )
-        .await;
-        let single = drive(&clients[..1], 1, 3, n / 4, redeem(codes.clone(), n / 2)).await;
+        let (mut baseline, mut loaded) = (Run::default(), Run::default());
+        for _ in 0..rounds {
+            baseline.add(
+                drive(&clients, in_flight, slice, usize::MAX, |c, _| async move {
+                    let mut h =
+                        tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
+                    h.check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok()
+                })
+                .await,
+            );
+            let done = loaded.ok + loaded.failed;
+            loaded.add(
+                drive(
+                    &clients,
+                    in_flight,
+                    slice,
+                    (n / 2).saturating_sub(done),
+                    redeem(codes.clone(), done),
+                )
+                .await,
+            );
+        }
+        let single = drive(&clients[..1], 1, 3_000, n / 4, redeem(codes.clone(), n / 2)).await;
         let first_free = n / 2 + single.ok + single.failed;
         let ws_codes = codes.clone();
         let workshops = drive(
             &clients,
             16,
-            seconds.min(5),
+            seconds.min(5) * 1000,
             (n - first_free) / 20,
             move |c: Clients, i: usize| {
                 let passes = (0..20)
@@ -248,6 +266,7 @@ fn main() {
             workshops.rate() * 20.0,
             workshops.ok
         );
+        println!("{}", workshops.line("workshops of 20, 16 in flight"));
         println!(
             "ratio redeem / baseline at {in_flight} in flight: {:.2}",
             loaded.rate() / baseline.rate()

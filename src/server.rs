@@ -93,7 +93,11 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
     let router = router(ctx, &config).await?;
     let done = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY: without it, Nagle holds a small reply until the client's delayed ACK
+        // (40 ms on Linux); measured, every workshop took 44 ms. (tonic sets it only on
+        // listeners it binds itself.)
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = router
             .serve_with_incoming_shutdown(incoming, async {
                 tokio::select! {
