@@ -8,6 +8,7 @@ pub mod client;
 pub mod code;
 pub mod config;
 pub mod demo;
+pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod export;

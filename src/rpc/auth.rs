@@ -3,8 +3,8 @@
 
 use super::errors;
 use crate::code::hex;
+use crate::directory::Directory;
 use crate::domain::*;
-use crate::engine::{read_state, SharedState};
 use tonic::Status;
 
 pub const TOKEN_PREFIX: &str = "pn_";
@@ -32,7 +32,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 /// Finds the caller's role. The lookup is by hash, so no comparison of secrets leaks timing;
 /// the stored hash is then compared again in constant time (blake3::Hash's equality).
 pub fn authenticate<T>(
-    state: &SharedState,
+    directory: &Directory,
     request: &tonic::Request<T>,
 ) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
@@ -49,8 +49,7 @@ pub fn authenticate<T>(
             )
         })?;
     let hash = hash_token(token.trim());
-    let role = read_state(state)
-        .map_err(errors::engine)?
+    let role = directory
         .credentials
         .get(&hash)
         .cloned()
@@ -103,12 +102,16 @@ impl Principal {
 
     /// A site redeems only as itself: a site token for that site, or its structure's token.
     pub fn may_redeem_at(&self, site: &Site) -> Result<(), Status> {
+        self.may_redeem_for(site.id, site.structure)
+    }
+
+    /// The same check from the directory: the site and the structure that runs it.
+    pub fn may_redeem_for(&self, site: SiteId, structure: StructureId) -> Result<(), Status> {
         match self.role {
-            Role::Site(id) if id == site.id => Ok(()),
-            Role::Structure(id) if id == site.structure => Ok(()),
+            Role::Site(id) if id == site => Ok(()),
+            Role::Structure(id) if id == structure => Ok(()),
             Role::Site(_) | Role::Structure(_) => Err(errors::denied(format!(
-                "this credential does not act for site {}",
-                site.id
+                "this credential does not act for site {site}"
             ))),
             _ => Err(errors::denied(
                 "only a site or its structure redeems passes",

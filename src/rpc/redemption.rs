@@ -18,17 +18,20 @@ const WORKSHOP_MINUTES_MAX: u32 = 480;
 const PARTICIPANTS_MAX: u32 = 1_000;
 
 impl RedemptionService {
-    /// The site, checked against the caller: a site redeems only as itself.
-    /// The site the caller redeems at, checked under the read lock (no copy of the site:
-    /// this is on every redemption's path).
+    /// The site the caller redeems at, checked against the caller (a site redeems only as
+    /// itself, a structure at its own sites) from the directory, not under the state's lock:
+    /// this is on every redemption's path.
     fn site_for(&self, who: &Principal, id: u64) -> Result<SiteId, Status> {
-        let state = self.0.read()?;
-        let site = state
-            .sites
-            .get(&SiteId(id))
-            .ok_or_else(|| errors::refused(&Refusal::UnknownSite(SiteId(id))))?;
-        who.may_redeem_at(site)?;
-        Ok(site.id)
+        let site = SiteId(id);
+        let structure = *self
+            .0
+            .engine
+            .directory()
+            .site_structures
+            .get(&site)
+            .ok_or_else(|| errors::refused(&Refusal::UnknownSite(site)))?;
+        who.may_redeem_for(site, structure)?;
+        Ok(site)
     }
 }
 
