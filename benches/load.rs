@@ -6,9 +6,13 @@
 //! workshop redemptions. Everything is bounded in count and time and stays on 127.0.0.1.
 //!
 //! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_ROUNDS=5 LOAD_IN_FLIGHT=64
-//! LOAD_CONNECTIONS=4 LOAD_ORDERS=4).
+//! LOAD_CONNECTIONS=4 LOAD_ORDERS=4 LOAD_WORKERS=2).
 
 use passnum::client::Clients;
+
+/// The server binary's allocator (src/main.rs), so the bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "../tests/support/scenario.rs"]
 mod scenario;
@@ -127,6 +131,7 @@ fn main() {
     let in_flight = env("LOAD_IN_FLIGHT", 64) as usize;
     let connections = env("LOAD_CONNECTIONS", 4) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(env("LOAD_WORKERS", 2) as usize)
         .enable_all()
         .build()
         .unwrap();
