@@ -600,4 +600,35 @@ mod tests {
         assert_eq!(index.applied().unwrap().0, 0, "rebuilt from the log");
         assert!(loaded(&index).is_empty());
     }
+
+    #[test]
+    fn damaged_deltas_are_errors_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut byte = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 56) as u8
+        };
+        for round in 0..2_000u64 {
+            // Entries with plausible lengths and kinds, and random bodies.
+            let mut blob = BlobWriter::default();
+            for _ in 0..(byte() % 4) {
+                let key: Vec<u8> = std::iter::once(b"cstolpwxvrak"[byte() as usize % 12])
+                    .chain((0..byte() % 40).map(|_| byte()))
+                    .collect();
+                let value: Vec<u8> = (0..byte() % 64).map(|_| byte()).collect();
+                blob.push(&key, &value);
+            }
+            let mut bytes = blob.finish();
+            if round % 3 == 0 {
+                bytes.truncate(byte() as usize % (bytes.len() + 1));
+            }
+            index.tree.clear().unwrap();
+            index.tree.insert(id_key(b'd', round), bytes).unwrap();
+            let _ = index.load_state();
+        }
+    }
 }
