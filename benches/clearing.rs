@@ -12,12 +12,11 @@ use passnum::engine::Ledger;
 use passnum::export::{pain001, statement, Export};
 use std::time::{Duration, Instant};
 
-const T0: i64 = 1_767_225_600_000;
-const DAY: i64 = Timestamp::MS_PER_DAY;
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{gironde_order, l, T0};
 
-fn l(s: &str) -> Label {
-    Label::parse(s).unwrap()
-}
+const DAY: i64 = Timestamp::MS_PER_DAY;
 
 fn run(ledger: &mut Ledger, now: i64, commands: Vec<Command>) -> Vec<Outcome> {
     let envs: Vec<Envelope> = commands
@@ -72,21 +71,7 @@ fn world(ledger: &mut Ledger, structures: u64, passes: u64) -> Vec<Serial> {
             ledger,
             T0,
             vec![
-                Command::CreateOrder(NewOrder {
-                    commanditaire: CommanditaireId(1),
-                    pass_count: n,
-                    carnet_size: 10,
-                    face_value: Cents(1000),
-                    valid_from: Timestamp(T0),
-                    valid_until: Timestamp(T0 + 365 * DAY),
-                    grace_days: 31,
-                    perimeter: Perimeter {
-                        departements: [Departement::parse("33").unwrap()].into(),
-                        ..Default::default()
-                    },
-                    services: Default::default(),
-                    programme: l("p"),
-                }),
+                gironde_order(n, 365),
                 Command::Mint {
                     order: OrderId(order),
                     serials: minted.clone(),

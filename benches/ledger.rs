@@ -8,12 +8,11 @@ use passnum::engine::Ledger;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-const T0: i64 = 1_767_225_600_000;
-const ORDER_PASSES: u32 = 100_000;
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{gironde_order, l, T0};
 
-fn l(s: &str) -> Label {
-    Label::parse(s).unwrap()
-}
+const ORDER_PASSES: u32 = 100_000;
 
 fn env(command: Command) -> Envelope {
     Envelope {
@@ -41,21 +40,7 @@ fn setup_commands() -> Vec<Command> {
 }
 
 fn new_order() -> Command {
-    Command::CreateOrder(NewOrder {
-        commanditaire: CommanditaireId(1),
-        pass_count: ORDER_PASSES,
-        carnet_size: 10,
-        face_value: Cents(1000),
-        valid_from: Timestamp(T0),
-        valid_until: Timestamp(T0 + 1000 * Timestamp::MS_PER_DAY),
-        grace_days: 31,
-        perimeter: Perimeter {
-            departements: [Departement::parse("33").unwrap()].into(),
-            ..Default::default()
-        },
-        services: Default::default(),
-        programme: l("p"),
-    })
+    gironde_order(ORDER_PASSES, 1000)
 }
 
 /// Passes to redeem, minted and funded in orders of 100 000 as the bench needs them.
