@@ -14,6 +14,7 @@ pub mod refusal;
 pub mod reports;
 pub mod rules;
 pub mod serial;
+pub mod sharded;
 pub mod state;
 pub mod types;
 
@@ -24,5 +25,6 @@ pub use entities::*;
 pub use record::*;
 pub use refusal::Refusal;
 pub use serial::Serial;
+pub use sharded::ShardedMap;
 pub use state::{Key, Remembered, State};
 pub use types::*;

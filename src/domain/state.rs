@@ -8,6 +8,7 @@ use super::entities::*;
 use super::record::{Fact, Outcome, RecordBody};
 use super::refusal::Refusal;
 use super::serial::Serial;
+use super::sharded::ShardedMap;
 use super::types::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,9 +46,9 @@ pub struct State {
     pub sites: BTreeMap<SiteId, Site>,
     pub orders: BTreeMap<OrderId, Order>,
     pub order_serials: HashMap<OrderId, Vec<Serial>>,
-    pub passes: HashMap<Serial, Pass>,
+    pub passes: ShardedMap<Serial, Pass>,
     pub workshops: BTreeMap<WorkshopId, WorkshopSession>,
-    pub requests: HashMap<String, Remembered>,
+    pub requests: ShardedMap<String, Remembered>,
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Role>,
     pub settlements: BTreeMap<SettlementId, Settlement>,
