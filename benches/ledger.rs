@@ -198,5 +198,62 @@ fn durable(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, core_apply, durable);
+/// Passes in the index bench: deltas holding each once are folded onto a base of them all.
+const INDEX_PASSES: u64 = 200_000;
+
+fn redeemed_pass(i: u64) -> Pass {
+    Pass {
+        serial: Serial::from_random(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        order: OrderId(1 + i / u64::from(ORDER_PASSES)),
+        index: (i % u64::from(ORDER_PASSES)) as u32,
+        status: PassStatus::Redeemed,
+        redemption: Some(Redemption {
+            at: Timestamp(T0 + i as i64),
+            site: SiteId(1),
+            structure: StructureId(1),
+            stop: None,
+            commune: InseeCode::parse("33063").unwrap(),
+            service: ServiceCode::parse("aide").unwrap(),
+            workshop: None,
+            settlement: None,
+        }),
+        closed_at: None,
+    }
+}
+
+/// The indexer's compaction (off the request path, but on the same two cores): ten deltas
+/// that change every pass, folded into the next base.
+fn index_compaction(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let index = passnum::storage::Index::open(dir.path()).unwrap();
+    let mut state = State::default();
+    for i in 0..INDEX_PASSES {
+        state.load_pass(redeemed_pass(i));
+    }
+    let keys: Vec<Key> = state.passes.iter().map(|(s, _)| Key::Pass(*s)).collect();
+    index.write(&state, &keys, 1, [0; 32]).unwrap();
+    index.compact().unwrap();
+    let mut seq = 1;
+    let mut g = c.benchmark_group("index");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(INDEX_PASSES));
+    g.bench_function("compact deltas of 200000 passes onto their base", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for chunk in keys.chunks(keys.len() / 10) {
+                    seq += 1;
+                    index.write(&state, chunk, seq, [0; 32]).unwrap();
+                }
+                let t = Instant::now();
+                index.compact().unwrap();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, core_apply, durable, index_compaction);
 criterion_main!(benches);

@@ -294,16 +294,13 @@ impl Index {
     /// current generation whole; its leftovers are removed at the next load.
     pub fn compact(&self) -> Result<(), IndexError> {
         let generation = self.generation()?;
-        let mut newer = std::collections::BTreeMap::new();
-        let mut folded = vec![];
-        for item in self.tree.scan_prefix(b"d") {
-            let (k, v) = item?;
-            for entry in blob::entries(&v) {
-                let (ek, ev) = entry.map_err(|what| blob_error(&k, what))?;
-                newer.insert(ek.to_vec(), ev.to_vec());
-            }
-            folded.push(k);
-        }
+        let (folded, blobs): (Vec<_>, Vec<_>) = self
+            .tree
+            .scan_prefix(b"d")
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        let newer = latest_entries(&folded, &blobs)?;
         let next = generation + 1;
         let mut out = ChunkWriter::new(&self.tree, next);
         let mut newer = newer.into_iter().peekable();
@@ -312,18 +309,18 @@ impl Index {
             let (k, v) = item?;
             for entry in blob::entries(&v) {
                 let (bk, bv) = entry.map_err(|what| blob_error(&k, what))?;
-                while let Some((nk, nv)) = newer.next_if(|(nk, _)| nk.as_slice() < bk) {
-                    out.push(&nk, &nv)?;
+                while let Some((nk, nv)) = newer.next_if(|(nk, _)| *nk < bk) {
+                    out.push(nk, nv)?;
                 }
-                match newer.next_if(|(nk, _)| nk.as_slice() == bk) {
-                    Some((nk, nv)) => out.push(&nk, &nv)?,
+                match newer.next_if(|(nk, _)| *nk == bk) {
+                    Some((nk, nv)) => out.push(nk, nv)?,
                     None => out.push(bk, bv)?,
                 }
             }
             old.push(k);
         }
         for (nk, nv) in newer {
-            out.push(&nk, &nv)?;
+            out.push(nk, nv)?;
         }
         let base = out.finish()?;
         let mut b = sled::Batch::default();
@@ -444,6 +441,33 @@ fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// A key and its value, as stored in a blob.
+type Entry<'b> = (&'b [u8], &'b [u8]);
+
+/// The deltas' entries sorted by key, the latest of each key only. The entries stay in the
+/// blobs they were read in (no copy per entry): a stable sort keeps the deltas' order among
+/// equal keys, and the last of each run wins.
+fn latest_entries<'b>(
+    names: &[sled::IVec],
+    blobs: &'b [sled::IVec],
+) -> Result<Vec<Entry<'b>>, IndexError> {
+    let mut entries = Vec::new();
+    for (name, delta) in names.iter().zip(blobs) {
+        for entry in blob::entries(delta) {
+            entries.push(entry.map_err(|what| blob_error(name, what))?);
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            *kept = *later;
+        }
+        same
+    });
+    Ok(entries)
+}
+
 /// Writes a base generation's chunks in key order; returns the bytes written.
 struct ChunkWriter<'t> {
     tree: &'t sled::Tree,
@@ -549,6 +573,34 @@ mod tests {
             0,
             "folded deltas dropped"
         );
+    }
+
+    #[test]
+    fn the_latest_delta_wins_each_key_in_key_order() {
+        let blob = |pairs: &[(&str, &str)]| {
+            let mut w = BlobWriter::default();
+            for (k, v) in pairs {
+                w.push(k.as_bytes(), v.as_bytes());
+            }
+            sled::IVec::from(w.finish())
+        };
+        let names: Vec<sled::IVec> = ["d1", "d2", "d3"].map(|n| n.as_bytes().into()).into();
+        let blobs = vec![
+            blob(&[("k", "1"), ("b", "1"), ("z", "1")]),
+            blob(&[("a", "2"), ("k", "2")]),
+            blob(&[("k", "3"), ("b", "3")]),
+        ];
+        let got: Vec<(&[u8], &[u8])> = latest_entries(&names, &blobs).unwrap();
+        let want: Vec<(&[u8], &[u8])> =
+            vec![(b"a", b"2"), (b"b", b"3"), (b"k", b"3"), (b"z", b"1")];
+        assert_eq!(got, want);
+        let cut = vec![blobs[0].clone(), sled::IVec::from(&blobs[1][..5])];
+        match latest_entries(&names[..2], &cut) {
+            Err(IndexError::Decode { key, .. }) => {
+                assert_eq!(key, b"d2", "names the damaged delta")
+            }
+            other => panic!("a cut delta is a decode error, got {other:?}"),
+        }
     }
 
     #[test]
