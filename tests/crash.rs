@@ -14,10 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Passes per order; a run gets one order per 10 cycles so that long runs never run dry
-/// (a cycle redeems up to ~2 000 passes before its kill).
+/// Passes per order. Before each cycle the pool is topped up with new orders until it holds
+/// three times what the busiest cycle so far redeemed, so a cycle is never cut short by
+/// running out of passes (a cycle that did would check nothing past that point: the
+/// harness fails it).
 const PASSES: u32 = 20_000;
-const CYCLES_PER_ORDER: u64 = 10;
 const IN_FLIGHT: usize = 16;
 
 fn free_port() -> u16 {
@@ -112,14 +113,22 @@ async fn acknowledged_redemptions_survive_sigkill() {
         .trim()
         .to_owned();
     let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
-    let orders = cycles.div_ceil(CYCLES_PER_ORDER);
+    let mut orders = 1u64;
     let (site_token, codes, _) =
         scenario::redemption_scenario(&op, pb::Role::Site, orders as u32, PASSES).await;
-    let codes = Arc::new(codes);
+    let mut codes = Arc::new(codes);
+    let mut busiest = 0usize;
     let mut next = 0usize;
     let mut acked: HashSet<usize> = HashSet::new();
     let mut url = url;
     for cycle in 0..cycles {
+        let op = Clients::connect(&url, Some(&op_token)).await.unwrap();
+        while codes.len() - next < 3 * busiest {
+            let (more, _) = scenario::funded_order(&op, PASSES).await;
+            // The previous cycle's tasks are done: no copy is made.
+            Arc::make_mut(&mut codes).extend(more);
+            orders += 1;
+        }
         let site = Clients::connect(&url, Some(&site_token)).await.unwrap();
         let cursor = Arc::new(Mutex::new(next));
         let done = Arc::new(Mutex::new(Vec::new()));
@@ -172,6 +181,11 @@ async fn acknowledged_redemptions_survive_sigkill() {
             .collect();
         acked.extend(&done);
         next = *cursor.lock().unwrap();
+        assert!(
+            next < codes.len(),
+            "cycle {cycle} (seed {seed}): the pass pool ran dry before the kill"
+        );
+        busiest = busiest.max(sent.lock().unwrap().len());
 
         let port = free_port();
         child = serve(dir.path(), port);

@@ -50,48 +50,61 @@ pub async fn redemption_scenario(
         .unwrap()
         .into_inner()
         .token;
+    let (mut codes, mut minting) = (vec![], Duration::ZERO);
+    for _ in 0..orders {
+        let (order_codes, took) = funded_order(op, passes).await;
+        codes.extend(order_codes);
+        minting += took;
+    }
+    (token, codes, minting)
+}
+
+/// Creates, mints and funds one order of `passes` passes of commanditaire 1, valid in
+/// Gironde for a year; returns their codes and the time the mint took.
+pub async fn funded_order(op: &Clients, passes: u32) -> (Vec<String>, Duration) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
     let mut iss = op.issuance.clone();
-    let (mut codes, mut minting) = (vec![], Duration::ZERO);
-    for _ in 0..orders {
-        let order = pb::CreateOrderRequest {
-            request_id: request_id(),
-            commanditaire_id: 1,
-            pass_count: passes,
-            carnet_size: 10,
-            face_value_cents: 1000,
-            valid_from_ms: now - 86_400_000,
-            valid_until_ms: now + 365 * 86_400_000,
-            grace_days: 31,
-            perimeter: Some(pb::Perimeter {
-                departements: vec!["33".into()],
-                ..Default::default()
-            }),
-            services: vec![],
-            programme: "scenario".into(),
-        };
-        let id = iss.create_order(order).await.unwrap().into_inner().order_id;
-        let t = Instant::now();
-        iss.mint_order(pb::MintOrderRequest {
-            request_id: request_id(),
-            order_id: id,
-        })
+    let order = pb::CreateOrderRequest {
+        request_id: request_id(),
+        commanditaire_id: 1,
+        pass_count: passes,
+        carnet_size: 10,
+        face_value_cents: 1000,
+        valid_from_ms: now - 86_400_000,
+        valid_until_ms: now + 365 * 86_400_000,
+        grace_days: 31,
+        perimeter: Some(pb::Perimeter {
+            departements: vec!["33".into()],
+            ..Default::default()
+        }),
+        services: vec![],
+        programme: "scenario".into(),
+    };
+    let id = iss.create_order(order).await.unwrap().into_inner().order_id;
+    let t = Instant::now();
+    iss.mint_order(pb::MintOrderRequest {
+        request_id: request_id(),
+        order_id: id,
+    })
+    .await
+    .unwrap();
+    let minting = t.elapsed();
+    let funding = pb::RecordFundingRequest {
+        request_id: request_id(),
+        order_id: id,
+        amount_cents: 1000 * i64::from(passes),
+        reference: "r".into(),
+    };
+    iss.record_funding(funding).await.unwrap();
+    let codes = order_passes(op, id)
         .await
-        .unwrap();
-        minting += t.elapsed();
-        let funding = pb::RecordFundingRequest {
-            request_id: request_id(),
-            order_id: id,
-            amount_cents: 1000 * i64::from(passes),
-            reference: "r".into(),
-        };
-        iss.record_funding(funding).await.unwrap();
-        codes.extend(order_passes(op, id).await.into_iter().map(|p| p.code));
-    }
-    (token, codes, minting)
+        .into_iter()
+        .map(|p| p.code)
+        .collect();
+    (codes, minting)
 }
 
 /// Every pass of an order, a page of 1 000 at a time.
