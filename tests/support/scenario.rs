@@ -52,7 +52,7 @@ pub async fn redemption_scenario(
         .token;
     let (mut codes, mut minting) = (vec![], Duration::ZERO);
     for _ in 0..orders {
-        let (order_codes, took) = funded_order(op, passes).await;
+        let (_, order_codes, took) = funded_order(op, passes).await;
         codes.extend(order_codes);
         minting += took;
     }
@@ -60,8 +60,8 @@ pub async fn redemption_scenario(
 }
 
 /// Creates, mints and funds one order of `passes` passes of commanditaire 1, valid in
-/// Gironde for a year; returns their codes and the time the mint took.
-pub async fn funded_order(op: &Clients, passes: u32) -> (Vec<String>, Duration) {
+/// Gironde for a year; returns its id, its passes' codes and the time the mint took.
+pub async fn funded_order(op: &Clients, passes: u32) -> (u64, Vec<String>, Duration) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -104,7 +104,7 @@ pub async fn funded_order(op: &Clients, passes: u32) -> (Vec<String>, Duration) 
         .into_iter()
         .map(|p| p.code)
         .collect();
-    (codes, minting)
+    (id, codes, minting)
 }
 
 /// Every pass of an order, a page of 1 000 at a time.
