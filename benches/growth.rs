@@ -12,6 +12,12 @@ use passnum::domain::*;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::collections::HashMap;
+
+// Only the passes are shared with the other benches; the rest of the fixture is theirs.
+#[allow(dead_code)]
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{redeemed_pass, spread_serial};
 use std::time::{Duration, Instant};
 
 /// What a map must do here; implemented for both so one loop measures both.
@@ -60,35 +66,9 @@ fn grow<K, V>(map: &mut impl Map<K, V>, n: u64, entry: impl Fn(u64) -> (K, V)) -
     g
 }
 
-fn serial(i: u64) -> Serial {
-    // Spread like minted serials (random), deterministically.
-    Serial::from_random(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-fn redemption(i: u64) -> Redemption {
-    Redemption {
-        at: Timestamp(1_767_225_600_000 + i as i64),
-        site: SiteId(1 + i % 1000),
-        structure: StructureId(1 + i % 100),
-        stop: None,
-        commune: InseeCode::parse("33063").unwrap(),
-        service: ServiceCode::parse("aide").unwrap(),
-        workshop: None,
-        settlement: None,
-    }
-}
-
 fn pass(i: u64) -> (Serial, Pass) {
-    let s = serial(i);
-    let pass = Pass {
-        serial: s,
-        order: OrderId(1 + i / 100_000),
-        index: (i % 100_000) as u32,
-        status: PassStatus::Redeemed,
-        redemption: Some(redemption(i)),
-        closed_at: None,
-    };
-    (s, pass)
+    let pass = redeemed_pass(i);
+    (pass.serial, pass)
 }
 
 fn request(i: u64) -> (String, Remembered) {
@@ -96,7 +76,7 @@ fn request(i: u64) -> (String, Remembered) {
         fingerprint: [i as u8; 32],
         seq: i,
         result: Ok(Outcome::Redeemed(Redeemed {
-            serial: serial(i),
+            serial: spread_serial(i),
             order: OrderId(1),
             amount: Cents(1000),
             at: Timestamp(i as i64),

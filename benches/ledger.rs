@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/fixture.rs"]
 mod fixture;
-use fixture::{gironde_order, l, T0};
+use fixture::{gironde_order, l, redeemed_pass, T0};
 
 const ORDER_PASSES: u32 = 100_000;
 
@@ -200,26 +200,6 @@ fn durable(c: &mut Criterion) {
 
 /// Passes in the index bench: deltas holding each once are folded onto a base of them all.
 const INDEX_PASSES: u64 = 200_000;
-
-fn redeemed_pass(i: u64) -> Pass {
-    Pass {
-        serial: Serial::from_random(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        order: OrderId(1 + i / u64::from(ORDER_PASSES)),
-        index: (i % u64::from(ORDER_PASSES)) as u32,
-        status: PassStatus::Redeemed,
-        redemption: Some(Redemption {
-            at: Timestamp(T0 + i as i64),
-            site: SiteId(1),
-            structure: StructureId(1),
-            stop: None,
-            commune: InseeCode::parse("33063").unwrap(),
-            service: ServiceCode::parse("aide").unwrap(),
-            workshop: None,
-            settlement: None,
-        }),
-        closed_at: None,
-    }
-}
 
 /// The indexer's compaction (off the request path, but on the same two cores): ten deltas
 /// that change every pass, folded into the next base.

@@ -1,5 +1,5 @@
-//! What the ledger and clearing benches both set up: one clock origin, labels, and an order
-//! of the Gironde commanditaire (id 1) usable anywhere in département 33.
+//! What the benches share: one clock origin, labels, an order of the Gironde commanditaire
+//! (id 1) usable anywhere in département 33, and redeemed passes made from a number.
 
 use passnum::domain::*;
 
@@ -27,4 +27,32 @@ pub fn gironde_order(pass_count: u32, valid_days: i64) -> Command {
         services: Default::default(),
         programme: l("p"),
     })
+}
+
+/// The `i`th of a run of serials spread like minted ones (random), deterministically.
+#[allow(dead_code)] // the clearing bench mints its passes through the ledger
+pub fn spread_serial(i: u64) -> Serial {
+    Serial::from_random(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// A pass of order `1 + i / 100 000`, redeemed at one of 1 000 sites of 100 structures.
+#[allow(dead_code)] // the clearing bench mints its passes through the ledger
+pub fn redeemed_pass(i: u64) -> Pass {
+    Pass {
+        serial: spread_serial(i),
+        order: OrderId(1 + i / 100_000),
+        index: (i % 100_000) as u32,
+        status: PassStatus::Redeemed,
+        redemption: Some(Redemption {
+            at: Timestamp(T0 + i as i64),
+            site: SiteId(1 + i % 1000),
+            structure: StructureId(1 + i % 100),
+            stop: None,
+            commune: InseeCode::parse("33063").unwrap(),
+            service: ServiceCode::parse("aide").unwrap(),
+            workshop: None,
+            settlement: None,
+        }),
+        closed_at: None,
+    }
 }
