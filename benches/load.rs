@@ -22,6 +22,78 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// CPU the process used and what the machine did, read from /proc (Linux; the bench
+/// prints nothing of it elsewhere). Splits a phase's cost from its idle time: a redemption
+/// can be cheap in CPU and still slow if the cores wait on the disk.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    /// user + system time of this process, all threads, in clock ticks (USER_HZ = 100).
+    process_ticks: u64,
+    machine_ticks: u64,
+    machine_idle_ticks: u64,
+}
+
+impl Usage {
+    fn now() -> Option<Usage> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which ends at the last ')': state is field 3,
+        // utime field 14 and stime field 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(Usage {
+            process_ticks: ticks(11)? + ticks(12)?,
+            machine_ticks: cpu.iter().sum(),
+            // idle + iowait
+            machine_idle_ticks: cpu.get(3)? + cpu.get(4)?,
+        })
+    }
+
+    fn since(self, start: Usage) -> Usage {
+        Usage {
+            process_ticks: self.process_ticks - start.process_ticks,
+            machine_ticks: self.machine_ticks - start.machine_ticks,
+            machine_idle_ticks: self.machine_idle_ticks - start.machine_idle_ticks,
+        }
+    }
+
+    fn add(&mut self, other: Usage) {
+        self.process_ticks += other.process_ticks;
+        self.machine_ticks += other.machine_ticks;
+        self.machine_idle_ticks += other.machine_idle_ticks;
+    }
+
+    fn micros_per(&self, requests: usize) -> f64 {
+        self.process_ticks as f64 * 10_000.0 / requests.max(1) as f64
+    }
+
+    fn idle_percent(&self) -> f64 {
+        100.0 * self.machine_idle_ticks as f64 / self.machine_ticks.max(1) as f64
+    }
+}
+
+/// Runs a phase and adds what it cost to `usage` (left unchanged if /proc is unreadable).
+async fn measured<F: std::future::Future<Output = Run>>(
+    usage: &mut Option<Usage>,
+    phase: F,
+) -> Run {
+    let start = Usage::now();
+    let run = phase.await;
+    match (usage.as_mut(), start, Usage::now()) {
+        (Some(u), Some(start), Some(end)) => u.add(end.since(start)),
+        _ => *usage = None,
+    }
+    run
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -191,30 +263,28 @@ fn main() {
         let slice = Duration::from_secs(seconds).as_millis() as u64 / rounds;
         let n = codes.len();
         let (mut baseline, mut loaded) = (Run::default(), Run::default());
+        let health = |c: Clients, _| async move {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
+            h.check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_ok()
+        };
+        let mut baseline_usage = Some(Usage::default());
+        let mut loaded_usage = Some(Usage::default());
         for _ in 0..rounds {
-            baseline.add(
-                drive(&clients, in_flight, slice, usize::MAX, |c, _| async move {
-                    let mut h =
-                        tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
-                    h.check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .is_ok()
-                })
-                .await,
-            );
+            let phase = drive(&clients, in_flight, slice, usize::MAX, health);
+            baseline.add(measured(&mut baseline_usage, phase).await);
             let done = loaded.ok + loaded.failed;
-            loaded.add(
-                drive(
-                    &clients,
-                    in_flight,
-                    slice,
-                    (n / 2).saturating_sub(done),
-                    redeem(codes.clone(), done),
-                )
-                .await,
+            let phase = drive(
+                &clients,
+                in_flight,
+                slice,
+                (n / 2).saturating_sub(done),
+                redeem(codes.clone(), done),
             );
+            loaded.add(measured(&mut loaded_usage, phase).await);
         }
         let single = drive(&clients[..1], 1, 3_000, n / 4, redeem(codes.clone(), n / 2)).await;
         let first_free = n / 2 + single.ok + single.failed;
@@ -276,6 +346,18 @@ fn main() {
             "ratio redeem / baseline at {in_flight} in flight: {:.2}",
             loaded.rate() / baseline.rate()
         );
+        if let (Some(b), Some(r)) = (baseline_usage, loaded_usage) {
+            let (b_us, r_us) = (b.micros_per(baseline.ok), r.micros_per(loaded.ok));
+            println!(
+                "cpu per request, server and client: baseline {b_us:.1} us, redeem {r_us:.1} us ({:.2})",
+                b_us / r_us
+            );
+            println!(
+                "machine idle (incl. iowait): baseline {:.0} %, redeem {:.0} %",
+                b.idle_percent(),
+                r.idle_percent()
+            );
+        }
         // Three days later, everything redeemed is past its reversal window: clear it.
         let day = passnum::domain::Timestamp::MS_PER_DAY;
         ahead.store(3 * day, std::sync::atomic::Ordering::SeqCst);
