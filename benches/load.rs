@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// CPU the process used and what the machine did, read from /proc (Linux; the bench
-/// prints nothing of it elsewhere). Splits a phase's cost from its idle time: a redemption
-/// can be cheap in CPU and still slow if the cores wait on the disk.
+/// CPU the process (server and client) used and what the machine did, read from /proc
+/// (Linux only: elsewhere the bench leaves these lines out). Splits a phase's cost from its
+/// idle time: a redemption can be cheap in CPU and still slow if the cores wait on the disk.
 #[derive(Clone, Copy, Default)]
 struct Usage {
     /// user + system time of this process, all threads, in clock ticks (USER_HZ = 100).
@@ -72,7 +72,8 @@ impl Usage {
     }
 
     fn micros_per(&self, requests: usize) -> f64 {
-        self.process_ticks as f64 * 10_000.0 / requests.max(1) as f64
+        const MICROS_PER_TICK: f64 = 1_000_000.0 / 100.0;
+        self.process_ticks as f64 * MICROS_PER_TICK / requests.max(1) as f64
     }
 
     fn idle_percent(&self) -> f64 {
