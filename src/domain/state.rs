@@ -62,8 +62,6 @@ pub struct State {
     /// storage, which computes hashes: the core never hashes).
     pub seq: u64,
     pub head_hash: [u8; 32],
-    /// The last record known durable: `seq` runs ahead of it while a batch is being synced.
-    pub durable_seq: u64,
     dirty: Dirty,
 }
 

@@ -135,8 +135,9 @@ impl Clearing for ClearingService {
                 o => return Err(errors::unexpected(o)),
             }
         }
+        let summary = self.summary(cut, records)?;
         self.0.settle().await?;
-        Ok(Response::new(self.summary(cut, records)?))
+        Ok(Response::new(summary))
     }
 
     async fn get_run(
@@ -146,8 +147,9 @@ impl Clearing for ClearingService {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
         let cut = cut_off(&req.get_ref().cut_off)?;
+        let summary = self.summary(cut, 0)?;
         self.0.settle().await?;
-        Ok(Response::new(self.summary(cut, 0)?))
+        Ok(Response::new(summary))
     }
 
     type ListSettlementsStream = ChunkStreamOf<pb::SettlementInfo>;
@@ -328,12 +330,12 @@ impl Clearing for ClearingService {
             iban: iban.expect("checked"),
             bic,
         };
-        self.0.settle().await?;
         let now = (self.0.clock)();
         let file = {
             let state = self.0.read()?;
             pain001::PaymentFile::plan(&state, cut, &debtor, now, exec.expect("checked"))
         };
+        self.0.settle().await?;
         let file = file.ok_or_else(|| nothing_to_pay(&r.cut_off))?;
         Ok(Response::new(self.0.stream_export(Box::new(file))))
     }
@@ -352,7 +354,6 @@ impl Clearing for ClearingService {
             Ok(pb::CsvDialect::Machine) => statement::Dialect::Machine,
             _ => statement::Dialect::Spreadsheet,
         };
-        self.0.settle().await?;
         let export: Box<dyn Export> = {
             let state = self.0.read()?;
             if let Some(s) = structure.filter(|s| !state.structures.contains_key(s)) {
@@ -368,6 +369,7 @@ impl Clearing for ClearingService {
                 ))
             }
         };
+        self.0.settle().await?;
         Ok(Response::new(self.0.stream_export(export)))
     }
 
@@ -384,7 +386,6 @@ impl Clearing for ClearingService {
         let p = period(&mut v, &r.from, &r.to, self.0.limits.period_days_max);
         v.into_result()?;
         let (from_days, to_days) = p.expect("checked");
-        self.0.settle().await?;
         let mut pdf = Vec::new();
         {
             let state = self.0.read()?;
@@ -397,6 +398,7 @@ impl Clearing for ClearingService {
             attestation::pdf(&mut pdf, st, &period, &rows, (state.seq, state.head_hash))
                 .map_err(|e| Status::internal(format!("writing the PDF: {e}")))?;
         }
+        self.0.settle().await?;
         Ok(Response::new(self.0.stream_bytes(pdf)))
     }
 
@@ -411,13 +413,13 @@ impl Clearing for ClearingService {
         let p = period(&mut v, &r.from, &r.to, self.0.limits.period_days_max);
         v.into_result()?;
         let (from, to) = p.expect("checked");
-        self.0.settle().await?;
         let (recon, seq, hash) = {
             let state = self.0.read()?;
             let in_scope = |c: InseeCode| depts.is_empty() || depts.contains(&c.departement());
             let recon = reports::reconcile(&state, in_scope, midnight(from), midnight(to));
             (recon, state.seq, state.head_hash)
         };
+        self.0.settle().await?;
         let max = self.0.limits.reconcile_rows_max;
         if recon.rows.len() > max {
             return Err(errors::limit(
@@ -483,7 +485,6 @@ impl Clearing for ClearingService {
         if r.order_id != 0 {
             who.may_read_order(&self.0.order(OrderId(r.order_id))?)?;
         }
-        self.0.settle().await?;
         let report = {
             let state = self.0.read()?;
             let include = |o: &Order| {
@@ -491,6 +492,7 @@ impl Clearing for ClearingService {
             };
             usage::UsageReport::new(&state, include, midnight(from), midnight(to))
         };
+        self.0.settle().await?;
         Ok(Response::new(self.0.stream_export(Box::new(report))))
     }
 }

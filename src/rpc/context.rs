@@ -65,8 +65,9 @@ impl Ctx {
             .map_err(|r| errors::refused(&r))
     }
 
-    /// Waits until everything applied so far is durable: a pure read calls it before
-    /// replying, so no reply shows what a crash could still undo.
+    /// Waits until everything applied so far is durable: a pure read calls it after
+    /// reading and before replying, so no reply shows what a crash could still undo (the
+    /// state may run a few batches ahead of the disk while they are synced).
     pub async fn settle(&self) -> Result<(), Status> {
         let seq = self.read()?.seq;
         self.engine.wait_durable(seq).await.map_err(errors::engine)
@@ -166,17 +167,24 @@ impl Ctx {
         let (tx, rx) = tokio::sync::mpsc::channel(self.limits.export_queue_chunks);
         let state = self.state.clone();
         let chunk = self.limits.export_chunk_bytes;
+        let (engine, runtime) = (self.engine.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(chunk);
             loop {
-                let more = match read_state(&state) {
-                    Ok(st) => export.next(&st, &mut buf),
+                // The state only moves forward: the chunk leaves once what its last part
+                // read is durable.
+                let (more, read_up_to) = match read_state(&state) {
+                    Ok(st) => (export.next(&st, &mut buf), st.seq),
                     Err(e) => {
                         let _ = tx.blocking_send(Err(errors::engine(e)));
                         return;
                     }
                 };
                 if buf.len() >= chunk || !more {
+                    if let Err(e) = runtime.block_on(engine.wait_durable(read_up_to)) {
+                        let _ = tx.blocking_send(Err(errors::engine(e)));
+                        return;
+                    }
                     let data = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
                     if tx.blocking_send(Ok(super::pb::Chunk { data })).is_err() {
                         return;

@@ -371,7 +371,6 @@ impl Index {
         self.tree.apply_batch(leftovers)?;
         self.set_sizes(|s| *s = sizes);
         (state.seq, state.head_hash) = self.applied()?;
-        state.durable_seq = state.seq;
         Ok(state)
     }
 }

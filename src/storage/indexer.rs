@@ -1,20 +1,22 @@
 //! The indexer thread: checkpoints the state into sled behind the writer, so sled's cost is
 //! off the durable path. The writer only marks keys dirty and nudges; the indexer takes the
 //! dirty keys (each once) and their values at one sequence number, under the state's lock,
-//! and writes them with that position as one atomic sled batch (a delta), folding deltas
-//! into the base when they have grown (`Index::compact_if_due`). The log is the truth: a
-//! crash loses nothing, start-up replays the log beyond the index's position. The backlog
-//! is bounded by the number of entities, however far sled falls behind.
+//! waits until that record is durable (sled must never hold what the log does not), and
+//! writes them with that position as one atomic sled batch (a delta), folding deltas into
+//! the base when they have grown (`Index::compact_if_due`). The log is the truth: a crash
+//! loses nothing, start-up replays the log beyond the index's position. The backlog is
+//! bounded by the number of entities, however far sled falls behind.
 
 use super::index::{Index, IndexBatch};
 use crate::domain::State;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-/// Attempts to find the writer between batches before waiting for the next nudge.
-const CHECKPOINT_TRIES_MAX: u32 = 5;
+/// How often a checkpoint taken ahead of the disk looks again whether it is durable (one
+/// fsync, a fraction of a millisecond, is usually all it waits for).
+const DURABLE_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 /// Least time between two checkpoints. Under load, changes coalesce (a balance touched by
 /// a thousand redemptions is written once) and sled gets fewer, larger batches: measured,
 /// checkpointing after every batch took a third of the CPU from the request path. The
@@ -23,6 +25,9 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 
 pub struct Indexer {
     nudge: Option<SyncSender<()>>,
+    /// Set when the ledger closes: a checkpoint still waiting for its records to become
+    /// durable gives up (after a failed write they never will).
+    closing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// Why the index store failed, once it has.
     failed: Arc<std::sync::Mutex<Option<String>>>,
@@ -32,17 +37,25 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    pub fn spawn(index: Index, state: Arc<RwLock<State>>) -> Indexer {
+    /// `durable` is the last record the log holds durably (the writer's sync stage moves it).
+    pub fn spawn(index: Index, state: Arc<RwLock<State>>, durable: Arc<AtomicU64>) -> Indexer {
         let (nudge, rx) = sync_channel(1);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let nudged = Arc::new(AtomicBool::new(false));
-        let (flag, pending) = (failed.clone(), nudged.clone());
+        let closing = Arc::new(AtomicBool::new(false));
+        let shared = Shared {
+            failed: failed.clone(),
+            nudged: nudged.clone(),
+            closing: closing.clone(),
+            durable,
+        };
         let thread = std::thread::Builder::new()
             .name("indexer".into())
-            .spawn(move || run(index, state, rx, flag, pending))
+            .spawn(move || run(index, state, rx, shared))
             .expect("spawn the indexer");
         Indexer {
             nudge: Some(nudge),
+            closing,
             thread: Some(thread),
             failed,
             nudged,
@@ -68,8 +81,9 @@ impl Indexer {
         }
     }
 
-    /// Writes a last checkpoint, flushes and stops.
+    /// Writes a last checkpoint of what is durable, flushes and stops.
     pub fn finish(&mut self) {
+        self.closing.store(true, Ordering::Release);
         drop(self.nudge.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -97,26 +111,45 @@ fn coalesce(rx: &Receiver<()>) -> bool {
     false
 }
 
-fn run(
-    index: Index,
-    state: Arc<RwLock<State>>,
-    rx: Receiver<()>,
+/// What the indexer thread shares with its handle.
+struct Shared {
+    /// Why the index store failed, once it has.
     failed: Arc<std::sync::Mutex<Option<String>>>,
     nudged: Arc<AtomicBool>,
-) {
-    // Ok(false): the writer is between applying a batch and syncing it; try again soon.
-    let checkpoint = || -> Result<bool, String> {
-        let batch = {
-            let mut st = state.write().map_err(|_| "the state lock is poisoned")?;
-            if st.seq != st.durable_seq {
-                return Ok(false);
+    closing: Arc<AtomicBool>,
+    durable: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// Waits until record `seq` is durable; false if the ledger closes first.
+    fn wait_durable(&self, seq: u64) -> bool {
+        loop {
+            if self.durable.load(Ordering::Acquire) >= seq {
+                return true;
             }
+            if self.closing.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(DURABLE_POLL);
+        }
+    }
+}
+
+fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, shared: Shared) {
+    // Ok(false): the ledger closed before the checkpoint's records were durable (a failed
+    // write): the checkpoint is dropped, and so is the ledger's state.
+    let checkpoint = || -> Result<bool, String> {
+        let (batch, seq) = {
+            let mut st = state.write().map_err(|_| "the state lock is poisoned")?;
             let keys = st.take_dirty();
             if keys.is_empty() {
                 return Ok(true);
             }
-            IndexBatch::of(&st, &keys, st.seq, st.head_hash)
+            (IndexBatch::of(&st, &keys, st.seq, st.head_hash), st.seq)
         };
+        if !shared.wait_durable(seq) {
+            return Ok(false);
+        }
         index.apply(batch).map_err(|e| e.to_string())?;
         // The compaction runs here, off the state's lock; checkpoints wait for it, which
         // only lengthens the replay a crash would need.
@@ -126,31 +159,22 @@ fn run(
     while rx.recv().is_ok() {
         let stopping = coalesce(&rx);
         // A batch from now on nudges again: its keys are in this checkpoint or the next.
-        nudged.store(false, Ordering::Release);
-        let mut tries = 0;
-        loop {
-            match checkpoint() {
-                Ok(true) => break,
-                // A batch is being synced; the next nudge comes when it is durable.
-                Ok(false) if tries >= CHECKPOINT_TRIES_MAX => break,
-                Ok(false) => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_micros(200));
+        shared.nudged.store(false, Ordering::Release);
+        match checkpoint() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "index checkpoint failed; the log stays complete and start-up will replay it");
+                if let Ok(mut f) = shared.failed.lock() {
+                    *f = Some(e.to_string());
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "index checkpoint failed; the log stays complete and start-up will replay it");
-                    if let Ok(mut f) = failed.lock() {
-                        *f = Some(e.to_string());
-                    }
-                    return;
-                }
+                return;
             }
         }
         if stopping {
             break;
         }
     }
-    // After a failed write the state is ahead of the disk for good: no checkpoint then.
     if let Err(e) = checkpoint().and_then(|_| index.flush().map_err(|e| e.to_string())) {
         tracing::warn!(error = %e, "last index checkpoint failed; start-up will replay the log");
     }

@@ -1,6 +1,6 @@
 //! The ledger log: one append-only file of frames, the single source of truth.
-//! Appends are written whole and made durable with `fdatasync` (`File::sync_data`) once
-//! per batch: the group commit.
+//! Appends are written whole and made durable with `fdatasync` (`File::sync_data`), once
+//! for however many batches were appended since the last one: the group commit.
 
 use super::frame::{self, FrameError, LedgerRecord, HASH_BYTES, HEADER_BYTES};
 use crate::domain::{RecordBody, Timestamp};
@@ -160,6 +160,7 @@ pub struct Log {
     next_seq: u64,
     head: [u8; 32],
     faults: Faults,
+    sync_poisoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A storage failure to inject into the next append (deterministic simulation).
@@ -169,7 +170,7 @@ pub enum Fault {
     TornWrite { keep: usize },
     /// The disk is full after `keep` bytes (ENOSPC).
     NoSpace { keep: usize },
-    /// The whole batch is written but `fdatasync` reports an error.
+    /// The whole batch is written but `fdatasync` reports an error (then, and ever after).
     SyncFails,
 }
 
@@ -221,6 +222,7 @@ impl Log {
             next_seq: scan.records + 1,
             head: scan.head_hash,
             faults: Faults::default(),
+            sync_poisoned: Default::default(),
         };
         log.file.seek(SeekFrom::Start(log.end))?;
         Ok(log)
@@ -252,24 +254,48 @@ impl Log {
         (buf, out)
     }
 
-    /// Writes the batch and waits for `fdatasync`. On error the log is in an unknown state
-    /// and the caller must stop (fail-stop): a retry could duplicate or reorder records.
-    pub fn commit(&mut self, buf: &[u8], appended: &[Appended]) -> io::Result<()> {
-        if appended.is_empty() {
+    /// Writes the batch at the end of the log; `LogSyncer::sync` makes it durable. On error
+    /// the log is in an unknown state and the caller must stop (fail-stop): a retry could
+    /// duplicate or reorder records.
+    pub fn append(&mut self, buf: &[u8], appended: &[Appended]) -> io::Result<()> {
+        let Some(last) = appended.last() else {
             return Ok(());
-        }
+        };
         match self.faults.take() {
-            None => {
-                self.file.write_all(buf)?;
-                self.file.sync_data()?;
-            }
-            Some(fault) => return self.fail(buf, fault),
+            None => self.file.write_all(buf)?,
+            Some(fault) => self.fail(buf, fault)?,
         }
         self.end += buf.len() as u64;
-        let last = appended.last().expect("non-empty");
         self.next_seq = last.seq + 1;
         self.head = last.hash;
         Ok(())
+    }
+
+    /// A handle that makes what was appended durable, from another thread if need be: the
+    /// writer appends the next batch while the last one is being synced.
+    pub fn syncer(&self) -> io::Result<LogSyncer> {
+        Ok(LogSyncer {
+            file: self.file.try_clone()?,
+            poisoned: self.sync_poisoned.clone(),
+        })
+    }
+}
+
+/// Makes the log's appends durable: `fdatasync` on a duplicate of the log's descriptor,
+/// which covers every byte written through either before the call.
+pub struct LogSyncer {
+    file: File,
+    /// Set by an injected `SyncFails`: every later sync fails, as after a real failed
+    /// fdatasync (whose pages the kernel may have dropped).
+    poisoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LogSyncer {
+    pub fn sync(&self) -> io::Result<()> {
+        if self.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(io::Error::other("injected: fdatasync failed"));
+        }
+        self.file.sync_data()
     }
 }
 
@@ -286,7 +312,9 @@ impl Log {
             }
             Fault::SyncFails => {
                 self.file.write_all(buf)?;
-                Err(io::Error::other("injected: fdatasync failed"))
+                self.sync_poisoned
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
             }
         }
     }

@@ -18,7 +18,7 @@ pub mod log;
 pub use frame::LedgerRecord;
 pub use index::{Index, IndexBatch, IndexError};
 pub use indexer::Indexer;
-pub use log::{Appended, Fault, Faults, Log, LogError, Scan};
+pub use log::{Appended, Fault, Faults, Log, LogError, LogSyncer, Scan};
 
 use crate::domain::State;
 use std::path::{Path, PathBuf};
@@ -144,7 +144,6 @@ impl Store {
         let keys = state.take_dirty();
         index.write(&state, &keys, scan.records, scan.head_hash)?;
         state.head_hash = scan.head_hash;
-        state.durable_seq = scan.records;
         index.compact_if_due()?;
         index.flush()?;
         let log = Log::open(&log_path(dir), &scan)?;
