@@ -114,20 +114,45 @@ const COMMITS_IN_FLIGHT_MAX: usize = 64;
 
 /// The sync stage: a thread that makes appended batches durable (one fdatasync for every
 /// batch that arrived while the last one ran), then publishes and answers them, while the
-/// writer decides and appends the next ones. Measured in the load bench: the writer used
-/// to wait out each fsync itself, and the cores sat idle 17–20 % of the time.
+/// writer decides and appends the next ones instead of waiting out each fsync itself.
 /// One per opened ledger; once a sync failed it acknowledges nothing more.
 struct SyncStage {
     tx: Option<std::sync::mpsc::SyncSender<Commit>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Set once a sync failed, with whether the disk is full.
-    failed: Arc<std::sync::Mutex<Option<bool>>>,
+    failed: Arc<SyncFailure>,
+}
+
+/// Whether a sync failed, and how; the writer reads it before every batch, so it is an
+/// atomic, never a lock held through the fsync.
+#[derive(Default)]
+struct SyncFailure(std::sync::atomic::AtomicU8);
+
+impl SyncFailure {
+    const FAILED: u8 = 1;
+    const DISK_FULL: u8 = 2;
+
+    fn set(&self, disk_full: bool) {
+        let flag = if disk_full {
+            Self::DISK_FULL
+        } else {
+            Self::FAILED
+        };
+        self.0.store(flag, std::sync::atomic::Ordering::Release);
+    }
+
+    /// None while every sync worked; else whether the disk is full.
+    fn get(&self) -> Option<bool> {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            flag => Some(flag == Self::DISK_FULL),
+        }
+    }
 }
 
 impl SyncStage {
     fn start(durability: Durability, outbox: Outbox, reopened: u64) -> SyncStage {
         let (tx, rx) = std::sync::mpsc::sync_channel(COMMITS_IN_FLIGHT_MAX);
-        let failed = Arc::new(std::sync::Mutex::new(None));
+        let failed = Arc::new(SyncFailure::default());
         let flag = failed.clone();
         let thread = std::thread::Builder::new()
             .name("ledger-sync".into())
@@ -151,7 +176,7 @@ impl SyncStage {
 
     /// Whether a sync failed, and if so whether the disk is full.
     fn failed(&self) -> Option<bool> {
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner())
+        self.failed.get()
     }
 
     /// Answers every batch handed over (durable, or failed), then ends the thread.
@@ -168,21 +193,20 @@ fn sync_commits(
     durability: Durability,
     outbox: Outbox,
     reopened: u64,
-    failed: Arc<std::sync::Mutex<Option<bool>>>,
+    failed: Arc<SyncFailure>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut commits = vec![first];
         commits.extend(rx.try_iter());
         let head = commits.last().expect("one at least").staged.head;
-        let mut failure = failed.lock().unwrap_or_else(|p| p.into_inner());
-        if failure.is_none() {
+        if failed.get().is_none() {
             if let Err(why) = durability.make_durable(head.seq) {
                 let disk_full = is_disk_full(&why);
                 tracing::error!(error = %why, disk_full, "ledger sync failed: nothing more acknowledged; reopening the ledger from disk");
-                *failure = Some(disk_full);
+                failed.set(disk_full);
             }
         }
-        let failure = *failure;
+        let failure = failed.get();
         let callers = commits.iter().map(|c| c.callers.len()).sum();
         let mut replies = Vec::with_capacity(callers);
         let mut directory = None;
