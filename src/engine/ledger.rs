@@ -33,9 +33,9 @@ pub struct Staged {
     pub directory: Option<Directory>,
 }
 
-/// Makes the log's appends durable and marks them so in the state; a clone goes to the
-/// writer's sync thread.
-/// It never takes the state's lock: a sync does not wait for a checkpoint or a batch.
+/// Makes the log's appends durable and moves the durable point the indexer waits on; a
+/// clone goes to the writer's sync thread. It never takes the state's lock: a sync does
+/// not wait for a checkpoint or a batch.
 #[derive(Clone)]
 pub struct Durability {
     log: Arc<crate::storage::LogSyncer>,
@@ -189,8 +189,9 @@ impl Ledger {
             assert_eq!(last.seq, state.seq, "log and state agree on the sequence");
             state.head_hash = last.hash;
             // Readers may look while the disk works: replies built on what they read wait
-            // until it is durable (EngineHandle::wait_durable), and the indexer checkpoints
-            // only durable states. Holding the lock through the write would stall them.
+            // until it is durable (EngineHandle::wait_durable), and the indexer writes a
+            // checkpoint to sled only once it is. Holding the lock through the write would
+            // stall them.
             drop(state);
             if let Err(e) = self.store.log.append(&buf, &appended) {
                 let why = format!("log append: {e}");

@@ -139,15 +139,15 @@ fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, shared: Shared
     // Ok(false): the ledger closed before the checkpoint's records were durable (a failed
     // write): the checkpoint is dropped, and so is the ledger's state.
     let checkpoint = || -> Result<bool, String> {
-        let (batch, seq) = {
+        let batch = {
             let mut st = state.write().map_err(|_| "the state lock is poisoned")?;
             let keys = st.take_dirty();
             if keys.is_empty() {
                 return Ok(true);
             }
-            (IndexBatch::of(&st, &keys, st.seq, st.head_hash), st.seq)
+            IndexBatch::of(&st, &keys, st.seq, st.head_hash)
         };
-        if !shared.wait_durable(seq) {
+        if !shared.wait_durable(batch.seq) {
             return Ok(false);
         }
         index.apply(batch).map_err(|e| e.to_string())?;
