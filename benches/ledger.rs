@@ -95,7 +95,7 @@ fn core_apply(c: &mut Criterion) {
                 state.apply(seq, Timestamp(T0 + 1), &body);
             }
         }
-        state.take_dirty();
+        state.take_changes();
     };
     for cmd in setup_commands() {
         run(&[env(cmd)]);
@@ -210,8 +210,12 @@ fn index_compaction(c: &mut Criterion) {
     for i in 0..INDEX_PASSES {
         state.load_pass(redeemed_pass(i));
     }
-    let keys: Vec<Key> = state.passes.iter().map(|(s, _)| Key::Pass(*s)).collect();
-    index.write(&state, &keys, 1, [0; 32]).unwrap();
+    let passes: Vec<Pass> = state.passes.values().cloned().collect();
+    let of = |passes: &[Pass]| Changes {
+        passes: passes.to_vec(),
+        ..Changes::default()
+    };
+    index.write(&state, &of(&passes), 1, [0; 32]).unwrap();
     index.compact().unwrap();
     let mut seq = 1;
     let mut g = c.benchmark_group("index");
@@ -221,9 +225,9 @@ fn index_compaction(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                for chunk in keys.chunks(keys.len() / 10) {
+                for chunk in passes.chunks(passes.len() / 10) {
                     seq += 1;
-                    index.write(&state, chunk, seq, [0; 32]).unwrap();
+                    index.write(&state, &of(chunk), seq, [0; 32]).unwrap();
                 }
                 let t = Instant::now();
                 index.compact().unwrap();

@@ -690,6 +690,47 @@ fn workshop_gives_one_outcome_per_pass() {
     assert_eq!(w.state.balance(Account::Payable(StructureId(1))), -4000);
 }
 
+/// Storage writes what `take_changes` hands it: the values after each record, each key
+/// that changed, and nothing twice.
+#[test]
+fn changes_carry_each_value_as_the_record_left_it() {
+    let mut w = world();
+    let all = w.state.take_changes();
+    assert_eq!(
+        all.passes.len(),
+        25 + 20,
+        "minted, then activated (order 2 is not funded)"
+    );
+    assert!(w.state.take_changes().is_empty(), "taken once");
+    let key = RequestKey {
+        scope: "site:1".into(),
+        id: "scan-1".into(),
+        fingerprint: [1; 32],
+    };
+    w.run_as(Some(key.clone()), redeem(1, 1, Place::Site, "x"))
+        .unwrap();
+    let changes = w.state.take_changes();
+    assert_eq!(changes.passes, vec![w.state.passes[&serial(1)].clone()]);
+    assert_eq!(changes.passes[0].status, PassStatus::Redeemed);
+    assert_eq!(
+        changes.requests,
+        vec![(key.map_key(), w.state.requests[&key.map_key()].clone())]
+    );
+    let mut keys = changes.keys.clone();
+    keys.dedup();
+    assert_eq!(keys, changes.keys, "each key once");
+    assert!(changes.keys.iter().all(|k| matches!(k, Key::Balance(_))));
+    w.run(Command::Reverse {
+        serial: serial(1),
+        site: SiteId(1),
+    })
+    .unwrap();
+    let changes = w.state.take_changes();
+    assert_eq!(changes.passes.len(), 1);
+    assert_eq!(changes.passes[0].status, PassStatus::Active);
+    assert!(changes.keys.contains(&Key::Reversal(0)));
+}
+
 #[test]
 fn request_ids_replay_answers_and_refuse_reuse() {
     let mut w = world();

@@ -26,5 +26,5 @@ pub use record::*;
 pub use refusal::Refusal;
 pub use serial::Serial;
 pub use sharded::ShardedMap;
-pub use state::{Key, Remembered, State};
+pub use state::{Changes, Key, Remembered, State};
 pub use types::*;

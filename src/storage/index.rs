@@ -85,14 +85,20 @@ pub fn key_bytes(key: &Key) -> Vec<u8> {
         Key::Site(id) => id_key(b't', id.0),
         Key::Order(id) => id_key(b'o', id.0),
         Key::OrderSerials(id) => id_key(b'l', id.0),
-        Key::Pass(s) => id_key(b'p', s.as_u64()),
         Key::Workshop(id) => id_key(b'w', id.0),
-        Key::Request(r) => [b"r".as_slice(), r.as_bytes()].concat(),
         Key::Balance(a) => [b"a".as_slice(), &postcard::to_allocvec(a).expect("encodes")].concat(),
         Key::Credential(h) => [b"k".as_slice(), h.as_slice()].concat(),
         Key::Settlement(id) => id_key(b'x', id.0),
         Key::Reversal(i) => id_key(b'v', *i),
     }
+}
+
+fn pass_key(serial: Serial) -> Vec<u8> {
+    id_key(b'p', serial.as_u64())
+}
+
+fn request_key(map_key: &str) -> Vec<u8> {
+    [b"r".as_slice(), map_key.as_bytes()].concat()
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -106,23 +112,52 @@ fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError> {
     })
 }
 
-/// The changes of a checkpoint, encoded under the state's lock, written later.
+/// The changes of a checkpoint, encoded, written later.
 pub struct IndexBatch {
     delta: Vec<u8>,
     pub seq: u64,
     head: [u8; 32],
 }
 
+/// A checkpoint in the making: the entries read from the state, then the captured values.
+pub struct IndexBatchBuilder {
+    blob: BlobWriter,
+    seq: u64,
+    head: [u8; 32],
+}
+
 impl IndexBatch {
-    pub fn of(state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> IndexBatch {
+    pub fn of(state: &State, changes: &Changes, seq: u64, head: [u8; 32]) -> IndexBatch {
+        IndexBatch::read(state, &changes.keys, seq, head).with_values(changes)
+    }
+
+    /// Reads the changed keys' values: the part that needs the state, and its lock.
+    pub fn read(state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> IndexBatchBuilder {
         let mut blob = BlobWriter::default();
         for key in keys {
             push_value(&mut blob, state, key);
         }
+        IndexBatchBuilder { blob, seq, head }
+    }
+}
+
+impl IndexBatchBuilder {
+    /// Adds the captured values of passes and requests, each pass once (its last value):
+    /// they are copies, so this needs no lock.
+    pub fn with_values(mut self, changes: &Changes) -> IndexBatch {
+        let mut seen = std::collections::HashSet::with_capacity(changes.passes.len());
+        for pass in changes.passes.iter().rev() {
+            if seen.insert(pass.serial) {
+                self.blob.push_encoded(&pass_key(pass.serial), pass);
+            }
+        }
+        for (key, remembered) in &changes.requests {
+            self.blob.push_encoded(&request_key(key), remembered);
+        }
         IndexBatch {
-            delta: blob.finish(),
-            seq,
-            head,
+            delta: self.blob.finish(),
+            seq: self.seq,
+            head: self.head,
         }
     }
 }
@@ -136,9 +171,7 @@ fn push_value(blob: &mut BlobWriter, state: &State, key: &Key) {
         Key::Site(id) => blob.push_encoded(&k, &state.sites[id]),
         Key::Order(id) => blob.push_encoded(&k, &state.orders[id]),
         Key::OrderSerials(id) => blob.push_encoded(&k, &state.order_serials[id]),
-        Key::Pass(s) => blob.push_encoded(&k, &state.passes[s]),
         Key::Workshop(id) => blob.push_encoded(&k, &state.workshops[id]),
-        Key::Request(r) => blob.push_encoded(&k, &state.requests[r]),
         Key::Balance(a) => blob.push_encoded(&k, &state.balance(*a)),
         Key::Credential(h) => blob.push_encoded(&k, &state.credentials[h]),
         Key::Settlement(id) => blob.push_encoded(&k, &state.settlements[id]),
@@ -254,15 +287,15 @@ impl Index {
         f(&mut self.sizes.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Writes the dirty keys and the new applied position in one atomic batch.
+    /// Writes the changes and the new applied position in one atomic batch.
     pub fn write(
         &self,
         state: &State,
-        keys: &[Key],
+        changes: &Changes,
         seq: u64,
         head: [u8; 32],
     ) -> Result<(), IndexError> {
-        self.apply(IndexBatch::of(state, keys, seq, head))
+        self.apply(IndexBatch::of(state, changes, seq, head))
     }
 
     /// Writes a checkpoint: its delta (if anything changed) and its position, atomically.
@@ -518,20 +551,20 @@ impl<'t> ChunkWriter<'t> {
 mod tests {
     use super::*;
 
-    fn balances(pairs: &[(u64, i64)]) -> (State, Vec<Key>) {
+    fn balances(pairs: &[(u64, i64)]) -> (State, Changes) {
         let mut state = State::default();
-        let mut keys = vec![];
+        let mut changes = Changes::default();
         for &(id, cents) in pairs {
             let account = Account::Funds(CommanditaireId(id));
             state.balances.insert(account, cents);
-            keys.push(Key::Balance(account));
+            changes.keys.push(Key::Balance(account));
         }
-        (state, keys)
+        (state, changes)
     }
 
     fn write(index: &Index, seq: u64, pairs: &[(u64, i64)]) {
-        let (state, keys) = balances(pairs);
-        index.write(&state, &keys, seq, [seq as u8; 32]).unwrap();
+        let (state, changes) = balances(pairs);
+        index.write(&state, &changes, seq, [seq as u8; 32]).unwrap();
     }
 
     fn loaded(index: &Index) -> Vec<(Account, i64)> {
@@ -600,6 +633,39 @@ mod tests {
             }
             other => panic!("a cut delta is a decode error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn captured_values_load_back_each_pass_at_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let serial = Serial::from_random(0x0123_4567_89AB_CDEF);
+        let pass = |status| Pass {
+            serial,
+            order: OrderId(1),
+            index: 0,
+            status,
+            redemption: None,
+            closed_at: None,
+        };
+        let remembered = Remembered {
+            fingerprint: [7; 32],
+            seq: 2,
+            result: Err(Refusal::RequestIdReused),
+        };
+        let changes = Changes {
+            keys: vec![],
+            passes: vec![pass(PassStatus::Minted), pass(PassStatus::Active)],
+            requests: vec![("op/r1".into(), remembered.clone())],
+        };
+        let batch = IndexBatch::of(&State::default(), &changes, 2, [2; 32]);
+        let entries = blob::entries(&batch.delta).count();
+        assert_eq!(entries, 2, "the pass once, then the request");
+        index.apply(batch).unwrap();
+        let state = index.load_state().unwrap();
+        assert_eq!(state.passes[&serial].status, PassStatus::Active);
+        assert_eq!(state.requests["op/r1"], remembered);
+        assert_eq!((state.seq, state.head_hash), (2, [2; 32]));
     }
 
     #[test]

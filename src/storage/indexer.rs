@@ -1,11 +1,12 @@
 //! The indexer thread: checkpoints the state into sled behind the writer, so sled's cost is
-//! off the durable path. The writer only marks keys dirty and nudges; the indexer takes the
-//! dirty keys (each once) and their values at one sequence number, under the state's lock,
-//! waits until that record is durable (sled must never hold what the log does not), and
-//! writes them with that position as one atomic sled batch (a delta), folding deltas into
-//! the base when they have grown (`Index::compact_if_due`). The log is the truth: a crash
-//! loses nothing, start-up replays the log beyond the index's position. The backlog is
-//! bounded by the number of entities, however far sled falls behind.
+//! off the durable path. The writer's `apply` records what changed (the new values of
+//! passes and requests, the keys of the rest) and nudges; the indexer takes those changes
+//! at one sequence number under the state's lock, reads the few keyed values there, encodes
+//! the captured ones after letting go, waits until that record is durable (sled must never
+//! hold what the log does not), and writes them with that position as one atomic sled batch
+//! (a delta), folding deltas into the base when they have grown (`Index::compact_if_due`).
+//! The log is the truth: a crash loses nothing, start-up replays the log beyond the index's
+//! position. The backlog is what the writer applied while the last checkpoint was written.
 
 use super::index::{Index, IndexBatch};
 use crate::domain::State;
@@ -139,14 +140,18 @@ fn run(index: Index, state: Arc<RwLock<State>>, rx: Receiver<()>, shared: Shared
     // Ok(false): the ledger closed before the checkpoint's records were durable (a failed
     // write): the checkpoint is dropped, and so is the ledger's state.
     let checkpoint = || -> Result<bool, String> {
-        let batch = {
+        let (changes, batch) = {
             let mut st = state.write().map_err(|_| "the state lock is poisoned")?;
-            let keys = st.take_dirty();
-            if keys.is_empty() {
+            let changes = st.take_changes();
+            if changes.is_empty() {
                 return Ok(true);
             }
-            IndexBatch::of(&st, &keys, st.seq, st.head_hash)
+            let batch = IndexBatch::read(&st, &changes.keys, st.seq, st.head_hash);
+            (changes, batch)
         };
+        // The captured values are copies: encoded off the state's lock.
+        let batch = batch.with_values(&changes);
+        drop(changes);
         if !shared.wait_durable(batch.seq) {
             return Ok(false);
         }

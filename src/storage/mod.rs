@@ -121,9 +121,9 @@ impl Store {
             state.apply(rec.seq, rec.at, &rec.body);
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS == 0 {
-                let keys = state.take_dirty();
+                let changes = state.take_changes();
                 index
-                    .write(&state, &keys, rec.seq, rec.hash)
+                    .write(&state, &changes, rec.seq, rec.hash)
                     .and_then(|()| index.compact_if_due().map(drop))
                     .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
             }
@@ -141,8 +141,8 @@ impl Store {
                 log_seq: scan.records,
             });
         }
-        let keys = state.take_dirty();
-        index.write(&state, &keys, scan.records, scan.head_hash)?;
+        let changes = state.take_changes();
+        index.write(&state, &changes, scan.records, scan.head_hash)?;
         state.head_hash = scan.head_hash;
         index.compact_if_due()?;
         index.flush()?;
@@ -190,7 +190,7 @@ pub fn verify_log(path: &Path) -> Result<(Scan, State), StoreError> {
         state.apply(rec.seq, rec.at, &rec.body);
         Ok(())
     })?;
-    state.take_dirty();
+    state.take_changes();
     state.check_invariants().map_err(StoreError::Invariant)?;
     Ok((scan, state))
 }
