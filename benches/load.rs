@@ -203,11 +203,8 @@ fn main() {
     let seconds = env("LOAD_SECONDS", 10);
     let in_flight = env("LOAD_IN_FLIGHT", 64) as usize;
     let connections = env("LOAD_CONNECTIONS", 4) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(env("LOAD_WORKERS", 2) as usize)
-        .enable_all()
-        .build()
-        .unwrap();
+    // The server's own runtime, which the bench's client shares.
+    let rt = passnum::server::runtime(Some(env("LOAD_WORKERS", 2) as usize)).unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());

@@ -17,6 +17,27 @@ use tokio::sync::oneshot;
 pub const KEYS_FILE: &str = "code-keys";
 pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
 
+/// The runtime the server runs on (`workers`: one per core when None).
+///
+/// Its LIFO slot is off when the build allows it (`--cfg tokio_unstable`, set by
+/// `.cargo/config.toml`). With the slot, a woken task runs next: each answer of a batch
+/// wakes its stream, the stream wakes the connection, and the connection writes that one
+/// reply before the next stream runs, so a batch of 20 answers costs 20 `writev`s and
+/// 20 sends. Without it, the streams a batch releases all run first and their connection
+/// writes their replies together. Measured in the load bench at 64 in flight: about a
+/// quarter less CPU per redemption and 20-25 % more redemptions per second; at 1 in
+/// flight the p50 rises a little (tasks are shared between the cores more often).
+pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder.build()
+}
+
 pub struct RunningServer {
     pub addr: SocketAddr,
     /// Set when this start created the operator credential.
