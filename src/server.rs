@@ -24,9 +24,10 @@ pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
 /// wakes its stream, the stream wakes the connection, and the connection writes that one
 /// reply before the next stream runs, so a batch of 20 answers costs 20 `writev`s and
 /// 20 sends. Without it, the streams a batch releases all run first and their connection
-/// writes their replies together. Measured in the load bench at 64 in flight: about a
-/// quarter less CPU per redemption and 20-25 % more redemptions per second; at 1 in
-/// flight the p50 rises a little (tasks are shared between the cores more often).
+/// writes their replies together. Measured in the load bench at 64 in flight: `writev`s
+/// per redemption 1.6 → 0.26, CPU per redemption down by about a quarter, redemptions per
+/// second up 14-30 %. The health check gains more (its replies coalesce too). At 1 in
+/// flight the p50 rises by up to 0.1 ms: a woken task is now offered to the idle core.
 pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
