@@ -69,6 +69,10 @@ pub struct State {
 #[derive(Clone, Debug, Default)]
 struct Dirty {
     changes: Changes,
+    /// The keys in `changes`: each is kept once as it is marked, so taking them is a swap
+    /// (a redemption marks two balances; deduplicating a checkpoint's worth under the
+    /// indexer's lock took about 0.25 ms).
+    marked: std::collections::HashSet<Key>,
     /// Passes the record being applied touched: their values are captured once it is.
     touched: Vec<Serial>,
 }
@@ -120,12 +124,16 @@ impl State {
     }
 
     fn mark(&mut self, key: Key) {
-        self.dirty.changes.keys.push(key);
+        if self.dirty.marked.insert(key.clone()) {
+            self.dirty.changes.keys.push(key);
+        }
     }
 
     /// Captures the values of the passes the record touched, now that it is applied.
     fn capture_touched(&mut self) {
-        let Dirty { changes, touched } = &mut self.dirty;
+        let Dirty {
+            changes, touched, ..
+        } = &mut self.dirty;
         for serial in touched.drain(..) {
             let pass = self.passes.get(&serial).expect("a touched pass exists");
             changes.passes.push(pass.clone());
@@ -325,12 +333,10 @@ impl State {
             .expect("fact names a known structure")
     }
 
-    /// What changed since the last call, keys each once.
+    /// What changed since the last call, keys each once, in the order first marked.
     pub fn take_changes(&mut self) -> Changes {
-        let mut changes = std::mem::take(&mut self.dirty.changes);
-        let mut seen = std::collections::HashSet::with_capacity(changes.keys.len());
-        changes.keys.retain(|k| seen.insert(k.clone()));
-        changes
+        self.dirty.marked.clear();
+        std::mem::take(&mut self.dirty.changes)
     }
 
     pub fn balance(&self, account: Account) -> i64 {
