@@ -85,8 +85,7 @@ impl Outbox {
 
     /// Nobody gets an acknowledgement: the disk did not take their batch.
     fn fail(&self, callers: impl IntoIterator<Item = Caller>, disk_full: bool) {
-        let failed = Err(EngineError::StorageFailed { disk_full });
-        self.reply(callers.into_iter().map(|c| (c, failed.clone())).collect());
+        self.reply(failures(callers, disk_full).collect());
     }
 
     /// Tells readers what is durable; `directory` only if a durable batch changed it.
@@ -96,6 +95,15 @@ impl Outbox {
         }
         self.head.send_replace(Published { head, reopened });
     }
+}
+
+/// The answer of every caller whose batch the disk did not take.
+fn failures(
+    callers: impl IntoIterator<Item = Caller>,
+    disk_full: bool,
+) -> impl Iterator<Item = (Caller, Result<Answer, EngineError>)> {
+    let failed = Err(EngineError::StorageFailed { disk_full });
+    callers.into_iter().map(move |c| (c, failed.clone()))
 }
 
 fn is_disk_full(why: &str) -> bool {
@@ -218,11 +226,7 @@ fn sync_commits(
                         .into_iter()
                         .zip(c.staged.answers.into_iter().map(Ok)),
                 ),
-                Some(disk_full) => replies.extend(
-                    c.callers
-                        .into_iter()
-                        .map(|r| (r, Err(EngineError::StorageFailed { disk_full }))),
-                ),
+                Some(disk_full) => replies.extend(failures(c.callers, disk_full)),
             }
         }
         if failure.is_none() {
