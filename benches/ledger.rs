@@ -221,6 +221,20 @@ fn index_compaction(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
     g.sample_size(10);
     g.throughput(Throughput::Elements(INDEX_PASSES));
+    g.bench_function("checkpoint 200000 passes in ten deltas", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                for chunk in passes.chunks(passes.len() / 10) {
+                    seq += 1;
+                    index.write(&state, &of(chunk), seq, [0; 32]).unwrap();
+                }
+            }
+            let took = t.elapsed();
+            index.compact().unwrap();
+            took
+        })
+    });
     g.bench_function("compact deltas of 200000 passes onto their base", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

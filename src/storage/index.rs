@@ -6,15 +6,18 @@
 //! | `mseq`, `mhead`       | last applied seq, its hash (postcard)                  |
 //! | `mformat`             | this layout's version (`FORMAT`)                       |
 //! | `mgen`                | the base's generation (postcard u64; none: no base)    |
-//! | `b` gen BE, chunk BE  | a chunk of the base: entries sorted by entry key       |
-//! | `d` id BE             | a delta: the entries one checkpoint changed            |
+//! | `b` gen BE, chunk BE  | a chunk of the base: its run's length and hash         |
+//! | `d` id BE             | a delta (one checkpoint's changes): its run's length and hash |
 //!
+//! A run (`runs.rs`) is a file beside sled, named after its key, holding a blob of entries
+//! (`blob.rs`): a chunk's sorted by entry key, a delta's in the order they changed. Sled
+//! costs about as much per key as a redemption does in all, so entries travel in blobs, not
+//! one sled key each; and sled rewrites its values over and over, so blobs live in files.
 //! The state is the base, then every delta in id order, a later value replacing an earlier
-//! one. A checkpoint is one sled batch: its delta and the new position. Sled costs about as
-//! much per key as a redemption does in all, so entries travel in blobs (`blob.rs`), not
-//! one sled key each. Compaction folds the deltas into the next base generation, written
-//! beside the current one, then switched to in one batch that also drops the old chunks and
-//! the folded deltas; chunks of another generation are leftovers of a compaction cut short.
+//! one. A checkpoint writes its run, then one sled batch: its key and the new position.
+//! Compaction folds the deltas into the next base generation's runs, then switches to it in
+//! one batch that also drops the old chunks and the folded deltas, flushes sled, and only
+//! then removes their files. Runs sled does not name are removed at load.
 //!
 //! Entry keys name one piece of state; values are postcard:
 //!
@@ -34,6 +37,7 @@
 //! | `v`    | position BE         | Reversal                  |
 
 use super::blob::{self, BlobWriter};
+use super::runs::{run_name, RunError, RunRef, Runs};
 use crate::domain::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,6 +48,8 @@ pub const INDEX_DIR: &str = "index";
 #[derive(Debug)]
 pub enum IndexError {
     Sled(sled::Error),
+    /// Reading or writing a run file failed.
+    Io(std::io::Error),
     /// A stored value does not decode: the index is damaged and must be rebuilt.
     Decode {
         key: Vec<u8>,
@@ -55,6 +61,7 @@ impl std::fmt::Display for IndexError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IndexError::Sled(e) => write!(f, "index store: {e}"),
+            IndexError::Io(e) => write!(f, "index run file: {e}"),
             IndexError::Decode { key, what } => {
                 write!(
                     f,
@@ -68,6 +75,12 @@ impl std::fmt::Display for IndexError {
 impl From<sled::Error> for IndexError {
     fn from(e: sled::Error) -> Self {
         IndexError::Sled(e)
+    }
+}
+
+impl From<std::io::Error> for IndexError {
+    fn from(e: std::io::Error) -> Self {
+        IndexError::Io(e)
     }
 }
 
@@ -180,7 +193,7 @@ fn push_value(blob: &mut BlobWriter, state: &State, key: &Key) {
 }
 
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.
@@ -208,6 +221,7 @@ pub struct Sizes {
 pub struct Index {
     db: sled::Db,
     tree: sled::Tree,
+    runs: Runs,
     sizes: std::sync::Arc<std::sync::Mutex<Sizes>>,
     compact_min_bytes: u64,
 }
@@ -240,6 +254,7 @@ impl Index {
         let index = Index {
             db,
             tree,
+            runs: Runs::open(dir)?,
             sizes: Default::default(),
             compact_min_bytes: compact_min_bytes(),
         };
@@ -298,12 +313,16 @@ impl Index {
         self.apply(IndexBatch::of(state, changes, seq, head))
     }
 
-    /// Writes a checkpoint: its delta (if anything changed) and its position, atomically.
+    /// Writes a checkpoint: its delta's run (if anything changed), then the run's name and
+    /// the position in one sled batch.
     pub fn apply(&self, batch: IndexBatch) -> Result<(), IndexError> {
         let mut b = sled::Batch::default();
         let bytes = batch.delta.len() as u64;
         if bytes > 0 {
-            b.insert(id_key(b'd', self.db.generate_id()?).as_slice(), batch.delta);
+            let key = id_key(b'd', self.db.generate_id()?);
+            let run = self.runs.write(&key, &batch.delta)?;
+            self.runs.sync_dir()?;
+            b.insert(key, enc(&run));
         }
         b.insert(b"mseq".as_slice(), enc(&batch.seq));
         b.insert(b"mhead".as_slice(), enc(&batch.head));
@@ -323,23 +342,23 @@ impl Index {
     }
 
     /// Merges the base (sorted) with the deltas (later wins) into the next generation's
-    /// chunks, then switches to it in one batch. A crash before the switch leaves the
-    /// current generation whole; its leftovers are removed at the next load.
+    /// runs, then switches to it in one batch. A crash before the switch leaves the current
+    /// generation whole; the old runs are removed only once sled holds the switch durably.
     pub fn compact(&self) -> Result<(), IndexError> {
         let generation = self.generation()?;
-        let (folded, blobs): (Vec<_>, Vec<_>) = self
-            .tree
-            .scan_prefix(b"d")
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .unzip();
-        let newer = latest_entries(&folded, &blobs)?;
+        let folded = self.named(b"d")?;
+        let mut blobs = Vec::with_capacity(folded.len());
+        for (key, run) in &folded {
+            blobs.push(self.read_run(key, run)?);
+        }
+        let names: Vec<&[u8]> = folded.iter().map(|(k, _)| k.as_ref()).collect();
+        let newer = latest_entries(&names, &blobs)?;
         let next = generation + 1;
-        let mut out = ChunkWriter::new(&self.tree, next);
+        let mut out = ChunkWriter::new(&self.runs, next);
         let mut newer = newer.into_iter().peekable();
-        let mut old = vec![];
-        for item in self.tree.scan_prefix(id_key(b'b', generation)) {
-            let (k, v) = item?;
+        let old = self.named(&id_key(b'b', generation))?;
+        for (k, run) in &old {
+            let v = self.read_run(k, run)?;
             for entry in blob::entries(&v) {
                 let (bk, bv) = entry.map_err(|what| blob_error(&k, what))?;
                 while let Some((nk, nv)) = newer.next_if(|(nk, _)| *nk < bk) {
@@ -350,20 +369,44 @@ impl Index {
                     None => out.push(bk, bv)?,
                 }
             }
-            old.push(k);
         }
         for (nk, nv) in newer {
             out.push(nk, nv)?;
         }
-        let base = out.finish()?;
+        let (base, chunks) = out.finish()?;
+        self.runs.sync_dir()?;
         let mut b = sled::Batch::default();
         b.insert(b"mgen".as_slice(), enc(&next));
-        for k in old.into_iter().chain(folded) {
+        for (k, run) in &chunks {
+            b.insert(k.as_slice(), enc(run));
+        }
+        for (k, _) in old.iter().chain(&folded) {
             b.remove(k);
         }
         self.tree.apply_batch(b)?;
+        self.db.flush()?;
+        self.runs
+            .remove(old.iter().chain(&folded).map(|(k, _)| k.as_ref()))?;
         self.set_sizes(|s| *s = Sizes { base, deltas: 0 });
         Ok(())
+    }
+
+    /// The runs sled names under a key prefix, in key order.
+    fn named(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, RunRef)>, IndexError> {
+        let mut runs = vec![];
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, v) = item?;
+            let run = dec(&k, &v)?;
+            runs.push((k, run));
+        }
+        Ok(runs)
+    }
+
+    fn read_run(&self, key: &[u8], run: &RunRef) -> Result<Vec<u8>, IndexError> {
+        self.runs.read(key, run).map_err(|e| match e {
+            RunError::Io(e) => IndexError::Io(e),
+            RunError::Damaged(what) => blob_error(key, what),
+        })
     }
 
     /// Asks sled to write its buffers out; the log, not this, is what makes data durable.
@@ -376,32 +419,28 @@ impl Index {
         self.tree.clear()?;
         self.tree.insert(b"mformat", enc(&FORMAT))?;
         self.db.flush()?;
+        self.runs.remove_unnamed(&Default::default())?;
         self.set_sizes(|s| *s = Sizes::default());
         Ok(())
     }
 
-    /// Loads the whole state (start-up): the base, then the deltas. The state's `seq` is
-    /// the applied position.
+    /// Loads the whole state (start-up): the base, then the deltas, and removes the runs
+    /// sled does not name. The state's `seq` is the applied position.
     pub fn load_state(&self) -> Result<State, IndexError> {
-        let generation = self.generation()?;
+        let base = self.named(&id_key(b'b', self.generation()?))?;
+        let deltas = self.named(b"d")?;
         let mut state = State::default();
         let mut sizes = Sizes::default();
-        let mut leftovers = sled::Batch::default();
-        for item in self.tree.scan_prefix(b"b") {
-            let (k, v) = item?;
-            if k.get(1..9) != Some(&generation.to_be_bytes()[..]) {
-                leftovers.remove(k);
-                continue;
-            }
-            sizes.base += v.len() as u64;
-            load_blob(&mut state, &k, &v)?;
+        for (k, run) in &base {
+            sizes.base += run.len;
+            load_blob(&mut state, k, &self.read_run(k, run)?)?;
         }
-        for item in self.tree.scan_prefix(b"d") {
-            let (k, v) = item?;
-            sizes.deltas += v.len() as u64;
-            load_blob(&mut state, &k, &v)?;
+        for (k, run) in &deltas {
+            sizes.deltas += run.len;
+            load_blob(&mut state, k, &self.read_run(k, run)?)?;
         }
-        self.tree.apply_batch(leftovers)?;
+        let named = base.iter().chain(&deltas).map(|(k, _)| run_name(k));
+        self.runs.remove_unnamed(&named.collect())?;
         self.set_sizes(|s| *s = sizes);
         (state.seq, state.head_hash) = self.applied()?;
         Ok(state)
@@ -479,10 +518,7 @@ type Entry<'b> = (&'b [u8], &'b [u8]);
 /// The deltas' entries sorted by key, the latest of each key only. The entries stay in the
 /// blobs they were read in (no copy per entry): a stable sort keeps the deltas' order among
 /// equal keys, and the last of each run wins.
-fn latest_entries<'b>(
-    names: &[sled::IVec],
-    blobs: &'b [sled::IVec],
-) -> Result<Vec<Entry<'b>>, IndexError> {
+fn latest_entries<'b>(names: &[&[u8]], blobs: &'b [Vec<u8>]) -> Result<Vec<Entry<'b>>, IndexError> {
     let mut entries = Vec::new();
     for (name, delta) in names.iter().zip(blobs) {
         for entry in blob::entries(delta) {
@@ -500,23 +536,24 @@ fn latest_entries<'b>(
     Ok(entries)
 }
 
-/// Writes a base generation's chunks in key order; returns the bytes written.
-struct ChunkWriter<'t> {
-    tree: &'t sled::Tree,
+/// Writes a base generation's chunks in key order, each a run; returns the bytes written
+/// and each chunk's key and run.
+struct ChunkWriter<'r> {
+    runs: &'r Runs,
     generation: u64,
-    chunk: u64,
     blob: BlobWriter,
     bytes: u64,
+    written: Vec<(Vec<u8>, RunRef)>,
 }
 
-impl<'t> ChunkWriter<'t> {
-    fn new(tree: &'t sled::Tree, generation: u64) -> Self {
+impl<'r> ChunkWriter<'r> {
+    fn new(runs: &'r Runs, generation: u64) -> Self {
         ChunkWriter {
-            tree,
+            runs,
             generation,
-            chunk: 0,
             blob: BlobWriter::default(),
             bytes: 0,
+            written: vec![],
         }
     }
 
@@ -534,16 +571,16 @@ impl<'t> ChunkWriter<'t> {
             return Ok(());
         }
         let mut key = id_key(b'b', self.generation);
-        key.extend_from_slice(&self.chunk.to_be_bytes());
+        key.extend_from_slice(&(self.written.len() as u64).to_be_bytes());
         self.bytes += blob.len() as u64;
-        self.tree.insert(key, blob)?;
-        self.chunk += 1;
+        let run = self.runs.write(&key, &blob)?;
+        self.written.push((key, run));
         Ok(())
     }
 
-    fn finish(mut self) -> Result<u64, IndexError> {
+    fn finish(mut self) -> Result<(u64, Vec<(Vec<u8>, RunRef)>), IndexError> {
         self.flush_chunk()?;
-        Ok(self.bytes)
+        Ok((self.bytes, self.written))
     }
 }
 
@@ -570,6 +607,22 @@ mod tests {
     fn loaded(index: &Index) -> Vec<(Account, i64)> {
         let state = index.load_state().unwrap();
         state.balances.into_iter().collect()
+    }
+
+    /// Names `bytes` as delta `id`, with a run that matches: what a checkpoint would write.
+    fn put_delta(index: &Index, id: u64, bytes: &[u8]) {
+        let key = id_key(b'd', id);
+        let run = index.runs.write(&key, bytes).unwrap();
+        index.tree.insert(key, enc(&run)).unwrap();
+    }
+
+    fn run_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join(super::super::runs::RUNS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
@@ -605,6 +658,12 @@ mod tests {
             0,
             "folded deltas dropped"
         );
+        let (k, _) = index.tree.scan_prefix(b"b").next().unwrap().unwrap();
+        assert_eq!(
+            run_files(dir.path()),
+            vec![run_name(&k)],
+            "the old runs are removed"
+        );
     }
 
     #[test]
@@ -614,9 +673,9 @@ mod tests {
             for (k, v) in pairs {
                 w.push(k.as_bytes(), v.as_bytes());
             }
-            sled::IVec::from(w.finish())
+            w.finish()
         };
-        let names: Vec<sled::IVec> = ["d1", "d2", "d3"].map(|n| n.as_bytes().into()).into();
+        let names: Vec<&[u8]> = ["d1", "d2", "d3"].map(|n| n.as_bytes()).into();
         let blobs = vec![
             blob(&[("k", "1"), ("b", "1"), ("z", "1")]),
             blob(&[("a", "2"), ("k", "2")]),
@@ -626,7 +685,7 @@ mod tests {
         let want: Vec<(&[u8], &[u8])> =
             vec![(b"a", b"2"), (b"b", b"3"), (b"k", b"3"), (b"z", b"1")];
         assert_eq!(got, want);
-        let cut = vec![blobs[0].clone(), sled::IVec::from(&blobs[1][..5])];
+        let cut = vec![blobs[0].clone(), blobs[1][..5].to_vec()];
         match latest_entries(&names[..2], &cut) {
             Err(IndexError::Decode { key, .. }) => {
                 assert_eq!(key, b"d2", "names the damaged delta")
@@ -675,19 +734,16 @@ mod tests {
         write(&index, 1, &[(1, 10)]);
         index.compact().unwrap();
         write(&index, 2, &[(1, 11)]);
+        let before = run_files(dir.path());
         // The next generation's first chunk was written, the switch never happened.
         let mut key = id_key(b'b', 2);
         key.extend_from_slice(&0u64.to_be_bytes());
-        index.tree.insert(key, b"not even a blob".to_vec()).unwrap();
+        index.runs.write(&key, b"not even a blob").unwrap();
         assert_eq!(
             loaded(&index),
             vec![(Account::Funds(CommanditaireId(1)), 11)]
         );
-        assert_eq!(
-            index.tree.scan_prefix(b"b").count(),
-            1,
-            "the leftover is removed"
-        );
+        assert_eq!(run_files(dir.path()), before, "the leftover is removed");
         index.compact().unwrap();
         assert_eq!(
             loaded(&index),
@@ -701,8 +757,21 @@ mod tests {
         {
             let index = Index::open(dir.path()).unwrap();
             write(&index, 1, &[(1, 10)]);
-            let (k, v) = index.tree.scan_prefix(b"d").next().unwrap().unwrap();
-            index.tree.insert(&k, &v[..v.len() - 1]).unwrap();
+            let (k, _) = index.tree.scan_prefix(b"d").next().unwrap().unwrap();
+            let path = dir.path().join("runs").join(run_name(&k));
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+            let err = index.load_state().unwrap_err().to_string();
+            assert!(
+                err.contains("another length") && err.contains("rebuild"),
+                "{err}"
+            );
+            std::fs::remove_file(&path).unwrap();
+            let err = index.load_state().unwrap_err().to_string();
+            assert!(err.contains("missing") && err.contains("rebuild"), "{err}");
+            // A run that is whole but whose entries are not: a bug, named all the same.
+            index.tree.clear().unwrap();
+            put_delta(&index, 1, &bytes[..bytes.len() - 1]);
             let err = index.load_state().unwrap_err().to_string();
             assert!(
                 err.contains("cut short") && err.contains("rebuild"),
@@ -744,7 +813,7 @@ mod tests {
                 bytes.truncate(byte() as usize % (bytes.len() + 1));
             }
             index.tree.clear().unwrap();
-            index.tree.insert(id_key(b'd', round), bytes).unwrap();
+            put_delta(&index, round, &bytes);
             let _ = index.load_state();
         }
     }

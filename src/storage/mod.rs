@@ -14,6 +14,7 @@ pub mod frame;
 pub mod index;
 pub mod indexer;
 pub mod log;
+pub mod runs;
 
 pub use frame::LedgerRecord;
 pub use index::{Index, IndexBatch, IndexError};
