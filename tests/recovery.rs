@@ -1,5 +1,6 @@
 //! Recovery on real files: torn tails are cut back to whole records, damage in the middle
-//! stops start-up naming the record, and a lost index is rebuilt identically from the log.
+//! stops start-up naming the record, and a lost or damaged index is rebuilt identically
+//! from the log.
 
 use passnum::domain::*;
 use passnum::engine::Ledger;
@@ -112,6 +113,41 @@ fn a_lost_index_is_rebuilt_with_the_same_state_and_head() {
         snapshot
     };
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let rebuilt = Ledger::open(dir.path(), Rules::default()).unwrap();
+    assert_eq!(*rebuilt.state(), state);
+    assert_eq!(rebuilt.head(), head);
+}
+
+#[test]
+fn a_damaged_index_run_stops_start_up_and_a_rebuild_restores_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 5);
+    let (state, head) = {
+        let l = Ledger::open(dir.path(), Rules::default()).unwrap();
+        let snapshot = (l.state().clone(), l.head());
+        snapshot
+    };
+    let runs = dir
+        .path()
+        .join("index")
+        .join(passnum::storage::runs::RUNS_DIR);
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&run).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&run, bytes).unwrap();
+    match Ledger::open(dir.path(), Rules::default()) {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("another hash") && e.contains("rebuild"), "{e}");
+        }
+        Ok(_) => panic!("a damaged run was loaded"),
+    }
+    passnum::storage::Store::rebuild_index(dir.path()).unwrap();
     let rebuilt = Ledger::open(dir.path(), Rules::default()).unwrap();
     assert_eq!(*rebuilt.state(), state);
     assert_eq!(rebuilt.head(), head);
