@@ -360,7 +360,7 @@ impl Index {
         for (k, run) in &old {
             let v = self.read_run(k, run)?;
             for entry in blob::entries(&v) {
-                let (bk, bv) = entry.map_err(|what| blob_error(&k, what))?;
+                let (bk, bv) = entry.map_err(|what| blob_error(k, what))?;
                 while let Some((nk, nv)) = newer.next_if(|(nk, _)| *nk < bk) {
                     out.push(nk, nv)?;
                 }
@@ -536,6 +536,9 @@ fn latest_entries<'b>(names: &[&[u8]], blobs: &'b [Vec<u8>]) -> Result<Vec<Entry
     Ok(entries)
 }
 
+/// A run and the sled key that will name it.
+type Named = (Vec<u8>, RunRef);
+
 /// Writes a base generation's chunks in key order, each a run; returns the bytes written
 /// and each chunk's key and run.
 struct ChunkWriter<'r> {
@@ -543,7 +546,7 @@ struct ChunkWriter<'r> {
     generation: u64,
     blob: BlobWriter,
     bytes: u64,
-    written: Vec<(Vec<u8>, RunRef)>,
+    written: Vec<Named>,
 }
 
 impl<'r> ChunkWriter<'r> {
@@ -578,7 +581,7 @@ impl<'r> ChunkWriter<'r> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(u64, Vec<(Vec<u8>, RunRef)>), IndexError> {
+    fn finish(mut self) -> Result<(u64, Vec<Named>), IndexError> {
         self.flush_chunk()?;
         Ok((self.bytes, self.written))
     }
