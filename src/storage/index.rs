@@ -405,7 +405,10 @@ impl Index {
     fn read_run(&self, key: &[u8], run: &RunRef) -> Result<Vec<u8>, IndexError> {
         self.runs.read(key, run).map_err(|e| match e {
             RunError::Io(e) => IndexError::Io(e),
-            RunError::Damaged(what) => blob_error(key, what),
+            RunError::Damaged(what) => IndexError::Decode {
+                key: key.to_vec(),
+                what: format!("{what}: runs/{}", run_name(key)),
+            },
         })
     }
 
