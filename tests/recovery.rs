@@ -103,15 +103,18 @@ fn a_flipped_byte_in_the_middle_stops_start_up_naming_the_record() {
     }
 }
 
+/// Writes five records; returns the state and head a ledger opened on them has.
+fn five_records_and_their_state(dir: &Path) -> (State, passnum::engine::Head) {
+    write_records(dir, 5);
+    let l = Ledger::open(dir, Rules::default()).unwrap();
+    let snapshot = (l.state().clone(), l.head());
+    snapshot
+}
+
 #[test]
 fn a_lost_index_is_rebuilt_with_the_same_state_and_head() {
     let dir = tempfile::tempdir().unwrap();
-    write_records(dir.path(), 5);
-    let (state, head) = {
-        let l = Ledger::open(dir.path(), Rules::default()).unwrap();
-        let snapshot = (l.state().clone(), l.head());
-        snapshot
-    };
+    let (state, head) = five_records_and_their_state(dir.path());
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let rebuilt = Ledger::open(dir.path(), Rules::default()).unwrap();
     assert_eq!(*rebuilt.state(), state);
@@ -121,12 +124,7 @@ fn a_lost_index_is_rebuilt_with_the_same_state_and_head() {
 #[test]
 fn a_damaged_index_run_stops_start_up_and_a_rebuild_restores_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    write_records(dir.path(), 5);
-    let (state, head) = {
-        let l = Ledger::open(dir.path(), Rules::default()).unwrap();
-        let snapshot = (l.state().clone(), l.head());
-        snapshot
-    };
+    let (state, head) = five_records_and_their_state(dir.path());
     let runs = dir
         .path()
         .join("index")
