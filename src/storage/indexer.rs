@@ -1,10 +1,10 @@
-//! The indexer thread: checkpoints the state into sled behind the writer, so sled's cost is
-//! off the durable path. The writer's `apply` records what changed (the new values of
+//! The indexer thread: checkpoints the state into the index (sled and its run files) behind
+//! the writer, so the index's cost is off the durable path. The writer's `apply` records what changed (the new values of
 //! passes and requests, the keys of the rest) and nudges; the indexer takes those changes
 //! at one sequence number under the state's lock, reads the few keyed values there, encodes
-//! the captured ones after letting go, waits until that record is durable (sled must never
-//! hold what the log does not), and writes them with that position as one atomic sled batch
-//! (a delta), folding deltas into the base when they have grown (`Index::compact_if_due`).
+//! the captured ones after letting go, waits until that record is durable (the index must
+//! never hold what the log does not), and writes them as a delta (its run file, then one
+//! sled batch naming it with that position), folding deltas into the base when they have grown (`Index::compact_if_due`).
 //! The log is the truth: a crash loses nothing, start-up replays the log beyond the index's
 //! position. The backlog is what the writer applied while the last checkpoint was written.
 
