@@ -11,20 +11,24 @@ fn label(s: &str) -> Label {
     Label::parse(s).unwrap()
 }
 
-/// Writes `n` records, one batch each; returns the byte offset where each record starts.
-fn write_records(dir: &Path, n: usize) -> Vec<u64> {
-    write_named(dir, n, "commune")
+/// Writes `n` records, one batch each; returns the byte offset where each record starts,
+/// and where the last one ends (the log's zeros, its reserve, follow).
+fn write_records(dir: &Path, n: usize) -> (Vec<u64>, usize) {
+    write_named(dir, n, "commune");
+    let bytes = std::fs::read(log_path(dir)).unwrap();
+    let mut starts = vec![];
+    let mut at = 0;
+    while let Ok((len, _)) = passnum::storage::frame::decode_header(&bytes[at..]) {
+        starts.push(at as u64);
+        at += len;
+    }
+    assert_eq!(starts.len(), n);
+    (starts, at)
 }
 
-fn write_named(dir: &Path, n: usize, prefix: &str) -> Vec<u64> {
+fn write_named(dir: &Path, n: usize, prefix: &str) {
     let mut ledger = Ledger::open(dir, Rules::default()).unwrap();
-    let mut starts = vec![];
     for i in 0..n {
-        starts.push(
-            std::fs::metadata(log_path(dir))
-                .map(|m| m.len())
-                .unwrap_or(0),
-        );
         let env = Envelope {
             request: None,
             command: Command::RegisterCommanditaire {
@@ -37,18 +41,23 @@ fn write_named(dir: &Path, n: usize, prefix: &str) -> Vec<u64> {
             .remove(0)
             .unwrap();
     }
-    starts
 }
 
 fn copy_log_only(from: &Path, to: &Path) {
     std::fs::copy(log_path(from), log_path(to)).unwrap();
 }
 
+/// A crash mid-write leaves the last batch cut short: at the end of the file (a log that
+/// grew), or followed by the zeros of the reserve (a log written ahead).
 #[test]
 fn a_torn_last_record_is_cut_at_every_byte_offset() {
     let src = tempfile::tempdir().unwrap();
-    let starts = write_records(src.path(), 4);
+    let (starts, last_end) = write_records(src.path(), 4);
     let full = std::fs::read(log_path(src.path())).unwrap();
+    assert!(
+        full.len() > last_end,
+        "the log is written ahead of its records"
+    );
     let last_start = *starts.last().unwrap() as usize;
     let expected_head = {
         let dir = tempfile::tempdir().unwrap();
@@ -56,36 +65,88 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
         Ledger::open(dir.path(), Rules::default()).unwrap().head()
     };
     assert_eq!(expected_head.seq, 3);
-    for cut in last_start + 1..full.len() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(log_path(dir.path()), &full[..cut]).unwrap();
-        let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
-        assert_eq!(ledger.head(), expected_head, "cut at byte {cut}");
-        assert_eq!(ledger.state().commanditaires.len(), 3, "cut at byte {cut}");
-        drop(ledger);
-        assert_eq!(
-            std::fs::metadata(log_path(dir.path())).unwrap().len() as usize,
-            last_start,
-            "the torn tail is cut off"
-        );
+    for cut in last_start + 1..last_end {
+        let zeros_after = full[cut..last_end].iter().all(|b| *b == 0);
+        for reserve in [0, 4096] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bytes = full[..cut].to_vec();
+            bytes.resize(cut + reserve, 0);
+            std::fs::write(log_path(dir.path()), &bytes).unwrap();
+            if zeros_after && reserve > 0 {
+                continue; // the zeros complete the record: it is whole, not torn
+            }
+            let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
+            let at = format!("cut at byte {cut}, {reserve} zeros after");
+            assert_eq!(ledger.head(), expected_head, "{at}");
+            assert_eq!(ledger.state().commanditaires.len(), 3, "{at}");
+            drop(ledger);
+            assert_eq!(
+                std::fs::metadata(log_path(dir.path())).unwrap().len() as usize,
+                last_start,
+                "the torn tail is cut off: {at}"
+            );
+        }
     }
 }
 
 #[test]
-fn zeroes_after_the_last_record_are_a_torn_tail() {
+fn zeros_after_the_last_record_are_the_reserve_kept_as_they_are() {
     let dir = tempfile::tempdir().unwrap();
-    write_records(dir.path(), 2);
-    let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
-    bytes.extend_from_slice(&[0u8; 4096]);
-    std::fs::write(log_path(dir.path()), &bytes).unwrap();
-    let ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
+    let (_, last_end) = write_records(dir.path(), 2);
+    let len = std::fs::metadata(log_path(dir.path())).unwrap().len();
+    let (_, _, recovery) = passnum::storage::Store::open(dir.path()).unwrap();
+    assert_eq!((recovery.records, recovery.torn_bytes), (2, 0));
+    assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len(), len);
+    let mut ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
     assert_eq!(ledger.head().seq, 2);
+    let env = Envelope {
+        request: None,
+        command: Command::RegisterCommanditaire {
+            name: label("commune 2"),
+        },
+    };
+    ledger.execute_batch(Timestamp(5_000), &[&env]).unwrap();
+    drop(ledger);
+    let bytes = std::fs::read(log_path(dir.path())).unwrap();
+    let (third, _) = passnum::storage::frame::decode_header(&bytes[last_end..]).unwrap();
+    assert_eq!(
+        std::fs::metadata(log_path(dir.path())).unwrap().len(),
+        len,
+        "the third record overwrote the reserve: the file did not grow"
+    );
+    assert!(bytes[last_end + third..].iter().all(|b| *b == 0));
+    assert_eq!(
+        Ledger::open(dir.path(), Rules::default())
+            .unwrap()
+            .head()
+            .seq,
+        3
+    );
+}
+
+/// Damage to a record that is followed by more records, or by anything but zeros, is not
+/// a torn tail: start-up stops rather than cut acknowledged records.
+#[test]
+fn a_bad_record_with_data_after_it_in_the_reserve_stops_start_up() {
+    let src = tempfile::tempdir().unwrap();
+    let (starts, last_end) = write_records(src.path(), 3);
+    let mut bytes = std::fs::read(log_path(src.path())).unwrap();
+    bytes[starts[2] as usize + 20] ^= 0x01;
+    bytes[last_end + 100] = 0x5a;
+    std::fs::write(log_path(src.path()), &bytes).unwrap();
+    match Ledger::open(src.path(), Rules::default()) {
+        Err(StoreError::Log(LogError::Corrupt { seq, offset, .. })) => {
+            assert_eq!((seq, offset), (3, starts[2]));
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("damage followed by data was taken for a torn tail"),
+    }
 }
 
 #[test]
 fn a_flipped_byte_in_the_middle_stops_start_up_naming_the_record() {
     let src = tempfile::tempdir().unwrap();
-    let starts = write_records(src.path(), 4);
+    let (starts, _) = write_records(src.path(), 4);
     let full = std::fs::read(log_path(src.path())).unwrap();
     let (from, to) = (starts[1] as usize, starts[2] as usize);
     for at in from..to {
@@ -170,7 +231,7 @@ fn an_index_from_another_log_is_refused() {
 #[test]
 fn an_index_ahead_of_the_log_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let starts = write_records(dir.path(), 3);
+    let (starts, _) = write_records(dir.path(), 3);
     let bytes = std::fs::read(log_path(dir.path())).unwrap();
     std::fs::write(log_path(dir.path()), &bytes[..starts[2] as usize]).unwrap();
     match Ledger::open(dir.path(), Rules::default()) {

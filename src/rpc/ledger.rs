@@ -47,7 +47,7 @@ impl Ledger for LedgerService {
         let ctx = self.0.clone();
         let records = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            storage::log::scan(&path, |rec| {
+            storage::log::scan_upto(&path, until, |rec| {
                 if rec.seq >= from
                     && rec.seq <= until
                     && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec))
@@ -75,7 +75,9 @@ impl Ledger for LedgerService {
             ));
         }
         let path = self.0.log_path.clone();
-        let result = tokio::task::spawn_blocking(move || storage::verify_log(&path))
+        // Up to the durable head: past it, a batch may be half written.
+        let head = self.0.engine.head().seq;
+        let result = tokio::task::spawn_blocking(move || storage::verify_log_upto(&path, head))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(match result {

@@ -50,96 +50,119 @@ pub struct Scan {
     pub head_hash: [u8; 32],
     /// Bytes past `end` that are the remains of an interrupted write.
     pub torn_bytes: u64,
+    /// Zero bytes past `end`: the log's reserve, written ahead (see `Log`).
+    pub reserved: u64,
 }
 
 /// Reads every record from the start, checking frames and the hash chain, and hands each
 /// to `visit`. A torn tail is reported in `Scan`, never silently read past.
 pub fn scan(
     path: &Path,
+    visit: impl FnMut(&LedgerRecord) -> Result<(), LogError>,
+) -> Result<Scan, LogError> {
+    scan_upto(path, u64::MAX, visit)
+}
+
+/// Like `scan`, but stops after record `last`: for readers of a log that is being
+/// written, who must not look past what was acknowledged (a batch being written there is
+/// neither whole nor torn yet).
+pub fn scan_upto(
+    path: &Path,
+    last: u64,
     mut visit: impl FnMut(&LedgerRecord) -> Result<(), LogError>,
 ) -> Result<Scan, LogError> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Scan {
-                records: 0,
-                end: 0,
-                head_hash: [0; 32],
-                torn_bytes: 0,
-            });
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scan::empty()),
         Err(e) => return Err(e.into()),
     };
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut offset = 0u64;
-    let mut head = [0u8; 32];
-    let mut seq = 0u64;
+    let mut at = Scan::empty();
     let mut buf = Vec::new();
-    while offset < file_len {
-        let remaining = file_len - offset;
+    while at.end < file_len && at.records < last {
+        let remaining = file_len - at.end;
         let corrupt = |what: String| LogError::Corrupt {
-            seq: seq + 1,
-            offset,
+            seq: at.records + 1,
+            offset: at.end,
             what,
         };
-        let torn = Scan {
-            records: seq,
-            end: offset,
-            head_hash: head,
-            torn_bytes: remaining,
-        };
         if remaining < HEADER_BYTES as u64 {
-            return Ok(torn);
+            buf.resize(remaining as usize, 0);
+            reader.read_exact(&mut buf)?;
+            return Ok(at.ends_at(file_len, &buf));
         }
         buf.resize(HEADER_BYTES, 0);
         reader.read_exact(&mut buf)?;
         let frame_len = match frame::decode_header(&buf) {
             Ok((len, _)) => len as u64,
-            Err(_) if rest_is_zero(&mut reader, &buf)? => return Ok(torn),
+            Err(FrameError::HeaderCheck) if rest_is_zero(&mut reader)? => {
+                return Ok(at.ends_at(file_len, &buf))
+            }
             Err(e) => return Err(corrupt(e.to_string())),
         };
         if frame_len > remaining {
-            return Ok(torn);
+            return Ok(at.ends_at(file_len, &buf));
         }
         buf.resize(frame_len as usize, 0);
         reader.read_exact(&mut buf[HEADER_BYTES..])?;
         let record = match frame::decode(&buf) {
             Ok((r, _)) => r,
-            Err(FrameError::HashMismatch) if frame_len == remaining => return Ok(torn),
+            Err(FrameError::HashMismatch) if rest_is_zero(&mut reader)? => {
+                return Ok(at.ends_at(file_len, &buf))
+            }
             Err(e) => return Err(corrupt(e.to_string())),
         };
-        if record.seq != seq + 1 {
+        if record.seq != at.records + 1 {
             return Err(corrupt(format!(
                 "sequence number {} where {} was expected",
                 record.seq,
-                seq + 1
+                at.records + 1
             )));
         }
-        if record.prev_hash != head {
+        if record.prev_hash != at.head_hash {
             return Err(corrupt(
                 "previous-hash link does not match the record before it".into(),
             ));
         }
         visit(&record)?;
-        head = record.hash;
-        seq = record.seq;
-        offset += frame_len;
+        at.head_hash = record.hash;
+        at.records = record.seq;
+        at.end += frame_len;
     }
-    Ok(Scan {
-        records: seq,
-        end: offset,
-        head_hash: head,
-        torn_bytes: 0,
-    })
+    Ok(at)
 }
 
-/// True when the header and everything after it are zero bytes: the file grew but the
-/// write never landed, which is how some filesystems leave a crash.
-fn rest_is_zero(reader: &mut impl Read, header: &[u8]) -> io::Result<bool> {
-    if header.iter().any(|b| *b != 0) {
-        return Ok(false);
+impl Scan {
+    fn empty() -> Scan {
+        Scan {
+            records: 0,
+            end: 0,
+            head_hash: [0; 32],
+            torn_bytes: 0,
+            reserved: 0,
+        }
     }
+
+    /// The log ends at `self.end`: what follows, up to `file_len`, is a frame that is not
+    /// whole (`bad`, its bytes as read) and nothing but zeros after it. A frame of zeros is
+    /// the reserve; any other is the remains of a write that did not finish.
+    fn ends_at(mut self, file_len: u64, bad: &[u8]) -> Scan {
+        let past = file_len - self.end;
+        if bad.iter().all(|b| *b == 0) {
+            self.reserved = past;
+        } else {
+            self.torn_bytes = past;
+        }
+        self
+    }
+}
+
+/// True when every byte from the reader's position to the end of the file is zero: what
+/// follows a frame that is not whole must be, for the frame to be the end of the log
+/// rather than damage in its middle. A write that did not finish leaves zeros (or
+/// nothing) after it: the reserve, or a file that grew while the data never landed.
+fn rest_is_zero(reader: &mut impl Read) -> io::Result<bool> {
     let mut chunk = [0u8; 8192];
     loop {
         let n = reader.read(&mut chunk)?;
@@ -153,10 +176,18 @@ fn rest_is_zero(reader: &mut impl Read, header: &[u8]) -> io::Result<bool> {
 }
 
 /// The writer's handle on the log: appends batches at the end found by `open`.
+///
+/// The file runs ahead of the records: zeros are written past the end, `RESERVE_STEP` at a
+/// time, and batches overwrite them. Then most fdatasyncs flush data only: an append that
+/// grows the file must also commit its new size through the filesystem's journal, and
+/// under load that commit waits on the journal's thread for a CPU (issue 5's notes). A
+/// scan reads zeros after the last record as the reserve, not as damage.
 pub struct Log {
     file: File,
     path: PathBuf,
     end: u64,
+    /// The file's length: bytes from `end` up to it are zeros.
+    reserved: u64,
     next_seq: u64,
     head: [u8; 32],
     faults: Faults,
@@ -219,6 +250,7 @@ impl Log {
             file,
             path: path.to_owned(),
             end: scan.end,
+            reserved: scan.end + scan.reserved,
             next_seq: scan.records + 1,
             head: scan.head_hash,
             faults: Faults::default(),
@@ -261,11 +293,15 @@ impl Log {
         let Some(last) = appended.last() else {
             return Ok(());
         };
+        let end = self.end + buf.len() as u64;
+        if end > self.reserved {
+            self.reserve(end + RESERVE_STEP)?;
+        }
         match self.faults.take() {
             None => self.file.write_all(buf)?,
             Some(fault) => self.fail(buf, fault)?,
         }
-        self.end += buf.len() as u64;
+        self.end = end;
         self.next_seq = last.seq + 1;
         self.head = last.hash;
         Ok(())
@@ -299,7 +335,26 @@ impl LogSyncer {
     }
 }
 
+/// How far ahead of the records the log's zeros are written. Each step costs one
+/// journal commit, at the next fdatasync; 4 MiB is about 20 000 redemptions.
+pub const RESERVE_STEP: u64 = 4 << 20;
+
 impl Log {
+    /// Writes zeros from the file's end up to `to` (rounded to whole pages), without moving
+    /// the append position; the next fdatasync makes the new length durable with them.
+    fn reserve(&mut self, to: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let to = to.next_multiple_of(4096);
+        while self.reserved < to {
+            let n = (to - self.reserved).min(ZEROS.len() as u64);
+            self.file
+                .write_all_at(&ZEROS[..n as usize], self.reserved)?;
+            self.reserved += n;
+        }
+        Ok(())
+    }
+
     fn fail(&mut self, buf: &[u8], fault: Fault) -> io::Result<()> {
         match fault {
             Fault::TornWrite { keep } => {

@@ -179,8 +179,13 @@ impl Store {
 /// Checks a log file on its own: every frame, the chain, and the money invariants of the
 /// state it rebuilds. Needs nothing but the file, so anyone holding a copy can run it.
 pub fn verify_log(path: &Path) -> Result<(Scan, State), StoreError> {
+    verify_log_upto(path, u64::MAX)
+}
+
+/// `verify_log` up to record `last`: for a log being written (see `log::scan_upto`).
+pub fn verify_log_upto(path: &Path, last: u64) -> Result<(Scan, State), StoreError> {
     let mut state = State::default();
-    let scan = log::scan(path, |rec| {
+    let scan = log::scan_upto(path, last, |rec| {
         if !rec.body.postings_balance() {
             return Err(LogError::Corrupt {
                 seq: rec.seq,
