@@ -143,6 +143,34 @@ fn a_bad_record_with_data_after_it_in_the_reserve_stops_start_up() {
     }
 }
 
+/// A reader of the live log stops at the record it was told is durable and never reads
+/// the batch being written after it, which may look like damage until its write ends.
+#[test]
+fn a_scan_up_to_a_record_never_reads_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, last_end) = write_records(dir.path(), 3);
+    let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+    bytes[last_end + 3] = 0x5a;
+    bytes[last_end + 300] = 0x5a;
+    std::fs::write(log_path(dir.path()), &bytes).unwrap();
+    let path = log_path(dir.path());
+    let mut seen = vec![];
+    let scan = passnum::storage::log::scan_upto(&path, 3, |r| {
+        seen.push(r.seq);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((seen, scan.records), (vec![1, 2, 3], 3));
+    assert!(passnum::storage::verify_log_upto(&path, 2).is_ok());
+    assert!(
+        matches!(
+            passnum::storage::verify_log(&path),
+            Err(StoreError::Log(LogError::Corrupt { seq: 4, .. }))
+        ),
+        "a whole scan reads the bytes past record 3 and stops there"
+    );
+}
+
 #[test]
 fn a_flipped_byte_in_the_middle_stops_start_up_naming_the_record() {
     let src = tempfile::tempdir().unwrap();

@@ -886,6 +886,33 @@ async fn streamed_records_verify_without_the_server() {
     t.stop().await;
 }
 
+/// Hubs verify the chain while sites redeem: the verification reads the log up to the
+/// durable head, never the batch being written after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_verifies_while_redemptions_are_written() {
+    let t = TestServer::start().await;
+    registry(&t).await;
+    let (_, p) = order(&t, 1, 200, true).await;
+    let s1 = t.credential(pb::Role::Structure, 1, &[]).await;
+    let before = assert_chain_verifies(&t).await;
+    let writing = tokio::spawn(async move {
+        for pass in &p {
+            let req = redeem_req(&pass.code, 1, None, "aide");
+            s1.redemptions.clone().redeem(req).await.unwrap();
+        }
+    });
+    let mut verified = vec![];
+    while !writing.is_finished() {
+        verified.push(assert_chain_verifies(&t).await);
+    }
+    writing.await.unwrap();
+    let after = assert_chain_verifies(&t).await;
+    assert!(after >= before + 200, "{before} then {after} records");
+    assert!(verified.len() > 1, "verified while writing");
+    assert!(verified.windows(2).all(|w| w[0] <= w[1]));
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_both_reflection_versions_answer() {
     use tonic_reflection::pb::{v1, v1alpha};

@@ -1,6 +1,7 @@
-//! The ledger log: one append-only file of frames, the single source of truth.
-//! Appends are written whole and made durable with `fdatasync` (`File::sync_data`), once
-//! for however many batches were appended since the last one: the group commit.
+//! The ledger log: one append-only file of frames, the single source of truth, followed
+//! by zeros written ahead of it (the reserve, see `Log`). Appends are written whole and
+//! made durable with `fdatasync` (`File::sync_data`), once for however many batches were
+//! appended since the last one: the group commit.
 
 use super::frame::{self, FrameError, LedgerRecord, HASH_BYTES, HEADER_BYTES};
 use crate::domain::{RecordBody, Timestamp};

@@ -343,7 +343,10 @@ pub async fn order_from(
     (id, passes(&t.op, id).await)
 }
 
-/// The ledger's chain and money invariants verify, as the operator sees them.
-pub async fn assert_chain_verifies(t: &TestServer) {
-    scenario::verified_chain(&t.op, "the operator's verification").await;
+/// The ledger's chain and money invariants verify, as the operator sees them; returns how
+/// many records the verification covered.
+pub async fn assert_chain_verifies(t: &TestServer) -> u64 {
+    scenario::verified_chain(&t.op, "the operator's verification")
+        .await
+        .records
 }
