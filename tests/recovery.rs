@@ -271,3 +271,63 @@ fn an_index_ahead_of_the_log_is_refused() {
         Ok(_) => panic!("an index ahead of its log was accepted"),
     }
 }
+
+mod any_tail {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Four records' starts, where the last ends, and the log's bytes: written once.
+    fn four_records() -> &'static (Vec<u64>, usize, Vec<u8>) {
+        static LOG: std::sync::OnceLock<(Vec<u64>, usize, Vec<u8>)> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let src = tempfile::tempdir().unwrap();
+            let (starts, last_end) = write_records(src.path(), 4);
+            (
+                starts,
+                last_end,
+                std::fs::read(log_path(src.path())).unwrap(),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        /// Whatever follows the fourth record's first `cut` bytes (the rest of a torn
+        /// write: any bytes, then zeros), start-up either opens on the first three records
+        /// or the four, or stops on damage there; it never panics, never invents a record,
+        /// and a tail of zeros alone is always the reserve.
+        #[test]
+        fn any_tail_opens_on_a_prefix_or_stops(
+            cut in 0usize..200,
+            junk in proptest::collection::vec(any::<u8>(), 0..64),
+            zeros in 0usize..8192,
+        ) {
+            let (starts, last_end, full) = four_records();
+            let at = starts[3] as usize + cut.min(last_end - starts[3] as usize);
+            let mut bytes = full[..at].to_vec();
+            bytes.extend_from_slice(&junk);
+            bytes.resize(bytes.len() + zeros, 0);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(log_path(dir.path()), &bytes).unwrap();
+            let opened = passnum::storage::Store::open(dir.path());
+            if junk.iter().all(|b| *b == 0) && at == starts[3] as usize {
+                let (_, _, recovery) = opened.unwrap();
+                prop_assert_eq!((recovery.records, recovery.torn_bytes), (3, 0));
+                return Ok(());
+            }
+            match opened {
+                Ok((store, _, recovery)) => {
+                    prop_assert!(recovery.records == 3 || recovery.records == 4);
+                    let head = store.log.head().0;
+                    prop_assert_eq!(head, recovery.records);
+                }
+                // Damage is named at the first record that is not whole: the fourth, or
+                // a fifth made of the junk.
+                Err(StoreError::Log(LogError::Corrupt { seq, .. })) => {
+                    prop_assert!(seq == 4 || seq == 5, "damage named at {}", seq)
+                }
+                Err(e) => prop_assert!(false, "unexpected error {}", e),
+            }
+        }
+    }
+}
