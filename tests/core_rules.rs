@@ -1058,7 +1058,7 @@ fn a_proof_holds_for_every_line_and_a_forged_one_does_not() {
     })
     .unwrap();
     for s in w.state.settlements.values() {
-        for l in &s.lines {
+        for l in s.lines.iter() {
             let p = prove(&w.state, l.serial).unwrap();
             assert_eq!(verify(&p, Some(&s.merkle_root)), Ok(()));
             assert_eq!(verify(&p, Some(&[0; 32])), Err(ProofError::UntrustedRoot));

@@ -57,7 +57,9 @@ pub struct Settlement {
     pub structure: StructureId,
     pub cut_off: Timestamp,
     pub created_at: Timestamp,
-    pub lines: Vec<SettlementLine>,
+    /// Shared: set once, so a checkpoint copies a pointer under the state's lock and
+    /// encodes the lines off it.
+    pub lines: std::sync::Arc<[SettlementLine]>,
     pub total: Cents,
     pub merkle_root: merkle::Hash,
     pub status: SettlementStatus,
@@ -73,7 +75,7 @@ impl Settlement {
     /// What each commanditaire's money pays in this settlement.
     pub fn by_commanditaire(&self) -> BTreeMap<CommanditaireId, Cents> {
         let mut out: BTreeMap<CommanditaireId, Cents> = BTreeMap::new();
-        for l in &self.lines {
+        for l in self.lines.iter() {
             out.entry(l.commanditaire).or_insert(Cents(0)).0 += l.amount.0;
         }
         out
@@ -189,7 +191,7 @@ fn settlement(
         cut_off,
         created_at: now,
         merkle_root: merkle::root(&leaves),
-        lines,
+        lines: lines.into(),
         total,
         status: SettlementStatus::Created,
     }

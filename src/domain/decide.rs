@@ -414,7 +414,7 @@ fn count_passes(state: &State, order: OrderId, pred: impl Fn(&Pass) -> bool) -> 
     let serials = state
         .order_serials
         .get(&order)
-        .map(Vec::as_slice)
+        .map(|s| &s[..])
         .unwrap_or(&[]);
     serials.iter().filter(|s| pred(&state.passes[*s])).count() as u32
 }

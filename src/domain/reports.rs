@@ -75,7 +75,7 @@ pub fn run_summary(state: &State, cut_off: Timestamp) -> RunSummary {
             .entry(s.structure)
             .or_default()
             .merge(whole);
-        for l in &s.lines {
+        for l in s.lines.iter() {
             sum.by_commanditaire
                 .entry(l.commanditaire)
                 .or_default()
@@ -181,7 +181,12 @@ fn pass_counts(state: &State, order: &Order) -> OrderStatement {
         closed: order.swept,
         ..OrderStatement::default()
     };
-    for serial in state.order_serials.get(&order.id).into_iter().flatten() {
+    for serial in state
+        .order_serials
+        .get(&order.id)
+        .into_iter()
+        .flat_map(|s| s.iter())
+    {
         let pass = &state.passes[serial];
         st.issued += 1;
         st.activated += u64::from(funded);
@@ -359,7 +364,7 @@ pub fn discrepancies(state: &State, touches: impl Fn(&Settlement) -> bool) -> Ve
             }
         }
         if !matches!(s.status, SettlementStatus::Rejected { .. }) {
-            for l in &s.lines {
+            for l in s.lines.iter() {
                 holders.entry(l.serial).or_default().push(s.id);
             }
         }

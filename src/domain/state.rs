@@ -44,7 +44,8 @@ pub struct State {
     pub structures: BTreeMap<StructureId, Structure>,
     pub sites: BTreeMap<SiteId, Site>,
     pub orders: BTreeMap<OrderId, Order>,
-    pub order_serials: HashMap<OrderId, Vec<Serial>>,
+    /// Shared: set once at mint; a checkpoint copies a pointer under the state's lock.
+    pub order_serials: HashMap<OrderId, std::sync::Arc<[Serial]>>,
     pub passes: ShardedMap<Serial, Pass>,
     pub workshops: BTreeMap<WorkshopId, WorkshopSession>,
     pub requests: ShardedMap<String, Remembered>,
@@ -231,7 +232,7 @@ impl State {
             Fact::PassCancelled { serial } => self.close(*serial, PassStatus::Cancelled, at),
             Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
             Fact::SettlementCreated(s) => {
-                for line in &s.lines {
+                for line in s.lines.iter() {
                     self.redemption_mut(line.serial).settlement = Some(s.id);
                     self.mark_unsettled(s.structure, line.redeemed_at, line.serial, false);
                 }
@@ -286,7 +287,7 @@ impl State {
             self.passes.insert(*serial, pass);
             self.dirty.touched.push(*serial);
         }
-        self.order_serials.insert(order, serials.to_vec());
+        self.order_serials.insert(order, serials.into());
         self.order_mut(order).minted = true;
         self.mark(Key::OrderSerials(order));
         self.mark(Key::Order(order));
@@ -296,7 +297,7 @@ impl State {
         self.order_mut(order).funding = Some(funding.clone());
         self.mark(Key::Order(order));
         let serials = self.order_serials.get(&order).cloned().unwrap_or_default();
-        for serial in serials {
+        for &serial in serials.iter() {
             let pass = self.pass_mut(serial);
             if pass.status == PassStatus::Minted {
                 pass.status = PassStatus::Active;
@@ -493,7 +494,7 @@ impl State {
                 ));
             }
             let rejected = matches!(s.status, SettlementStatus::Rejected { .. });
-            for line in &s.lines {
+            for line in s.lines.iter() {
                 let points_back = self
                     .passes
                     .get(&line.serial)

@@ -196,7 +196,7 @@ impl Issuance for IssuanceService {
             let serials = state
                 .order_serials
                 .get(&order.id)
-                .map(Vec::as_slice)
+                .map(|s| &s[..])
                 .unwrap_or(&[]);
             let end = (start + size).min(serials.len());
             let page: Vec<Result<pb::PassInfo, Status>> = serials
@@ -396,7 +396,7 @@ impl Issuance for IssuanceService {
             let serials = state
                 .order_serials
                 .get(&order.id)
-                .map(Vec::as_slice)
+                .map(|s| &s[..])
                 .unwrap_or(&[]);
             let passes: Vec<&Pass> = serials.iter().map(|s| &state.passes[s]).collect();
             dashboard(&order, &passes)
