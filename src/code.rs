@@ -191,8 +191,15 @@ impl Keyring {
     }
 }
 
+/// Lower-case hex. By table, not `format!`: every authenticated request names its scope so.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 pub fn unhex32(text: &str) -> Option<[u8; 32]> {
@@ -212,6 +219,13 @@ mod tests {
 
     fn ring() -> Keyring {
         Keyring::new(1, [(1, [7u8; 32]), (2, [9u8; 32])].into()).unwrap()
+    }
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte_and_reads_back() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(unhex32(&hex(&bytes)), Some(bytes));
     }
 
     #[test]
