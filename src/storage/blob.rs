@@ -40,6 +40,23 @@ impl BlobWriter {
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
+
+    /// The entries in key order, equal keys keeping theirs. A checkpoint writes its delta
+    /// so: a compaction's sort then merges sorted runs, each read in order, instead of
+    /// ordering millions of entries scattered over every delta (most of its CPU).
+    pub fn finish_sorted(self) -> Vec<u8> {
+        let mut sorted: Vec<(&[u8], &[u8])> = entries(&self.buf)
+            .map(|e| e.expect("a blob just written reads back"))
+            .collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = BlobWriter {
+            buf: Vec::with_capacity(self.buf.len()),
+        };
+        for (key, value) in sorted {
+            out.push(key, value);
+        }
+        out.buf
+    }
 }
 
 fn len32(n: usize) -> [u8; 4] {
@@ -88,6 +105,33 @@ impl<'a> Iterator for Entries<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sorted_blob_holds_the_same_entries_in_key_order_equal_keys_in_theirs() {
+        let mut w = BlobWriter::default();
+        for (k, v) in [
+            ("p2", "a"),
+            ("r1", "b"),
+            ("p1", "c"),
+            ("p2", "d"),
+            ("", "e"),
+        ] {
+            w.push(k.as_bytes(), v.as_bytes());
+        }
+        let sorted = w.finish_sorted();
+        let got: Vec<(&[u8], &[u8])> = entries(&sorted).map(Result::unwrap).collect();
+        let want: Vec<(&[u8], &[u8])> = [
+            ("", "e"),
+            ("p1", "c"),
+            ("p2", "a"),
+            ("p2", "d"),
+            ("r1", "b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn entries_come_back_in_order_and_a_cut_blob_is_an_error() {

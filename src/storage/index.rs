@@ -175,7 +175,7 @@ impl IndexBatchBuilder {
             blob.push_encoded(&request_key(key), remembered);
         }
         IndexBatch {
-            delta: blob.finish(),
+            delta: blob.finish_sorted(),
             seq: self.seq,
             head: self.head,
         }
@@ -538,6 +538,8 @@ fn latest_entries<'b>(names: &[&[u8]], blobs: &'b [Vec<u8>]) -> Result<Vec<Entry
             entries.push(entry.map_err(|what| blob_error(name, what))?);
         }
     }
+    // Stable: a key's values stay in delta order, and the last is kept. Deltas are written
+    // sorted (older ones may not be), so this mostly merges runs.
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries.dedup_by(|later, kept| {
         let same = later.0 == kept.0;
