@@ -158,8 +158,8 @@ impl IndexBatch {
 }
 
 impl IndexBatchBuilder {
-    /// Adds the captured values of passes and requests, each pass once (its last value):
-    /// they are copies, so this needs no lock.
+    /// Encodes the copied values, then the captured passes (each once, its last value) and
+    /// requests, into one delta in key order. Everything here is a copy: no lock needed.
     pub fn with_values(self, changes: &Changes) -> IndexBatch {
         let mut blob = BlobWriter::default();
         for encode in self.read {
