@@ -2,8 +2,10 @@
 //! passes; unary redemptions with C requests in flight over K connections for T seconds,
 //! reported as redemptions/s and p50 / p99 / max latency, next to a bare health-check RPC
 //! at the same concurrency in the same run, the two alternating in LOAD_ROUNDS rounds so
-//! that a noisy shared machine weighs on both alike. Also: latency at 1 in flight, minting over gRPC,
-//! workshop redemptions. Everything is bounded in count and time and stays on 127.0.0.1.
+//! that a noisy shared machine weighs on both alike. Also: latency at 1 in flight (next to
+//! the health check's), minting over gRPC, workshop redemptions. Everything is bounded in
+//! count and time and stays on 127.0.0.1. The store is a temp dir: `TMPDIR=/dev/shm`
+//! measures the engine without the disk's flushes.
 //!
 //! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_ROUNDS=5 LOAD_IN_FLIGHT=64
 //! LOAD_CONNECTIONS=4 LOAD_ORDERS=8 LOAD_WORKERS=2). Half the passes feed the 64-in-flight
@@ -285,6 +287,9 @@ fn main() {
             );
             loaded.add(measured(&mut loaded_usage, phase).await);
         }
+        // The bare RPC at 1 in flight too: what of a redemption's latency is the network
+        // and the framework, and what is the engine and the disk.
+        let single_baseline = drive(&clients[..1], 1, 1_000, usize::MAX, health).await;
         let single = drive(&clients[..1], 1, 3_000, n / 4, redeem(codes.clone(), n / 2)).await;
         let first_free = n / 2 + single.ok + single.failed;
         let ws_codes = codes.clone();
@@ -336,6 +341,7 @@ fn main() {
         if loaded.ok + loaded.failed >= n / 2 {
             println!("(the redemptions ran out of passes before their time: raise LOAD_ORDERS)");
         }
+        println!("{}", single_baseline.line("baseline: health check, 1 in flight"));
         println!("{}", single.line("redeem, 1 in flight"));
         println!(
             "{:<44} {:>9.0}/s  ({} workshops of 20, 16 in flight)",
