@@ -202,6 +202,20 @@ where
     run
 }
 
+/// The engine's fsyncs in a phase: how many redemptions each acknowledged, how long they
+/// took (bounds within a quarter, from the engine's own histogram).
+fn sync_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
+    let ms = |q| syncs.quantile(q).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    format!(
+        "{:<44} {:>9} syncs  {:.1} redemptions each  p50 <= {:.3} ms  p99 <= {:.3} ms",
+        format!("fdatasync, {phase}"),
+        syncs.syncs,
+        syncs.requests_per_sync(),
+        ms(0.5),
+        ms(0.99)
+    )
+}
+
 fn main() {
     let seconds = env("LOAD_SECONDS", 10);
     let in_flight = env("LOAD_IN_FLIGHT", 64) as usize;
@@ -274,6 +288,7 @@ fn main() {
         };
         let mut baseline_usage = Some(Usage::default());
         let mut loaded_usage = Some(Usage::default());
+        let syncs_before = server.group_commits();
         for _ in 0..rounds {
             let phase = drive(&clients, in_flight, slice, usize::MAX, health);
             baseline.add(measured(&mut baseline_usage, phase).await);
@@ -287,10 +302,14 @@ fn main() {
             );
             loaded.add(measured(&mut loaded_usage, phase).await);
         }
+        // Health checks sync nothing: these are the redemptions' syncs.
+        let loaded_syncs = server.group_commits().since(&syncs_before);
         // The bare RPC at 1 in flight too: what of a redemption's latency is the network
         // and the framework, and what is the engine and the disk.
         let single_baseline = drive(&clients[..1], 1, 1_000, usize::MAX, health).await;
+        let syncs_before = server.group_commits();
         let single = drive(&clients[..1], 1, 3_000, n / 4, redeem(codes.clone(), n / 2)).await;
+        let single_syncs = server.group_commits().since(&syncs_before);
         let first_free = n / 2 + single.ok + single.failed;
         let ws_codes = codes.clone();
         let workshops = drive(
@@ -343,6 +362,8 @@ fn main() {
         }
         println!("{}", single_baseline.line("baseline: health check, 1 in flight"));
         println!("{}", single.line("redeem, 1 in flight"));
+        println!("{}", sync_line(&loaded_syncs, &format!("{in_flight} in flight")));
+        println!("{}", sync_line(&single_syncs, "1 in flight"));
         println!(
             "{:<44} {:>9.0}/s  ({} workshops of 20, 16 in flight)",
             "workshop passes",

@@ -45,9 +45,15 @@ pub struct RunningServer {
     pub operator_token_file: Option<PathBuf>,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), String>>,
+    syncs: Arc<engine::SyncStats>,
 }
 
 impl RunningServer {
+    /// The engine's group commits so far: fsyncs, requests acknowledged, durations.
+    pub fn group_commits(&self) -> engine::GroupCommits {
+        self.syncs.snapshot()
+    }
+
     /// Stops accepting, finishes requests in flight, stops the writer and waits for it.
     pub async fn shutdown(mut self) -> Result<(), String> {
         if let Some(tx) = self.shutdown.take() {
@@ -97,6 +103,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let state = ledger.shared_state();
     let log_path = ledger.store.log.path().to_owned();
     let (engine, writer) = engine::start(ledger, &config.engine, clock.clone());
+    let syncs = engine.sync_stats();
     let ctx = Arc::new(Ctx {
         engine,
         state,
@@ -143,6 +150,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         operator_token_file,
         shutdown: Some(shutdown_tx),
         done,
+        syncs,
     })
 }
 

@@ -111,6 +111,11 @@ async fn survives(fault: Fault, disk_full: bool) {
             .expect("the disk works again");
         retried.push((*n, answer.expect("a commanditaire")));
     }
+    // Every acknowledgement came from a sync that worked, and was counted once there.
+    let syncs = engine.sync_stats().snapshot();
+    assert_eq!(syncs.requests as usize, CALLERS * REQUESTS_PER_CALLER);
+    assert!(syncs.syncs >= 1 && syncs.syncs <= syncs.requests);
+    assert!(syncs.quantile(1.0).is_some());
     drop(engine);
     tokio::task::spawn_blocking(move || writer.join().unwrap())
         .await

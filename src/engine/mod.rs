@@ -15,9 +15,11 @@
 //! of the disk, and only reopening the ledger, which replays the log, makes them agree.
 
 mod ledger;
+mod stats;
 mod writer;
 
 pub use ledger::{Durability, Ledger, Staged};
+pub use stats::{GroupCommits, SyncStats};
 
 use crate::directory::Directory;
 use crate::domain::{Envelope, Outcome, Refusal, Rules, State, Timestamp};
@@ -113,6 +115,7 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Submission>,
     head: watch::Receiver<Published>,
     directory: watch::Receiver<Arc<Directory>>,
+    syncs: Arc<SyncStats>,
 }
 
 impl EngineHandle {
@@ -129,6 +132,12 @@ impl EngineHandle {
 
     pub fn head(&self) -> Head {
         self.head.borrow().head
+    }
+
+    /// The sync stage's figures (`snapshot` them): fsyncs, requests acknowledged,
+    /// durations. Holding them does not keep the engine running, unlike the handle.
+    pub fn sync_stats(&self) -> Arc<SyncStats> {
+        self.syncs.clone()
     }
 
     /// The credentials and sites as of the last durable batch that changed them.
@@ -174,18 +183,20 @@ pub fn start(
         reopened: 0,
     });
     let (directory_tx, directory) = watch::channel(Arc::new(Directory::of(&ledger.state())));
+    let syncs = Arc::new(SyncStats::default());
     let thread = writer::spawn(
         ledger,
         config.batch_records_max,
         clock,
         rx,
-        (head_tx, directory_tx),
+        (head_tx, directory_tx, syncs.clone()),
     );
     (
         EngineHandle {
             tx,
             head,
             directory,
+            syncs,
         },
         thread,
     )

@@ -2,8 +2,8 @@
 //! batches and stages each (`Ledger::stage`); the sync stage fsyncs what was appended and
 //! answers. See the module above for the order of things.
 
-use super::Durability;
 use super::{Answer, Clock, EngineError, Head, Ledger, Published, Staged, Submission};
+use super::{Durability, SyncStats};
 use crate::directory::Directory;
 use crate::domain::Envelope;
 use std::sync::Arc;
@@ -15,7 +15,11 @@ pub(super) fn spawn(
     batch_records_max: usize,
     clock: Clock,
     rx: mpsc::Receiver<Submission>,
-    (head, directory): (watch::Sender<Published>, watch::Sender<Arc<Directory>>),
+    (head, directory, syncs): (
+        watch::Sender<Published>,
+        watch::Sender<Arc<Directory>>,
+        Arc<SyncStats>,
+    ),
 ) -> std::thread::JoinHandle<()> {
     let writer = Writer {
         ledger: Some(ledger),
@@ -25,6 +29,7 @@ pub(super) fn spawn(
             head: Arc::new(head),
             directory: Arc::new(directory),
             replies: spawn_dispatcher(),
+            syncs,
         },
         reopened: 0,
     };
@@ -65,6 +70,7 @@ struct Outbox {
     head: Arc<watch::Sender<Published>>,
     directory: Arc<watch::Sender<Arc<Directory>>>,
     replies: Option<mpsc::UnboundedSender<Replies>>,
+    syncs: Arc<SyncStats>,
 }
 
 type Caller = oneshot::Sender<Result<Answer, EngineError>>;
@@ -207,15 +213,19 @@ fn sync_commits(
         let mut commits = vec![first];
         commits.extend(rx.try_iter());
         let head = commits.last().expect("one at least").staged.head;
+        let callers = commits.iter().map(|c| c.callers.len()).sum();
         if failed.get().is_none() {
-            if let Err(why) = durability.make_durable(head.seq) {
-                let disk_full = is_disk_full(&why);
-                tracing::error!(error = %why, disk_full, "ledger sync failed: nothing more acknowledged; reopening the ledger from disk");
-                failed.set(disk_full);
+            let started = std::time::Instant::now();
+            match durability.make_durable(head.seq) {
+                Ok(()) => outbox.syncs.record(started.elapsed(), callers),
+                Err(why) => {
+                    let disk_full = is_disk_full(&why);
+                    tracing::error!(error = %why, disk_full, "ledger sync failed: nothing more acknowledged; reopening the ledger from disk");
+                    failed.set(disk_full);
+                }
             }
         }
         let failure = failed.get();
-        let callers = commits.iter().map(|c| c.callers.len()).sum();
         let mut replies = Vec::with_capacity(callers);
         let mut directory = None;
         for c in commits {
@@ -277,6 +287,15 @@ impl Writer {
         if let Some(ledger) = self.ledger.take() {
             ledger.close();
         }
+        let syncs = self.outbox.syncs.snapshot();
+        let micros = |q| syncs.quantile(q).map_or(0, |d| d.as_micros() as u64);
+        tracing::info!(
+            syncs = syncs.syncs,
+            requests = syncs.requests,
+            sync_p50_us_at_most = micros(0.5),
+            sync_p99_us_at_most = micros(0.99),
+            "the writer stopped; group commits since start"
+        );
     }
 
     fn sync_stage(&self) -> SyncStage {
