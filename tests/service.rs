@@ -895,6 +895,7 @@ async fn the_chain_verifies_while_redemptions_are_written() {
     let (_, p) = order(&t, 1, 200, true).await;
     let s1 = t.credential(pb::Role::Structure, 1, &[]).await;
     let before = assert_chain_verifies(&t).await;
+    let syncs_before = t.server.as_ref().unwrap().group_commits();
     let writing = tokio::spawn(async move {
         for pass in &p {
             let req = redeem_req(&pass.code, 1, None, "aide");
@@ -910,6 +911,16 @@ async fn the_chain_verifies_while_redemptions_are_written() {
     assert!(after >= before + 200, "{before} then {after} records");
     assert!(verified.len() > 1, "verified while writing");
     assert!(verified.windows(2).all(|w| w[0] <= w[1]));
+    // The engine counted the fsyncs that acknowledged the 200 redemptions, one at a time.
+    let syncs = t
+        .server
+        .as_ref()
+        .unwrap()
+        .group_commits()
+        .since(&syncs_before);
+    assert!(syncs.requests >= 200, "{syncs:?}");
+    assert!((1..=syncs.requests).contains(&syncs.syncs), "{syncs:?}");
+    assert!(syncs.quantile(0.5).is_some());
     t.stop().await;
 }
 

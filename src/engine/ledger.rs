@@ -44,15 +44,16 @@ pub struct Durability {
 }
 
 impl Durability {
-    /// Makes every record up to `seq` durable. An error means the disk did not take it:
-    /// the ledger must stop (fail-stop).
-    pub fn make_durable(&self, seq: u64) -> Result<(), String> {
+    /// Makes every record up to `seq` durable; true if that took an fsync, false if they
+    /// already were. An error means the disk did not take them: the ledger must stop
+    /// (fail-stop).
+    pub fn make_durable(&self, seq: u64) -> Result<bool, String> {
         if self.durable.load(Ordering::Acquire) >= seq {
-            return Ok(());
+            return Ok(false);
         }
         self.log.sync().map_err(|e| format!("log sync: {e}"))?;
         self.durable.fetch_max(seq, Ordering::AcqRel);
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -52,7 +52,8 @@ impl SyncStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupCommits {
     pub syncs: u64,
-    /// Requests acknowledged by these syncs, refusals included.
+    /// Requests acknowledged by these syncs, refusals included (not those of a batch that
+    /// appended nothing, answered from memory without a sync).
     pub requests: u64,
     micros: [u64; BUCKETS],
 }
@@ -61,9 +62,9 @@ impl GroupCommits {
     /// What happened after `earlier`, a snapshot of the same engine.
     pub fn since(&self, earlier: &GroupCommits) -> GroupCommits {
         GroupCommits {
-            syncs: self.syncs - earlier.syncs,
-            requests: self.requests - earlier.requests,
-            micros: std::array::from_fn(|i| self.micros[i] - earlier.micros[i]),
+            syncs: self.syncs.saturating_sub(earlier.syncs),
+            requests: self.requests.saturating_sub(earlier.requests),
+            micros: std::array::from_fn(|i| self.micros[i].saturating_sub(earlier.micros[i])),
         }
     }
 

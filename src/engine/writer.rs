@@ -217,7 +217,9 @@ fn sync_commits(
         if failed.get().is_none() {
             let started = std::time::Instant::now();
             match durability.make_durable(head.seq) {
-                Ok(()) => outbox.syncs.record(started.elapsed(), callers),
+                // A batch of answers remembered from earlier appended nothing to sync.
+                Ok(true) => outbox.syncs.record(started.elapsed(), callers),
+                Ok(false) => {}
                 Err(why) => {
                     let disk_full = is_disk_full(&why);
                     tracing::error!(error = %why, disk_full, "ledger sync failed: nothing more acknowledged; reopening the ledger from disk");
