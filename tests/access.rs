@@ -361,6 +361,11 @@ async fn every_rpc_with_every_role() {
             call!(ledger, verify_chain, pb::VerifyChainRequest {}),
             &["op", "h33", "h75"],
         ),
+        (
+            "GetGroupCommits",
+            call!(ledger, get_group_commits, pb::GetGroupCommitsRequest {}),
+            &["op"],
+        ),
         ("ImportSites", import_call(), &["op", "h33", "h75"]),
         (
             "ListSites",

@@ -72,6 +72,11 @@ impl GroupCommits {
         self.requests as f64 / self.syncs.max(1) as f64
     }
 
+    /// `quantile` in whole µs, 0 before the first sync: for logs and replies.
+    pub fn quantile_micros(&self, q: f64) -> u64 {
+        self.quantile(q).map_or(0, |d| d.as_micros() as u64)
+    }
+
     /// An upper bound of the `q` quantile (0 < q ≤ 1) of the syncs' durations: the end of
     /// the bucket that holds it. None before the first sync.
     pub fn quantile(&self, q: f64) -> Option<Duration> {

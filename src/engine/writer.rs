@@ -290,12 +290,11 @@ impl Writer {
             ledger.close();
         }
         let syncs = self.outbox.syncs.snapshot();
-        let micros = |q| syncs.quantile(q).map_or(0, |d| d.as_micros() as u64);
         tracing::info!(
             syncs = syncs.syncs,
             requests = syncs.requests,
-            sync_p50_us_at_most = micros(0.5),
-            sync_p99_us_at_most = micros(0.99),
+            sync_p50_us_at_most = syncs.quantile_micros(0.5),
+            sync_p99_us_at_most = syncs.quantile_micros(0.99),
             "the writer stopped; group commits since start"
         );
     }

@@ -64,6 +64,21 @@ impl Ledger for LedgerService {
         Ok(Response::new(Box::pin(tokio_stream::iter(records))))
     }
 
+    async fn get_group_commits(
+        &self,
+        req: Request<pb::GetGroupCommitsRequest>,
+    ) -> Result<Response<pb::GroupCommits>, Status> {
+        self.0.auth(&req)?.require_operator()?;
+        let g = self.0.engine.sync_stats().snapshot();
+        Ok(Response::new(pb::GroupCommits {
+            syncs: g.syncs,
+            requests: g.requests,
+            sync_p50_us: g.quantile_micros(0.5),
+            sync_p99_us: g.quantile_micros(0.99),
+            sync_max_us: g.quantile_micros(1.0),
+        }))
+    }
+
     async fn verify_chain(
         &self,
         req: Request<pb::VerifyChainRequest>,
