@@ -287,6 +287,9 @@ pub enum SitesCmd {
 pub enum LedgerCmd {
     Head,
     Verify,
+    /// The engine's fsyncs since it started: how many, the requests they acknowledged,
+    /// their p50 / p99 / max durations (operator).
+    Syncs,
     Records {
         #[arg(long, default_value_t = 1)]
         from: u64,

@@ -652,6 +652,22 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                         format!("head: record {} hash {}", h.seq, h.hash),
                     );
                 }
+                LedgerCmd::Syncs => {
+                    let g = c
+                        .ledger
+                        .get_group_commits(pb::GetGroupCommitsRequest {})
+                        .await?
+                        .into_inner();
+                    out(
+                        &conn,
+                        json!({"syncs": g.syncs, "requests": g.requests, "sync_p50_us": g.sync_p50_us,
+                            "sync_p99_us": g.sync_p99_us, "sync_max_us": g.sync_max_us}),
+                        format!(
+                            "{} fsyncs acknowledged {} requests; durations at most p50 {} µs, p99 {} µs, max {} µs",
+                            g.syncs, g.requests, g.sync_p50_us, g.sync_p99_us, g.sync_max_us
+                        ),
+                    );
+                }
                 LedgerCmd::Verify => {
                     let v = c
                         .ledger

@@ -104,6 +104,12 @@ fn serve_stops_gracefully_on_sigterm_and_restarts() {
         String::from_utf8_lossy(&out.stdout).trim(),
         r#"{"commanditaire_id":1}"#
     );
+    let syncs = cli(&["ledger", "syncs", "--json"]);
+    let syncs: serde_json::Value = serde_json::from_slice(&syncs.stdout).unwrap();
+    assert!(
+        syncs["syncs"].as_u64() >= Some(1) && syncs["requests"].as_u64() >= Some(2),
+        "the operator's credential and the commanditaire were synced: {syncs}"
+    );
     let refused = cli(&["mint", "--order", "9"]);
     assert_eq!(refused.status.code(), Some(1), "a refusal exits 1");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNKNOWN_ORDER"));
