@@ -661,10 +661,17 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                     out(
                         &conn,
                         json!({"syncs": g.syncs, "requests": g.requests, "sync_p50_us": g.sync_p50_us,
-                            "sync_p99_us": g.sync_p99_us, "sync_max_us": g.sync_max_us}),
+                            "sync_p99_us": g.sync_p99_us, "sync_max_us": g.sync_max_us,
+                            "answered": g.answered, "engine_mean_us": g.engine_mean_us,
+                            "queue_mean_us": g.queue_mean_us, "staging_mean_us": g.staging_mean_us,
+                            "sync_wait_mean_us": g.sync_wait_mean_us, "fsync_mean_us": g.fsync_mean_us,
+                            "answer_mean_us": g.answer_mean_us}),
                         format!(
-                            "{} fsyncs acknowledged {} requests; durations at most p50 {} µs, p99 {} µs, max {} µs",
-                            g.syncs, g.requests, g.sync_p50_us, g.sync_p99_us, g.sync_max_us
+                            "{} fsyncs acknowledged {} requests; durations at most p50 {} µs, p99 {} µs, max {} µs\n\
+                             {} requests answered in {} µs on average: queue {}, staging {}, waiting for the running fsync {}, own fsync {}, answer {}",
+                            g.syncs, g.requests, g.sync_p50_us, g.sync_p99_us, g.sync_max_us,
+                            g.answered, g.engine_mean_us, g.queue_mean_us, g.staging_mean_us,
+                            g.sync_wait_mean_us, g.fsync_mean_us, g.answer_mean_us
                         ),
                     );
                 }

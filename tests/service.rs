@@ -897,16 +897,18 @@ async fn the_chain_verifies_while_redemptions_are_written() {
     let before = assert_chain_verifies(&t).await;
     let syncs_before = t.server.as_ref().unwrap().group_commits();
     let writing = tokio::spawn(async move {
+        let started = std::time::Instant::now();
         for pass in &p {
             let req = redeem_req(&pass.code, 1, None, "aide");
             s1.redemptions.clone().redeem(req).await.unwrap();
         }
+        started.elapsed()
     });
     let mut verified = vec![];
     while !writing.is_finished() {
         verified.push(assert_chain_verifies(&t).await);
     }
-    writing.await.unwrap();
+    let took = writing.await.unwrap();
     let after = assert_chain_verifies(&t).await;
     assert!(after >= before + 200, "{before} then {after} records");
     assert!(verified.len() > 1, "verified while writing");
@@ -917,6 +919,14 @@ async fn the_chain_verifies_while_redemptions_are_written() {
     let phase = syncs.since(&syncs_before);
     assert!(phase.requests >= 200, "{phase:?}");
     assert!((1..=phase.requests).contains(&phase.syncs), "{phase:?}");
+    // One at a time, each redemption spent less time in the engine than in its RPC; and
+    // the engine says where it went.
+    assert!(phase.answered >= 200, "{phase:?}");
+    assert!(phase.engine_mean() < took / 200, "{phase:?} in {took:?}");
+    use passnum::engine::Stage;
+    assert!(phase.stage_mean(Stage::Fsync) > std::time::Duration::ZERO);
+    let parts: std::time::Duration = Stage::ALL.iter().map(|s| phase.stage_mean(*s)).sum();
+    assert_eq!(parts, phase.engine_mean(), "{phase:?}");
     let read =
         t.op.ledger
             .clone()
@@ -927,6 +937,19 @@ async fn the_chain_verifies_while_redemptions_are_written() {
     assert!(read.syncs >= syncs.syncs && read.requests >= syncs.requests);
     assert!(0 < read.sync_p50_us && read.sync_p50_us <= read.sync_p99_us);
     assert!(read.sync_p99_us <= read.sync_max_us);
+    assert!(
+        read.answered >= syncs.answered && read.fsync_mean_us > 0,
+        "{read:?}"
+    );
+    let parts = read.queue_mean_us
+        + read.staging_mean_us
+        + read.sync_wait_mean_us
+        + read.fsync_mean_us
+        + read.answer_mean_us;
+    assert!(
+        (read.engine_mean_us.saturating_sub(5)..=read.engine_mean_us).contains(&parts),
+        "whole µs each: {read:?}"
+    );
     t.stop().await;
 }
 

@@ -110,6 +110,16 @@ fn serve_stops_gracefully_on_sigterm_and_restarts() {
         syncs["syncs"].as_u64() >= Some(1) && syncs["requests"].as_u64() >= Some(2),
         "the operator's credential and the commanditaire were synced: {syncs}"
     );
+    let parts: u64 = ["queue", "staging", "sync_wait", "fsync", "answer"]
+        .iter()
+        .map(|stage| syncs[format!("{stage}_mean_us")].as_u64().unwrap())
+        .sum();
+    assert!(
+        syncs["answered"].as_u64() >= Some(2)
+            && syncs["engine_mean_us"].as_u64() >= Some(parts)
+            && syncs["fsync_mean_us"].as_u64() > Some(0),
+        "the requests' time in the engine, by stage: {syncs}"
+    );
     let refused = cli(&["mint", "--order", "9"]);
     assert_eq!(refused.status.code(), Some(1), "a refusal exits 1");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNKNOWN_ORDER"));

@@ -19,7 +19,8 @@ mod stats;
 mod writer;
 
 pub use ledger::{Durability, Ledger, Staged};
-pub use stats::{GroupCommits, SyncStats};
+use stats::StageTimes;
+pub use stats::{GroupCommits, Stage, SyncStats};
 
 use crate::directory::Directory;
 use crate::domain::{Envelope, Outcome, Refusal, Rules, State, Timestamp};
@@ -91,6 +92,8 @@ impl std::fmt::Display for EngineError {
 pub type Answer = Result<Outcome, Refusal>;
 
 struct Submission {
+    /// When it was submitted: its time in the writer's queue counts from here.
+    submitted: std::time::Instant,
     envelope: Envelope,
     reply: oneshot::Sender<Result<Answer, EngineError>>,
 }
@@ -121,13 +124,22 @@ pub struct EngineHandle {
 impl EngineHandle {
     pub async fn submit(&self, envelope: Envelope) -> Result<Answer, EngineError> {
         let (reply, rx) = oneshot::channel();
+        let submitted = std::time::Instant::now();
         self.tx
-            .try_send(Submission { envelope, reply })
+            .try_send(Submission {
+                submitted,
+                envelope,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
             })?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        let answer = rx.await.map_err(|_| EngineError::Stopped)?;
+        if answer.is_ok() {
+            self.syncs.record_answer(submitted.elapsed());
+        }
+        answer
     }
 
     pub fn head(&self) -> Head {

@@ -3,10 +3,11 @@
 //! answers. See the module above for the order of things.
 
 use super::{Answer, Clock, EngineError, Head, Ledger, Published, Staged, Submission};
-use super::{Durability, SyncStats};
+use super::{Durability, StageTimes, SyncStats};
 use crate::directory::Directory;
 use crate::domain::Envelope;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Starts the writer thread on `ledger`; it ends when every handle is dropped.
@@ -120,6 +121,9 @@ fn is_disk_full(why: &str) -> bool {
 struct Commit {
     staged: Staged,
     callers: Vec<Caller>,
+    /// Its callers' time in the queue and its own staging; when it reached the sync stage.
+    times: StageTimes,
+    handed: Instant,
 }
 
 /// Batches appended and not yet durable, at most: past it the writer waits for the disk,
@@ -202,6 +206,18 @@ impl SyncStage {
     }
 }
 
+impl Commit {
+    /// Its stage times, with the wait for and the length of the fsync that started then.
+    fn times_until(&self, started: Instant, took: Duration) -> StageTimes {
+        let n = self.callers.len() as u32;
+        StageTimes {
+            sync_wait: started.saturating_duration_since(self.handed) * n,
+            fsync: took * n,
+            ..self.times
+        }
+    }
+}
+
 fn sync_commits(
     rx: std::sync::mpsc::Receiver<Commit>,
     durability: Durability,
@@ -215,10 +231,17 @@ fn sync_commits(
         let head = commits.last().expect("one at least").staged.head;
         let callers = commits.iter().map(|c| c.callers.len()).sum();
         if failed.get().is_none() {
-            let started = std::time::Instant::now();
-            match durability.make_durable(head.seq) {
+            let started = Instant::now();
+            let synced = durability.make_durable(head.seq);
+            let took = started.elapsed();
+            if synced.is_ok() {
+                for c in &commits {
+                    outbox.syncs.record_stages(c.times_until(started, took));
+                }
+            }
+            match synced {
                 // A batch of answers remembered from earlier appended nothing to sync.
-                Ok(true) => outbox.syncs.record(started.elapsed(), callers),
+                Ok(true) => outbox.syncs.record(took, callers),
                 Ok(false) => {}
                 Err(why) => {
                     let disk_full = is_disk_full(&why);
@@ -290,11 +313,15 @@ impl Writer {
             ledger.close();
         }
         let syncs = self.outbox.syncs.snapshot();
+        let mean_us = |stage| syncs.stage_mean(stage).as_micros() as u64;
         tracing::info!(
             syncs = syncs.syncs,
             requests = syncs.requests,
             sync_p50_us_at_most = syncs.quantile_micros(0.5),
             sync_p99_us_at_most = syncs.quantile_micros(0.99),
+            engine_mean_us = syncs.engine_mean().as_micros() as u64,
+            queue_mean_us = mean_us(super::Stage::Queue),
+            sync_wait_mean_us = mean_us(super::Stage::SyncWait),
             "the writer stopped; group commits since start"
         );
     }
@@ -307,12 +334,30 @@ impl Writer {
     /// Stages the batch and hands it to the sync stage; on a failed append, whether the
     /// disk is full (the batch is then still to be answered).
     fn stage(&mut self, batch: &mut Vec<Submission>, sync: &SyncStage) -> Option<bool> {
+        let picked = Instant::now();
+        let queue = batch
+            .iter()
+            .map(|s| picked.saturating_duration_since(s.submitted))
+            .sum();
         let ledger = self.ledger.as_mut().expect("open between batches");
         let envelopes: Vec<&Envelope> = batch.iter().map(|s| &s.envelope).collect();
         match ledger.stage((self.clock)(), &envelopes) {
             Ok(staged) => {
+                let handed = Instant::now();
+                let times = StageTimes {
+                    requests: batch.len(),
+                    queue,
+                    staging: (handed - picked) * batch.len() as u32,
+                    ..StageTimes::default()
+                };
                 let callers = batch.drain(..).map(|s| s.reply).collect();
-                sync.send(Commit { staged, callers }, &self.outbox);
+                let commit = Commit {
+                    staged,
+                    callers,
+                    times,
+                    handed,
+                };
+                sync.send(commit, &self.outbox);
                 None
             }
             Err(why) => {

@@ -5,6 +5,7 @@ use super::errors;
 use super::pb::{self, ledger_server::Ledger};
 use crate::code::hex;
 use crate::domain::*;
+use crate::engine::Stage;
 use crate::storage::{self, LedgerRecord};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -70,12 +71,20 @@ impl Ledger for LedgerService {
     ) -> Result<Response<pb::GroupCommits>, Status> {
         self.0.auth(&req)?.require_operator()?;
         let g = self.0.engine.sync_stats().snapshot();
+        let mean_us = |stage| g.stage_mean(stage).as_micros() as u64;
         Ok(Response::new(pb::GroupCommits {
             syncs: g.syncs,
             requests: g.requests,
             sync_p50_us: g.quantile_micros(0.5),
             sync_p99_us: g.quantile_micros(0.99),
             sync_max_us: g.quantile_micros(1.0),
+            answered: g.answered,
+            engine_mean_us: g.engine_mean().as_micros() as u64,
+            queue_mean_us: mean_us(Stage::Queue),
+            staging_mean_us: mean_us(Stage::Staging),
+            sync_wait_mean_us: mean_us(Stage::SyncWait),
+            fsync_mean_us: mean_us(Stage::Fsync),
+            answer_mean_us: mean_us(Stage::Answer),
         }))
     }
 
