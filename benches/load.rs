@@ -28,21 +28,45 @@ use std::time::{Duration, Instant};
 /// CPU the process (server and client) used and what the machine did, read from /proc
 /// (Linux only: elsewhere the bench leaves these lines out). Splits a phase's cost from its
 /// idle time: a redemption can be cheap in CPU and still slow if the cores wait on the disk.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Usage {
     /// user + system time of this process, all threads, in clock ticks (USER_HZ = 100).
     process_ticks: u64,
     machine_ticks: u64,
     machine_idle_ticks: u64,
+    /// The same per thread name (the runtime's workers share one), and the wall time.
+    threads: std::collections::BTreeMap<String, u64>,
+    wall: Duration,
+}
+
+/// Ticks used by each of this process's threads, summed by thread name.
+fn thread_ticks() -> Option<std::collections::BTreeMap<String, u64>> {
+    let mut threads = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        // A thread may end between the listing and the read: it is left out.
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        *threads.entry(name.trim().to_owned()).or_default() += stat_ticks(&stat)?;
+    }
+    Some(threads)
+}
+
+/// utime + stime of a /proc stat line: fields 14 and 15, counted from the command name,
+/// which ends at the last ')', with the state as field 3.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(ticks(11)? + ticks(12)?)
 }
 
 impl Usage {
     fn now() -> Option<Usage> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name, which ends at the last ')': state is field 3,
-        // utime field 14 and stime field 15.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
         let machine = std::fs::read_to_string("/proc/stat").ok()?;
         let cpu: Vec<u64> = machine
             .lines()
@@ -53,18 +77,30 @@ impl Usage {
             .map(|v| v.parse().ok())
             .collect::<Option<_>>()?;
         Some(Usage {
-            process_ticks: ticks(11)? + ticks(12)?,
+            process_ticks: stat_ticks(&stat)?,
             machine_ticks: cpu.iter().sum(),
             // idle + iowait
             machine_idle_ticks: cpu.get(3)? + cpu.get(4)?,
+            threads: thread_ticks()?,
+            wall: Duration::ZERO,
         })
     }
 
-    fn since(self, start: Usage) -> Usage {
+    fn since(self, start: Usage, wall: Duration) -> Usage {
+        let threads = self
+            .threads
+            .into_iter()
+            .map(|(name, t)| {
+                let before = start.threads.get(&name).copied().unwrap_or(0);
+                (name, t.saturating_sub(before))
+            })
+            .collect();
         Usage {
             process_ticks: self.process_ticks - start.process_ticks,
             machine_ticks: self.machine_ticks - start.machine_ticks,
             machine_idle_ticks: self.machine_idle_ticks - start.machine_idle_ticks,
+            threads,
+            wall,
         }
     }
 
@@ -72,6 +108,22 @@ impl Usage {
         self.process_ticks += other.process_ticks;
         self.machine_ticks += other.machine_ticks;
         self.machine_idle_ticks += other.machine_idle_ticks;
+        for (name, t) in other.threads {
+            *self.threads.entry(name).or_default() += t;
+        }
+        self.wall += other.wall;
+    }
+
+    /// Each busy thread name's share of one core over the phase, largest first.
+    fn by_thread(&self) -> String {
+        let mut busy: Vec<(&String, &u64)> = self.threads.iter().filter(|t| *t.1 > 0).collect();
+        busy.sort_by(|a, b| b.1.cmp(a.1));
+        let wall_ticks = self.wall.as_secs_f64() * 100.0;
+        let shares: Vec<String> = busy
+            .iter()
+            .map(|(name, t)| format!("{name} {:.0} %", **t as f64 * 100.0 / wall_ticks.max(1.0)))
+            .collect();
+        shares.join(", ")
     }
 
     fn micros_per(&self, requests: usize) -> f64 {
@@ -89,10 +141,10 @@ async fn measured<F: std::future::Future<Output = Run>>(
     usage: &mut Option<Usage>,
     phase: F,
 ) -> Run {
-    let start = Usage::now();
+    let (start, clock) = (Usage::now(), Instant::now());
     let run = phase.await;
     match (usage.as_mut(), start, Usage::now()) {
-        (Some(u), Some(start), Some(end)) => u.add(end.since(start)),
+        (Some(u), Some(start), Some(end)) => u.add(end.since(start, clock.elapsed())),
         _ => *usage = None,
     }
     run
@@ -213,6 +265,22 @@ fn sync_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
         syncs.requests_per_sync(),
         ms(0.5),
         ms(0.99)
+    )
+}
+
+/// Where an answered redemption's time in the engine went in a phase (means add up).
+fn stages_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
+    use passnum::engine::Stage;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let parts: Vec<String> = Stage::ALL
+        .iter()
+        .map(|s| format!("{} {:.0}", s.name(), us(syncs.stage_mean(*s))))
+        .collect();
+    format!(
+        "{:<44} {:>6.0} us per redemption: {}",
+        format!("in the engine, {phase}"),
+        us(syncs.engine_mean()),
+        parts.join(", ")
     )
 }
 
@@ -364,6 +432,8 @@ fn main() {
         println!("{}", single.line("redeem, 1 in flight"));
         println!("{}", sync_line(&loaded_syncs, &format!("{in_flight} in flight")));
         println!("{}", sync_line(&single_syncs, "1 in flight"));
+        println!("{}", stages_line(&loaded_syncs, &format!("{in_flight} in flight")));
+        println!("{}", stages_line(&single_syncs, "1 in flight"));
         println!(
             "{:<44} {:>9.0}/s  ({} workshops of 20, 16 in flight)",
             "workshop passes",
@@ -386,6 +456,8 @@ fn main() {
                 b.idle_percent(),
                 r.idle_percent()
             );
+            println!("cpu by thread, baseline (% of a core): {}", b.by_thread());
+            println!("cpu by thread, redeem: {}", r.by_thread());
         }
         // Three days later, everything redeemed is past its reversal window: clear it.
         let day = passnum::domain::Timestamp::MS_PER_DAY;
