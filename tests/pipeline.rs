@@ -122,6 +122,8 @@ async fn survives(fault: Fault, disk_full: bool) {
     );
     assert!(syncs.syncs >= 1 && syncs.syncs <= syncs.requests);
     assert!(syncs.quantile(1.0).is_some());
+    // Every answer the engine gave was timed once, failures not at all.
+    assert_eq!(syncs.answered as usize, tally.acked.len() + retried.len());
     drop(engine);
     tokio::task::spawn_blocking(move || writer.join().unwrap())
         .await
