@@ -177,6 +177,11 @@ impl Run {
     fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
+    /// Mean latency in µs: with C callers in flight, C / mean is the rate (Little's law).
+    fn mean_micros(&self) -> f64 {
+        let sum: u64 = self.micros.iter().map(|&m| u64::from(m)).sum();
+        sum as f64 / self.micros.len().max(1) as f64
+    }
     fn pct(&self, p: f64) -> f64 {
         if self.micros.is_empty() {
             return 0.0;
@@ -268,8 +273,9 @@ fn sync_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
     )
 }
 
-/// Where an answered redemption's time in the engine went in a phase (means add up).
-fn stages_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
+/// Where an answered redemption's time in the engine went in a phase (means add up), and
+/// the client's mean latency around it.
+fn stages_line(syncs: &passnum::engine::GroupCommits, run: &Run, phase: &str) -> String {
     use passnum::engine::Stage;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let parts: Vec<String> = Stage::ALL
@@ -277,9 +283,10 @@ fn stages_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
         .map(|s| format!("{} {:.0}", s.name(), us(syncs.stage_mean(*s))))
         .collect();
     format!(
-        "{:<44} {:>6.0} us per redemption: {}",
+        "{:<44} {:>6.0} us of the client's {:.0} us mean: {}",
         format!("in the engine, {phase}"),
         us(syncs.engine_mean()),
+        run.mean_micros(),
         parts.join(", ")
     )
 }
@@ -432,8 +439,9 @@ fn main() {
         println!("{}", single.line("redeem, 1 in flight"));
         println!("{}", sync_line(&loaded_syncs, &format!("{in_flight} in flight")));
         println!("{}", sync_line(&single_syncs, "1 in flight"));
-        println!("{}", stages_line(&loaded_syncs, &format!("{in_flight} in flight")));
-        println!("{}", stages_line(&single_syncs, "1 in flight"));
+        let phase = format!("{in_flight} in flight");
+        println!("{}", stages_line(&loaded_syncs, &loaded, &phase));
+        println!("{}", stages_line(&single_syncs, &single, "1 in flight"));
         println!(
             "{:<44} {:>9.0}/s  ({} workshops of 20, 16 in flight)",
             "workshop passes",
