@@ -165,6 +165,14 @@ impl GroupCommits {
         }
     }
 
+    /// `engine_mean` and `stage_mean` in whole µs: for logs and replies.
+    pub fn engine_mean_micros(&self) -> u64 {
+        self.engine_mean().as_micros() as u64
+    }
+    pub fn stage_mean_micros(&self, stage: Stage) -> u64 {
+        self.stage_mean(stage).as_micros() as u64
+    }
+
     /// An answered request's mean time in the engine, from submission to answer.
     pub fn engine_mean(&self) -> Duration {
         Duration::from_nanos(self.engine_nanos / self.answered.max(1))

@@ -313,19 +313,18 @@ impl Writer {
             ledger.close();
         }
         let syncs = self.outbox.syncs.snapshot();
-        let mean_us = |stage| syncs.stage_mean(stage).as_micros() as u64;
         use super::Stage as S;
         tracing::info!(
             syncs = syncs.syncs,
             requests = syncs.requests,
             sync_p50_us_at_most = syncs.quantile_micros(0.5),
             sync_p99_us_at_most = syncs.quantile_micros(0.99),
-            engine_mean_us = syncs.engine_mean().as_micros() as u64,
-            queue_mean_us = mean_us(S::Queue),
-            staging_mean_us = mean_us(S::Staging),
-            sync_wait_mean_us = mean_us(S::SyncWait),
-            fsync_mean_us = mean_us(S::Fsync),
-            answer_mean_us = mean_us(S::Answer),
+            engine_mean_us = syncs.engine_mean_micros(),
+            queue_mean_us = syncs.stage_mean_micros(S::Queue),
+            staging_mean_us = syncs.stage_mean_micros(S::Staging),
+            sync_wait_mean_us = syncs.stage_mean_micros(S::SyncWait),
+            fsync_mean_us = syncs.stage_mean_micros(S::Fsync),
+            answer_mean_us = syncs.stage_mean_micros(S::Answer),
             "the writer stopped; group commits since start"
         );
     }

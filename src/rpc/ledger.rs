@@ -71,7 +71,6 @@ impl Ledger for LedgerService {
     ) -> Result<Response<pb::GroupCommits>, Status> {
         self.0.auth(&req)?.require_operator()?;
         let g = self.0.engine.sync_stats().snapshot();
-        let mean_us = |stage| g.stage_mean(stage).as_micros() as u64;
         Ok(Response::new(pb::GroupCommits {
             syncs: g.syncs,
             requests: g.requests,
@@ -79,12 +78,12 @@ impl Ledger for LedgerService {
             sync_p99_us: g.quantile_micros(0.99),
             sync_max_us: g.quantile_micros(1.0),
             answered: g.answered,
-            engine_mean_us: g.engine_mean().as_micros() as u64,
-            queue_mean_us: mean_us(Stage::Queue),
-            staging_mean_us: mean_us(Stage::Staging),
-            sync_wait_mean_us: mean_us(Stage::SyncWait),
-            fsync_mean_us: mean_us(Stage::Fsync),
-            answer_mean_us: mean_us(Stage::Answer),
+            engine_mean_us: g.engine_mean_micros(),
+            queue_mean_us: g.stage_mean_micros(Stage::Queue),
+            staging_mean_us: g.stage_mean_micros(Stage::Staging),
+            sync_wait_mean_us: g.stage_mean_micros(Stage::SyncWait),
+            fsync_mean_us: g.stage_mean_micros(Stage::Fsync),
+            answer_mean_us: g.stage_mean_micros(Stage::Answer),
         }))
     }
 
