@@ -260,16 +260,19 @@ where
 }
 
 /// The engine's fsyncs in a phase: how many redemptions each acknowledged, how long they
-/// took (bounds within a quarter, from the engine's own histogram).
+/// took (bounds within a quarter, from the engine's own histogram). The max is the longest
+/// stall every request in flight waited out: the host's (up to hundreds of ms here), or a
+/// log reserve step (`log::RESERVE_STEP`, 8–13 ms).
 fn sync_line(syncs: &passnum::engine::GroupCommits, phase: &str) -> String {
     let ms = |q| syncs.quantile(q).map_or(0.0, |d| d.as_secs_f64() * 1e3);
     format!(
-        "{:<44} {:>9} syncs  {:.1} redemptions each  p50 <= {:.3} ms  p99 <= {:.3} ms",
+        "{:<44} {:>9} syncs  {:.1} redemptions each  p50 <= {:.3} ms  p99 <= {:.3} ms  max <= {:.1} ms",
         format!("fdatasync, {phase}"),
         syncs.syncs,
         syncs.requests_per_sync(),
         ms(0.5),
-        ms(0.99)
+        ms(0.99),
+        ms(1.0)
     )
 }
 
