@@ -159,41 +159,41 @@ pub fn decode(buf: &[u8]) -> Result<(LedgerRecord, usize), FrameError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::{Label, Outcome, RecordBody};
 
-    fn body() -> RecordBody {
+    /// A small record body, the `n`th of its kind: for tests of frames and of the log.
+    pub(in crate::storage) fn body(n: u64) -> RecordBody {
+        let id = crate::domain::CommanditaireId(n);
         RecordBody {
             request: None,
             facts: vec![crate::domain::Fact::CommanditaireRegistered(
                 crate::domain::Commanditaire {
-                    id: crate::domain::CommanditaireId(1),
+                    id,
                     name: Label::parse("Gironde").unwrap(),
                 },
             )],
             postings: vec![],
-            result: Ok(Outcome::CommanditaireRegistered(
-                crate::domain::CommanditaireId(1),
-            )),
+            result: Ok(Outcome::CommanditaireRegistered(id)),
         }
     }
 
     #[test]
     fn round_trip() {
-        let (frame, hash) = encode(7, Timestamp(42), &[9; 32], &body());
+        let (frame, hash) = encode(7, Timestamp(42), &[9; 32], &body(1));
         let (rec, used) = decode(&frame).unwrap();
         assert_eq!(used, frame.len());
         assert_eq!(
             (rec.seq, rec.at, rec.prev_hash, rec.hash),
             (7, Timestamp(42), [9; 32], hash)
         );
-        assert_eq!(rec.body, body());
+        assert_eq!(rec.body, body(1));
     }
 
     #[test]
     fn every_flipped_byte_is_caught() {
-        let (frame, _) = encode(1, Timestamp(1), &[0; 32], &body());
+        let (frame, _) = encode(1, Timestamp(1), &[0; 32], &body(1));
         for i in 0..frame.len() {
             let mut bad = frame.clone();
             bad[i] ^= 0x40;

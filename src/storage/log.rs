@@ -387,20 +387,7 @@ pub const FRAME_BYTES_MIN: usize = HEADER_BYTES + 41 + HASH_BYTES;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Commanditaire, CommanditaireId, Fact, Label, Outcome};
-
-    fn body(n: u64) -> RecordBody {
-        let id = CommanditaireId(n);
-        RecordBody {
-            request: None,
-            facts: vec![Fact::CommanditaireRegistered(Commanditaire {
-                id,
-                name: Label::parse("Communauté de communes du Pays de Test").unwrap(),
-            })],
-            postings: vec![],
-            result: Ok(Outcome::CommanditaireRegistered(id)),
-        }
-    }
+    use crate::storage::frame::tests::body;
 
     fn frame_bytes() -> u64 {
         frame::encode(1, Timestamp(1), &[0; 32], &body(1)).0.len() as u64
