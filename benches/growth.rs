@@ -8,10 +8,34 @@
 
 use passnum::domain::*;
 
-// The server's allocator: growth costs depend on it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The server's allocator (growth costs depend on it), counting the bytes it has lent out,
+/// so the bench can say what one entry of each map costs in memory.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed on unchanged to mimalloc; the counter is only arithmetic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 // Only the passes are shared with the other benches; the rest of the fixture is theirs.
 #[allow(dead_code)]
@@ -115,4 +139,40 @@ fn main() {
     let base = grow(&mut HashMap::new(), n, request);
     let sharded = grow(&mut ShardedMap::new(), n, request);
     report("requests", n, &base, &sharded);
+    let encoded = |(_, p): &(Serial, Pass)| postcard::to_allocvec(p).unwrap().len();
+    memory("passes", n, pass, encoded);
+    // Most of the scheme's passes are live and unredeemed at any time.
+    let active = |i| {
+        let (serial, mut pass) = pass(i);
+        (pass.status, pass.redemption) = (PassStatus::Active, None);
+        (serial, pass)
+    };
+    memory("active", n, active, encoded);
+    memory("requests", n, request, |(k, r)| {
+        k.len() + postcard::to_allocvec(r).unwrap().len()
+    });
+}
+
+/// Heap bytes per entry of a `ShardedMap` grown to `n` entries, against the baseline of the
+/// same entry's bytes in the index (its postcard encoding, and the key for a request).
+fn memory<K: std::hash::Hash + Eq, V>(
+    what: &str,
+    n: u64,
+    entry: impl Fn(u64) -> (K, V),
+    encoded: impl Fn(&(K, V)) -> usize,
+) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut map = ShardedMap::new();
+    for i in 0..n {
+        let (k, v) = entry(i);
+        map.insert(k, v);
+    }
+    let per_entry = (LIVE.load(Ordering::Relaxed) - before) as f64 / n as f64;
+    let on_disk = encoded(&entry(n / 2)) as f64;
+    println!(
+        "{what:<9} memory: {per_entry:.0} B per entry (entry itself {} B), {on_disk:.0} B encoded; ratio {:.1}",
+        std::mem::size_of::<(K, V)>(),
+        per_entry / on_disk
+    );
+    drop(map);
 }
