@@ -43,7 +43,7 @@ pub fn redeemed_pass(i: u64) -> Pass {
         order: OrderId(1 + i / 100_000),
         index: (i % 100_000) as u32,
         status: PassStatus::Redeemed,
-        redemption: Some(Redemption {
+        redemption: Some(Box::new(Redemption {
             at: Timestamp(T0 + i as i64),
             site: SiteId(1 + i % 1000),
             structure: StructureId(1 + i % 100),
@@ -52,7 +52,7 @@ pub fn redeemed_pass(i: u64) -> Pass {
             service: ServiceCode::parse("aide").unwrap(),
             workshop: None,
             settlement: None,
-        }),
+        })),
         closed_at: None,
     }
 }

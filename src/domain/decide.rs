@@ -199,7 +199,7 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
         RecordRejection { settlement, reason } => reject_payment(state, now, *settlement, reason),
         ImportSites { rows, scope } => {
             let (facts, report) = super::import::plan(state, rows, scope);
-            Ok(change(facts, Outcome::SitesImported(report)))
+            Ok(change(facts, Outcome::SitesImported(Box::new(report))))
         }
     }
 }

@@ -176,7 +176,10 @@ pub struct Pass {
     /// The pass's position in its order, from 0; its carnet is `index / carnet_size`.
     pub index: u32,
     pub status: PassStatus,
-    pub redemption: Option<Redemption>,
+    /// Boxed: most passes are never redeemed or not yet, and the state holds every pass
+    /// (13 million at national scale), so an unredeemed pass costs a pointer, not a
+    /// redemption's 96 bytes. The encoding is the same.
+    pub redemption: Option<Box<Redemption>>,
     /// When the pass stopped being live (cancelled or expired).
     pub closed_at: Option<Timestamp>,
 }

@@ -77,7 +77,9 @@ pub enum Outcome {
     StructureUpdated(StructureId),
     SiteRegistered(SiteId),
     SiteUpdated(SiteId),
-    SitesImported(ImportReport),
+    /// Boxed: a remembered answer of every kind is as large as the largest, and this one
+    /// (five lists) would double every remembered redemption.
+    SitesImported(Box<ImportReport>),
     Cleared {
         cut_off: Timestamp,
         settlements: Vec<SettlementId>,

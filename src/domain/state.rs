@@ -211,7 +211,7 @@ impl State {
             Fact::PassRedeemed { serial, redemption } => {
                 let pass = self.pass_mut(*serial);
                 pass.status = PassStatus::Redeemed;
-                pass.redemption = Some(redemption.clone());
+                pass.redemption = Some(Box::new(redemption.clone()));
                 self.mark_unsettled(redemption.structure, redemption.at, *serial, true);
             }
             Fact::RedemptionReversed { serial, .. } => {
@@ -224,7 +224,7 @@ impl State {
                     self.reversals.push(Reversal {
                         serial: *serial,
                         order,
-                        redemption: r,
+                        redemption: *r,
                         reversed_at: at,
                     });
                 }

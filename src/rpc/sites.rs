@@ -115,7 +115,7 @@ impl Sites for SitesService {
             .await?
         {
             Outcome::SitesImported(report) => {
-                Ok(Response::new(to_pb(report, false, total, edge_rejected)))
+                Ok(Response::new(to_pb(*report, false, total, edge_rejected)))
             }
             o => Err(errors::unexpected(o)),
         }
