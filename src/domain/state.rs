@@ -537,3 +537,24 @@ fn expect_eq(
         "{what} of {who}: ledger says {ledger} cents, passes say {passes} cents"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state holds every pass and every remembered request (13 million each at national
+    /// scale): a field or an answer variant that widens these entries costs gigabytes.
+    /// Large, rare parts go in a `Box` (`cargo bench --bench growth` gives bytes per entry).
+    #[test]
+    fn the_big_maps_entries_stay_small() {
+        let (pass, request) = (
+            std::mem::size_of::<(Serial, Pass)>(),
+            std::mem::size_of::<(String, Remembered)>(),
+        );
+        assert!(pass <= 56, "a pass's entry takes {pass} bytes");
+        assert!(
+            request <= 112,
+            "a remembered request's entry takes {request} bytes"
+        );
+    }
+}
