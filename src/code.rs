@@ -30,6 +30,12 @@ pub enum CodeError {
 }
 
 impl CodeError {
+    /// The code is well formed but its MAC fails: what guessing produces (a mistyped serial
+    /// fails its check character first).
+    pub fn is_guess(&self) -> bool {
+        matches!(self, CodeError::NotAuthentic | CodeError::UnknownKey)
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             CodeError::Malformed => "MALFORMED_CODE",

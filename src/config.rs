@@ -51,6 +51,12 @@ pub struct Limits {
     /// an export holds at most their product in memory.
     pub export_chunk_bytes: usize,
     pub export_queue_chunks: usize,
+    /// Refusals one credential may earn at once (codes that fail their check, commands the
+    /// engine refuses), then per hour: a counter scanning a stack of used passes stays far
+    /// below; guessing a 35-bit verification code at 600 an hour takes about 3 000 years.
+    /// The operator is not limited (`rpc::budget`).
+    pub refusal_burst: u32,
+    pub refusals_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -77,6 +83,8 @@ impl Default for Limits {
             period_days_max: 400,
             export_chunk_bytes: 64 << 10,
             export_queue_chunks: 4,
+            refusal_burst: 200,
+            refusals_per_hour: 600,
         }
     }
 }

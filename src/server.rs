@@ -5,6 +5,7 @@ use crate::code::Keyring;
 use crate::config::ServerConfig;
 use crate::domain::{Command, Envelope, Role};
 use crate::engine::{self, Clock, Ledger};
+use crate::rpc::budget::RefusalBudget;
 use crate::rpc::context::Ctx;
 use crate::rpc::pb;
 use crate::rpc::{auth, clearing, issuance, ledger, redemption, registry, sites};
@@ -111,6 +112,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         limits: config.limits.clone(),
         log_path,
         clock,
+        refusals: RefusalBudget::new(config.limits.refusal_burst, config.limits.refusals_per_hour),
     });
     let operator_token_file = bootstrap_operator(&ctx, &config.data_dir).await?;
 

@@ -601,3 +601,175 @@ async fn scoped_ledger_streams_show_only_what_concerns_the_caller() {
     );
     t.stop().await;
 }
+
+/// A code with its last character changed: well formed, its MAC fails (a guess).
+fn guessed(code: &str) -> String {
+    let last = if code.ends_with('A') { "B" } else { "A" };
+    format!("{}{last}", &code[..code.len() - 1])
+}
+
+fn workshop_of(codes: &[&str]) -> pb::RedeemWorkshopRequest {
+    pb::RedeemWorkshopRequest {
+        request_id: rid(),
+        site_id: 3,
+        place: commune("33063"),
+        date: "2026-01-02".into(),
+        start: "14:00".into(),
+        duration_minutes: 120,
+        themes: vec!["aide".into()],
+        participants: codes.len() as u32,
+        mediator_id: "CNFS-33-0042".into(),
+        passes: codes.iter().map(|c| scanned(c).unwrap()).collect(),
+    }
+}
+
+/// Three refusals at once, then one a second: guesses and refused commands spend the same
+/// budget; past it, a request is turned away before its code is checked or anything is
+/// written, and only that credential waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
+    let t = TestServer::start_tuned(|c| {
+        c.limits.refusal_burst = 3;
+        c.limits.refusals_per_hour = 3_600;
+    })
+    .await;
+    registry(&t).await;
+    let (_, p) = order(&t, 1, 10, true).await;
+    let s1 = t.credential(pb::Role::Structure, 1, &[]).await;
+    let mut r = s1.redemptions.clone();
+    let now = T0 + DAY;
+
+    // A mistyped serial fails its check character and spends nothing: the three guesses
+    // below all reach the check.
+    let (head, tag) = p[0].code.rsplit_once(':').unwrap();
+    refused(
+        r.redeem(redeem_req(
+            &format!("{}:{tag}", guessed(head)),
+            1,
+            None,
+            "aide",
+        ))
+        .await,
+        Code::InvalidArgument,
+        "BAD_CHECK_CHARACTER",
+    );
+
+    // Three guesses, by each way a code is checked.
+    let guess = guessed(&p[0].code);
+    refused(
+        r.redeem(redeem_req(&guess, 1, None, "aide")).await,
+        Code::InvalidArgument,
+        "CODE_NOT_AUTHENTIC",
+    );
+    let check = |code: &str| pb::CheckPassRequest {
+        pass: scanned(code),
+        site_id: 1,
+        place: None,
+        service: "aide".into(),
+    };
+    refused(
+        r.check_pass(check(&guess)).await,
+        Code::InvalidArgument,
+        "CODE_NOT_AUTHENTIC",
+    );
+    refused(
+        r.redeem(pb::RedeemRequest {
+            pass: typed(&p[0].serial, &guessed(&p[0].verification_code)),
+            ..redeem_req(&p[0].code, 1, None, "aide")
+        })
+        .await,
+        Code::InvalidArgument,
+        "CODE_NOT_AUTHENTIC",
+    );
+    // The fourth request, even with the right code, waits a second and changes nothing.
+    let records = assert_chain_verifies(&t).await;
+    let spent = refused(
+        r.redeem(redeem_req(&p[0].code, 1, None, "aide")).await,
+        Code::ResourceExhausted,
+        "REFUSAL_BUDGET_SPENT",
+    );
+    let details = tonic_types::StatusExt::get_error_details(&spent);
+    assert_eq!(
+        details.error_info().unwrap().metadata["retry_after_ms"],
+        "1000"
+    );
+    assert_eq!(
+        details.retry_info().unwrap().retry_delay,
+        Some(std::time::Duration::from_secs(1))
+    );
+    refused(
+        r.check_pass(check(&p[0].code)).await,
+        Code::ResourceExhausted,
+        "REFUSAL_BUDGET_SPENT",
+    );
+    assert_eq!(
+        assert_chain_verifies(&t).await,
+        records,
+        "nothing was written"
+    );
+
+    // Another credential and the operator are not held back.
+    let mut l1 = t.credential(pb::Role::Site, 1, &[]).await.redemptions;
+    l1.redeem(redeem_req(&p[1].code, 1, None, "aide"))
+        .await
+        .unwrap();
+    let mut op = t.op.redemptions.clone();
+    for _ in 0..5 {
+        refused(
+            op.check_pass(check(&guess)).await,
+            Code::InvalidArgument,
+            "CODE_NOT_AUTHENTIC",
+        );
+    }
+    let pass = op.check_pass(check(&p[0].code)).await.unwrap().into_inner();
+    assert!(pass.redeemable, "the turned-away redemption did not happen");
+
+    // A second later, one more refusal is allowed: a refused command spends it.
+    t.set_now(now + 1_000);
+    r.redeem(redeem_req(&p[0].code, 1, None, "aide"))
+        .await
+        .unwrap();
+    refused(
+        r.redeem(redeem_req(&p[1].code, 1, None, "aide")).await,
+        Code::FailedPrecondition,
+        "ALREADY_REDEEMED",
+    );
+    refused(
+        r.redeem(redeem_req(&p[2].code, 1, None, "aide")).await,
+        Code::ResourceExhausted,
+        "REFUSAL_BUDGET_SPENT",
+    );
+
+    // Once paid off, each pass a workshop could not redeem spends one.
+    t.set_now(now + 60_000);
+    let w = r
+        .redeem_workshop(workshop_of(&[
+            &p[0].code,
+            &p[1].code,
+            &p[2].code,
+            &guessed(&p[4].code),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.redeemed, 1, "{w:?}");
+    refused(
+        r.redeem(redeem_req(&p[3].code, 1, None, "aide")).await,
+        Code::ResourceExhausted,
+        "REFUSAL_BUDGET_SPENT",
+    );
+    // A budget that runs out within a request turns the whole request away.
+    t.set_now(now + 61_000);
+    refused(
+        r.redeem_workshop(workshop_of(&[&p[3].code, &guessed(&p[4].code)]))
+            .await,
+        Code::ResourceExhausted,
+        "REFUSAL_BUDGET_SPENT",
+    );
+    let pass = op.check_pass(check(&p[3].code)).await.unwrap().into_inner();
+    assert!(
+        pass.redeemable,
+        "no pass of a turned-away workshop is redeemed"
+    );
+    t.stop().await;
+}

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(r) = pb::RedeemRequest::decode(data) {
         let keys = passnum::code::Keyring::new(1, [(1, [7u8; 32])].into()).unwrap();
-        let _ = convert::pass_code(&keys, "pass", r.pass.as_ref());
+        let _ = convert::checked_code(&keys, "pass", r.pass.as_ref());
         let _ = convert::place(&mut Violations::default(), r.place.as_ref());
     }
 });

@@ -2,7 +2,8 @@
 //! the limits. `submit` is the one path from a validated request to the writer.
 
 use super::auth::{self, Principal};
-use super::errors;
+use super::budget::RefusalBudget;
+use super::{convert, errors, pb};
 use crate::code::Keyring;
 use crate::config::Limits;
 use crate::domain::*;
@@ -19,6 +20,7 @@ pub struct Ctx {
     pub limits: Limits,
     pub log_path: PathBuf,
     pub clock: Clock,
+    pub refusals: RefusalBudget,
 }
 
 impl Ctx {
@@ -48,21 +50,61 @@ impl Ctx {
         message: &M,
         command: Command,
     ) -> Result<Outcome, Status> {
+        self.within_budget(who)?;
         let key = request_key(who, method, request_id, message)?;
-        self.send(Envelope {
-            request: Some(key),
-            command,
-        })
-        .await
+        let answer = self
+            .decide(Envelope {
+                request: Some(key),
+                command,
+            })
+            .await?;
+        let refused = match &answer {
+            Err(_) => 1,
+            Ok(Outcome::Workshop { passes, .. }) => passes.iter().filter(|p| p.is_err()).count(),
+            Ok(_) => 0,
+        };
+        self.spend(who, refused as u32);
+        answer.map_err(|r| errors::refused(&r))
     }
 
-    /// The one path to the writer: its failures and the command's refusal become statuses.
-    async fn send(&self, envelope: Envelope) -> Result<Outcome, Status> {
-        self.engine
-            .submit(envelope)
-            .await
-            .map_err(errors::engine)?
-            .map_err(|r| errors::refused(&r))
+    /// A pass's code, checked with the keyring once the caller's budget allows it: a code
+    /// that fails its MAC (a guess, or a mistyped tag) spends from the budget. A mistyped
+    /// serial is caught by its check character and spends nothing.
+    pub fn pass_code(
+        &self,
+        who: &Principal,
+        field: &str,
+        code: Option<&pb::PassCode>,
+    ) -> Result<Serial, Status> {
+        self.within_budget(who)?;
+        convert::checked_code(&self.keys, field, code)?.map_err(|e| {
+            if e.is_guess() {
+                self.spend(who, 1);
+            }
+            errors::code(field, &e)
+        })
+    }
+
+    fn within_budget(&self, who: &Principal) -> Result<(), Status> {
+        if matches!(who.role, Role::Operator) {
+            return Ok(());
+        }
+        let now = (self.clock)().0;
+        self.refusals
+            .check(&who.scope, now)
+            .map_err(errors::budget_spent)
+    }
+
+    fn spend(&self, who: &Principal, refusals: u32) {
+        if refusals > 0 && !matches!(who.role, Role::Operator) {
+            self.refusals.spend(&who.scope, (self.clock)().0, refusals);
+        }
+    }
+
+    /// The one path to the writer: its failures become statuses, the command's answer
+    /// is the caller's to read.
+    async fn decide(&self, envelope: Envelope) -> Result<Result<Outcome, Refusal>, Status> {
+        self.engine.submit(envelope).await.map_err(errors::engine)
     }
 
     /// Waits until everything applied so far is durable: a pure read calls it after
@@ -129,11 +171,12 @@ fn request_key<M: prost::Message>(
 impl Ctx {
     /// A command the server itself issues (the expiry sweep): no request id to remember.
     pub async fn submit_unkeyed(&self, command: Command) -> Result<Outcome, Status> {
-        self.send(Envelope {
+        self.decide(Envelope {
             request: None,
             command,
         })
-        .await
+        .await?
+        .map_err(|r| errors::refused(&r))
     }
 
     /// Runs the expiry sweep until no order is left to sweep; returns passes and cents.

@@ -1,8 +1,8 @@
 //! Protobuf ⇄ domain. Parsing happens here, once; every bad field is reported together.
 
-use super::errors::{self, Violations};
+use super::errors::Violations;
 use super::pb;
-use crate::code::Keyring;
+use crate::code::{CodeError, Keyring};
 use crate::config::Limits;
 use crate::domain::*;
 use std::collections::BTreeSet;
@@ -71,13 +71,15 @@ pub fn place(v: &mut Violations, p: Option<&pb::Place>) -> Place {
     }
 }
 
-pub fn pass_code(
+/// A pass code checked with the keyring; the check's failure stays a `CodeError` so the
+/// caller can tell a guess from a typo (`Ctx::pass_code`). A missing code is a bad request.
+pub fn checked_code(
     keys: &Keyring,
     field: &str,
     code: Option<&pb::PassCode>,
-) -> Result<Serial, Status> {
+) -> Result<Result<Serial, CodeError>, Status> {
     let form = code.and_then(|c| c.form.as_ref());
-    let parsed = match form {
+    Ok(match form {
         Some(pb::pass_code::Form::Scanned(text)) => keys.parse_scanned(text),
         Some(pb::pass_code::Form::Typed(t)) => keys.parse_typed(&t.serial, &t.verification_code),
         None => {
@@ -88,8 +90,7 @@ pub fn pass_code(
             );
             return Err(v.into_result().expect_err("one violation"));
         }
-    };
-    parsed.map_err(|e| errors::code(field, &e))
+    })
 }
 
 pub fn serial(v: &mut Violations, field: &str, text: &str) -> Option<Serial> {

@@ -116,6 +116,23 @@ pub fn limit(what: &str, max: usize, got: usize) -> Status {
     )
 }
 
+/// The caller's credential has earned too many refusals (`rpc::budget`).
+pub fn budget_spent(retry_after_ms: i64) -> Status {
+    let wait = std::time::Duration::from_millis(retry_after_ms.max(0) as u64);
+    let meta = HashMap::from([("retry_after_ms".to_owned(), retry_after_ms.to_string())]);
+    let mut details = ErrorDetails::with_error_info("REFUSAL_BUDGET_SPENT", DOMAIN, meta);
+    details.set_retry_info(Some(wait));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "this credential has had too many refusals (codes that fail their check, refused \
+             commands): try again in {} s",
+            wait.as_secs().max(1)
+        ),
+        details,
+    )
+}
+
 pub fn unauthenticated(reason: &str, message: &str) -> Status {
     status(Code::Unauthenticated, reason, message, vec![])
 }

@@ -2,6 +2,7 @@
 //! and translate answers back. Only this module (and the CLI) knows protobuf.
 
 pub mod auth;
+pub mod budget;
 pub mod clearing;
 pub mod context;
 pub mod convert;

@@ -47,7 +47,7 @@ impl Redemptions for RedemptionService {
         if !matches!(who.role, Role::Operator) {
             who.may_redeem_at(&site)?;
         }
-        let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
+        let serial = self.0.pass_code(&who, "pass", r.pass.as_ref())?;
         let mut v = Violations::default();
         let place = convert::place(&mut v, r.place.as_ref());
         let service = v.check("service", ServiceCode::parse(&r.service));
@@ -93,7 +93,7 @@ impl Redemptions for RedemptionService {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let site = self.site_for(&who, r.site_id)?;
-        let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
+        let serial = self.0.pass_code(&who, "pass", r.pass.as_ref())?;
         let mut v = Violations::default();
         let place = convert::place(&mut v, r.place.as_ref());
         let service = v.check("service", ServiceCode::parse(&r.service));
@@ -137,16 +137,18 @@ impl Redemptions for RedemptionService {
             .passes
             .iter()
             .map(|code| {
-                convert::pass_code(&self.0.keys, "passes", Some(code)).map_err(|status| {
-                    Box::new(pb::PassOutcome {
-                        reason: tonic_types::StatusExt::get_error_details(&status)
-                            .error_info()
-                            .map(|i| i.reason.clone())
-                            .unwrap_or_default(),
-                        message: status.message().to_owned(),
-                        ..Default::default()
+                self.0
+                    .pass_code(&who, "passes", Some(code))
+                    .map_err(|status| {
+                        Box::new(pb::PassOutcome {
+                            reason: tonic_types::StatusExt::get_error_details(&status)
+                                .error_info()
+                                .map(|i| i.reason.clone())
+                                .unwrap_or_default(),
+                            message: status.message().to_owned(),
+                            ..Default::default()
+                        })
                     })
-                })
             })
             .collect();
         let serials: Vec<Serial> = parsed
@@ -195,7 +197,7 @@ impl Redemptions for RedemptionService {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
         let site = self.site_for(&who, r.site_id)?;
-        let serial = convert::pass_code(&self.0.keys, "pass", r.pass.as_ref())?;
+        let serial = self.0.pass_code(&who, "pass", r.pass.as_ref())?;
         match self
             .0
             .submit(
