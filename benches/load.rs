@@ -352,10 +352,28 @@ fn main() {
                 }
             }
         };
+        // A site checking a pass before it redeems: a pure read, answered once durable.
+        let check = |codes: Arc<Vec<String>>| {
+            move |c: Clients, i: usize| {
+                let code = codes[i % codes.len()].clone();
+                async move {
+                    let req = pb::CheckPassRequest {
+                        pass: Some(pb::PassCode {
+                            form: Some(pb::pass_code::Form::Scanned(code)),
+                        }),
+                        site_id: 1,
+                        place: None,
+                        service: "aide".into(),
+                    };
+                    c.redemptions.clone().check_pass(req).await.is_ok()
+                }
+            }
+        };
         let rounds = env("LOAD_ROUNDS", 5).max(1);
         let slice = Duration::from_secs(seconds).as_millis() as u64 / rounds;
         let n = codes.len();
-        let (mut baseline, mut loaded) = (Run::default(), Run::default());
+        let (mut baseline, mut loaded, mut checked) =
+            (Run::default(), Run::default(), Run::default());
         let health = |c: Clients, _| async move {
             let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel.clone());
             h.check(tonic_health::pb::HealthCheckRequest {
@@ -379,6 +397,8 @@ fn main() {
                 redeem(codes.clone(), done),
             );
             loaded.add(measured(&mut loaded_usage, phase).await);
+            let phase = drive(&clients, in_flight, slice, usize::MAX, check(codes.clone()));
+            checked.add(phase.await);
         }
         // Health checks sync nothing: these are the redemptions' syncs.
         let loaded_syncs = server.group_commits().since(&syncs_before);
@@ -435,6 +455,10 @@ fn main() {
                 "redeem, {in_flight} in flight, {connections} conns"
             ))
         );
+        println!(
+            "{}",
+            checked.line(&format!("check, {in_flight} in flight, {connections} conns"))
+        );
         if loaded.ok + loaded.failed >= n / 2 {
             println!("(the redemptions ran out of passes before their time: raise LOAD_ORDERS)");
         }
@@ -455,6 +479,10 @@ fn main() {
         println!(
             "ratio redeem / baseline at {in_flight} in flight: {:.2}",
             loaded.rate() / baseline.rate()
+        );
+        println!(
+            "ratio check / baseline at {in_flight} in flight: {:.2}",
+            checked.rate() / baseline.rate()
         );
         if let (Some(b), Some(r)) = (baseline_usage, loaded_usage) {
             let (b_us, r_us) = (b.micros_per(baseline.ok), r.micros_per(loaded.ok));
