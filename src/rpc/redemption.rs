@@ -52,22 +52,27 @@ impl Redemptions for RedemptionService {
         let place = convert::place(&mut v, r.place.as_ref());
         let service = v.check("service", ServiceCode::parse(&r.service));
         v.into_result()?;
-        // The same rules as Redeem, run on a state holding just what they read.
-        let mut state = State::default();
-        state.sites.insert(site.id, site.clone());
-        let pass = self.0.read()?.passes.get(&serial).cloned();
-        let order = match &pass {
-            Some(p) => Some(self.0.order(p.order)?),
-            None => None,
-        };
-        if let (Some(p), Some(o)) = (&pass, &order) {
-            state.passes.insert(p.serial, p.clone());
-            state.orders.insert(o.id, o.clone());
-        }
+        let service = service.expect("checked");
         let now = (self.0.clock)();
-        let verdict = resolve_venue(&state, site.id, &place).and_then(|venue| {
-            check_redeemable(&state, now, &venue, serial, &[service.expect("checked")]).map(|_| ())
-        });
+        // The same rules as Redeem, read in place under one short read lock: nothing is
+        // copied (an order's perimeter may list thousands of communes).
+        let (verdict, status, face_value_cents, expires_at_ms) = {
+            let state = self.0.read()?;
+            let pass = state.passes.get(&serial);
+            let order = pass.and_then(|p| state.orders.get(&p.order));
+            let verdict = resolve_venue(&state, site.id, &place).and_then(|venue| {
+                check_redeemable(&state, now, &venue, serial, std::slice::from_ref(&service))
+                    .map(|_| ())
+            });
+            (
+                verdict,
+                pass.map_or(pb::PassStatus::Unspecified, |p| {
+                    convert::pass_status(p.status)
+                }),
+                order.map_or(0, |o| o.face_value.0),
+                order.map_or(0, |o| o.expires_at().0),
+            )
+        };
         let (reason, message) = match &verdict {
             Ok(()) => (String::new(), String::new()),
             Err(r) => (r.reason().to_owned(), r.to_string()),
@@ -78,11 +83,9 @@ impl Redemptions for RedemptionService {
             redeemable: verdict.is_ok(),
             reason,
             message,
-            status: pass.as_ref().map_or(pb::PassStatus::Unspecified, |p| {
-                convert::pass_status(p.status)
-            }) as i32,
-            face_value_cents: order.as_ref().map_or(0, |o| o.face_value.0),
-            expires_at_ms: order.as_ref().map_or(0, |o| o.expires_at().0),
+            status: status as i32,
+            face_value_cents,
+            expires_at_ms,
         }))
     }
 
