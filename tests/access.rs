@@ -697,6 +697,11 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
         details.retry_info().unwrap().retry_delay,
         Some(std::time::Duration::from_secs(1))
     );
+    assert!(
+        spent.message().ends_with("try again in 1 s"),
+        "{}",
+        spent.message()
+    );
     refused(
         r.check_pass(check(&p[0].code)).await,
         Code::ResourceExhausted,

@@ -53,7 +53,7 @@ impl Ctx {
         self.within_budget(who)?;
         let key = request_key(who, method, request_id, message)?;
         let answer = self
-            .decide(Envelope {
+            .submit_envelope(Envelope {
                 request: Some(key),
                 command,
             })
@@ -103,7 +103,10 @@ impl Ctx {
 
     /// The one path to the writer: its failures become statuses, the command's answer
     /// is the caller's to read.
-    async fn decide(&self, envelope: Envelope) -> Result<Result<Outcome, Refusal>, Status> {
+    async fn submit_envelope(
+        &self,
+        envelope: Envelope,
+    ) -> Result<Result<Outcome, Refusal>, Status> {
         self.engine.submit(envelope).await.map_err(errors::engine)
     }
 
@@ -171,7 +174,7 @@ fn request_key<M: prost::Message>(
 impl Ctx {
     /// A command the server itself issues (the expiry sweep): no request id to remember.
     pub async fn submit_unkeyed(&self, command: Command) -> Result<Outcome, Status> {
-        self.decide(Envelope {
+        self.submit_envelope(Envelope {
             request: None,
             command,
         })

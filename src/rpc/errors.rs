@@ -127,7 +127,7 @@ pub fn budget_spent(retry_after_ms: i64) -> Status {
         format!(
             "this credential has had too many refusals (codes that fail their check, refused \
              commands): try again in {} s",
-            wait.as_secs().max(1)
+            (retry_after_ms.max(1) as u64).div_ceil(1000)
         ),
         details,
     )
