@@ -602,27 +602,6 @@ async fn scoped_ledger_streams_show_only_what_concerns_the_caller() {
     t.stop().await;
 }
 
-/// A code with its last character changed: well formed, its MAC fails (a guess).
-fn guessed(code: &str) -> String {
-    let last = if code.ends_with('A') { "B" } else { "A" };
-    format!("{}{last}", &code[..code.len() - 1])
-}
-
-fn workshop_of(codes: &[&str]) -> pb::RedeemWorkshopRequest {
-    pb::RedeemWorkshopRequest {
-        request_id: rid(),
-        site_id: 3,
-        place: commune("33063"),
-        date: "2026-01-02".into(),
-        start: "14:00".into(),
-        duration_minutes: 120,
-        themes: vec!["aide".into()],
-        participants: codes.len() as u32,
-        mediator_id: "CNFS-33-0042".into(),
-        passes: codes.iter().map(|c| scanned(c).unwrap()).collect(),
-    }
-}
-
 /// Three refusals at once, then one a second: guesses and refused commands spend the same
 /// budget; past it, a request is turned away before its code is checked or anything is
 /// written, and only that credential waits.
@@ -644,7 +623,7 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
     let (head, tag) = p[0].code.rsplit_once(':').unwrap();
     refused(
         r.redeem(redeem_req(
-            &format!("{}:{tag}", guessed(head)),
+            &format!("{}:{tag}", forged(head)),
             1,
             None,
             "aide",
@@ -655,7 +634,7 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
     );
 
     // Three guesses, by each way a code is checked.
-    let guess = guessed(&p[0].code);
+    let guess = forged(&p[0].code);
     refused(
         r.redeem(redeem_req(&guess, 1, None, "aide")).await,
         Code::InvalidArgument,
@@ -674,7 +653,7 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
     );
     refused(
         r.redeem(pb::RedeemRequest {
-            pass: typed(&p[0].serial, &guessed(&p[0].verification_code)),
+            pass: typed(&p[0].serial, &forged(&p[0].verification_code)),
             ..redeem_req(&p[0].code, 1, None, "aide")
         })
         .await,
@@ -748,11 +727,11 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
     // Once paid off, each pass a workshop could not redeem spends one.
     t.set_now(now + 60_000);
     let w = r
-        .redeem_workshop(workshop_of(&[
+        .redeem_workshop(workshop_req(&[
             &p[0].code,
             &p[1].code,
             &p[2].code,
-            &guessed(&p[4].code),
+            &forged(&p[4].code),
         ]))
         .await
         .unwrap()
@@ -766,7 +745,7 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
     // A budget that runs out within a request turns the whole request away.
     t.set_now(now + 61_000);
     refused(
-        r.redeem_workshop(workshop_of(&[&p[3].code, &guessed(&p[4].code)]))
+        r.redeem_workshop(workshop_req(&[&p[3].code, &forged(&p[4].code)]))
             .await,
         Code::ResourceExhausted,
         "REFUSAL_BUDGET_SPENT",

@@ -253,26 +253,12 @@ async fn a_whole_day_reaches_every_refusal() {
     .unwrap();
 
     // A workshop: one outcome per pass, a bad code among them.
-    let mut forged = p1[6].code.clone();
-    forged.replace_range(
-        forged.len() - 1..,
-        if forged.ends_with('A') { "B" } else { "A" },
-    );
+    let forged = forged(&p1[6].code);
     let w = site
         .redeem_workshop(pb::RedeemWorkshopRequest {
-            request_id: rid(),
-            site_id: 3,
-            place: commune("33063"),
-            date: "2026-01-02".into(),
-            start: "14:00".into(),
-            duration_minutes: 120,
             themes: vec!["messagerie".into()],
             participants: 3,
-            mediator_id: "CNFS-33-0042".into(),
-            passes: [&p1[4].code, &p1[5].code, &forged, &p1[0].code]
-                .iter()
-                .map(|c| scanned(c).unwrap())
-                .collect(),
+            ..workshop_req(&[&p1[4].code, &p1[5].code, &forged, &p1[0].code])
         })
         .await
         .unwrap()

@@ -206,6 +206,29 @@ pub fn redeem_req(
     }
 }
 
+/// A code with its last character changed: well formed, but its MAC fails (a forgery, or
+/// a guess).
+pub fn forged(code: &str) -> String {
+    let last = if code.ends_with('A') { "B" } else { "A" };
+    format!("{}{last}", &code[..code.len() - 1])
+}
+
+/// A two-hour workshop at site 3 (a workshop site in Bordeaux) redeeming these codes.
+pub fn workshop_req(codes: &[&str]) -> pb::RedeemWorkshopRequest {
+    pb::RedeemWorkshopRequest {
+        request_id: rid(),
+        site_id: 3,
+        place: commune("33063"),
+        date: "2026-01-02".into(),
+        start: "14:00".into(),
+        duration_minutes: 120,
+        themes: vec!["aide".into()],
+        participants: codes.len() as u32,
+        mediator_id: "CNFS-33-0042".into(),
+        passes: codes.iter().map(|c| scanned(c).unwrap()).collect(),
+    }
+}
+
 pub fn stop(n: u32) -> Option<pb::Place> {
     Some(pb::Place {
         stop: Some(n),
