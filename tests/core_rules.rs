@@ -714,7 +714,7 @@ fn changes_carry_each_value_as_the_record_left_it() {
     assert_eq!(changes.passes[0].status, PassStatus::Redeemed);
     assert_eq!(
         changes.requests,
-        vec![(key.map_key(), w.state.requests[&key.map_key()].clone())]
+        vec![(key.digest(), w.state.requests[&key.digest()].clone())]
     );
     let mut keys = changes.keys.clone();
     keys.dedup();

@@ -135,7 +135,7 @@ async fn survives(fault: Fault, disk_full: bool) {
     let answered: Vec<_> = tally.acked.iter().chain(&retried).collect();
     assert_eq!(answered.len(), CALLERS * REQUESTS_PER_CALLER);
     for (n, outcome) in &answered {
-        let key = envelope(*n).request.unwrap().map_key();
+        let key = envelope(*n).request.unwrap().digest();
         let remembered = state
             .requests
             .get(&key)

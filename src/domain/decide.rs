@@ -68,7 +68,7 @@ enum Step {
 
 pub fn decide(state: &State, rules: &Rules, now: Timestamp, envelope: &Envelope) -> Decision {
     if let Some(req) = &envelope.request {
-        if let Some(seen) = state.requests.get(&req.map_key()) {
+        if let Some(seen) = state.requests.get(&req.digest()) {
             if seen.fingerprint != req.fingerprint {
                 return Decision::Answer(Err(Refusal::RequestIdReused));
             }

@@ -3,7 +3,7 @@
 //! rebuilt from the log is the state that was acknowledged.
 
 use super::clearing::{Settlement, SettlementStatus};
-use super::command::RequestKey;
+use super::command::{RequestDigest, RequestKey};
 use super::entities::*;
 use super::record::{Fact, Outcome, RecordBody};
 use super::refusal::Refusal;
@@ -48,7 +48,7 @@ pub struct State {
     pub order_serials: HashMap<OrderId, std::sync::Arc<[Serial]>>,
     pub passes: ShardedMap<Serial, Pass>,
     pub workshops: BTreeMap<WorkshopId, WorkshopSession>,
-    pub requests: ShardedMap<String, Remembered>,
+    pub requests: ShardedMap<RequestDigest, Remembered>,
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Role>,
     pub settlements: BTreeMap<SettlementId, Settlement>,
@@ -95,8 +95,8 @@ pub struct Changes {
     pub keys: Vec<Key>,
     /// In the order applied: a later value of a pass replaces an earlier one.
     pub passes: Vec<Pass>,
-    /// In the order applied, under their `RequestKey::map_key`.
-    pub requests: Vec<(String, Remembered)>,
+    /// In the order applied, under their `RequestKey::digest`.
+    pub requests: Vec<(RequestDigest, Remembered)>,
 }
 
 impl Changes {
@@ -147,11 +147,8 @@ impl State {
             seq,
             result,
         };
-        let key = req.map_key();
-        self.dirty
-            .changes
-            .requests
-            .push((key.clone(), remembered.clone()));
+        let key = req.digest();
+        self.dirty.changes.requests.push((key, remembered.clone()));
         self.requests.insert(key, remembered);
     }
 
@@ -549,11 +546,11 @@ mod tests {
     fn the_big_maps_entries_stay_small() {
         let (pass, request) = (
             std::mem::size_of::<(Serial, Pass)>(),
-            std::mem::size_of::<(String, Remembered)>(),
+            std::mem::size_of::<(RequestDigest, Remembered)>(),
         );
         assert!(pass <= 56, "a pass's entry takes {pass} bytes");
         assert!(
-            request <= 112,
+            request <= 104,
             "a remembered request's entry takes {request} bytes"
         );
     }

@@ -30,7 +30,7 @@
 //! | `l`    | order id BE         | Vec<Serial> (mint order)  |
 //! | `p`    | serial BE           | Pass                      |
 //! | `w`    | workshop id BE      | WorkshopSession           |
-//! | `r`    | scope/request id    | Remembered                |
+//! | `r`    | request digest (16) | Remembered                |
 //! | `a`    | postcard(Account)   | i64 balance               |
 //! | `k`    | token hash          | Role                      |
 //! | `x`    | settlement id BE    | Settlement                |
@@ -110,8 +110,8 @@ fn pass_key(serial: Serial) -> Vec<u8> {
     id_key(b'p', serial.as_u64())
 }
 
-fn request_key(map_key: &str) -> Vec<u8> {
-    [b"r".as_slice(), map_key.as_bytes()].concat()
+fn request_key(digest: &RequestDigest) -> Vec<u8> {
+    [b"r".as_slice(), &digest.0].concat()
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -203,7 +203,7 @@ fn value_of(state: &State, key: &Key) -> Encode {
 }
 
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.
@@ -508,8 +508,10 @@ fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
             }
         }
         Some(b'r') => {
-            let key = String::from_utf8_lossy(&k[1..]).into_owned();
-            state.requests.insert(key, dec(k, v)?);
+            let digest = k[1..]
+                .try_into()
+                .map_err(|_| blob_error(k, "a request's key is 17 bytes"))?;
+            state.requests.insert(RequestDigest(digest), dec(k, v)?);
         }
         Some(b'a') => drop(state.balances.insert(dec(k, &k[1..])?, dec(k, v)?)),
         Some(b'k') => drop(
@@ -733,7 +735,7 @@ mod tests {
         let changes = Changes {
             keys: vec![],
             passes: vec![pass(PassStatus::Minted), pass(PassStatus::Active)],
-            requests: vec![("op/r1".into(), remembered.clone())],
+            requests: vec![(RequestDigest([9; 16]), remembered.clone())],
         };
         let batch = IndexBatch::of(&State::default(), &changes, 2, [2; 32]);
         let entries = blob::entries(&batch.delta).count();
@@ -741,7 +743,7 @@ mod tests {
         index.apply(batch).unwrap();
         let state = index.load_state().unwrap();
         assert_eq!(state.passes[&serial].status, PassStatus::Active);
-        assert_eq!(state.requests["op/r1"], remembered);
+        assert_eq!(state.requests[&RequestDigest([9; 16])], remembered);
         assert_eq!((state.seq, state.head_hash), (2, [2; 32]));
     }
 
