@@ -98,7 +98,7 @@ fn pass(i: u64) -> (Serial, Pass) {
     (pass.serial, pass)
 }
 
-fn request(i: u64) -> (String, Remembered) {
+fn request(i: u64) -> (RequestDigest, Remembered) {
     let r = Remembered {
         fingerprint: [i as u8; 32],
         seq: i,
@@ -110,7 +110,12 @@ fn request(i: u64) -> (String, Remembered) {
             site: SiteId(1),
         })),
     };
-    (format!("s:structure-{}/{:032x}", i % 100, i), r)
+    let key = RequestKey {
+        scope: format!("s:structure-{}", i % 100),
+        id: format!("{i:032x}"),
+        fingerprint: r.fingerprint,
+    };
+    (key.digest(), r)
 }
 
 fn report(what: &str, n: u64, base: &Growth, sharded: &Growth) {
@@ -152,7 +157,7 @@ fn main() {
     };
     memory("active", n, active, encoded);
     memory("requests", n, request, |(k, r)| {
-        k.len() + postcard::to_allocvec(r).unwrap().len()
+        k.0.len() + postcard::to_allocvec(r).unwrap().len()
     });
 }
 

@@ -715,6 +715,34 @@ mod tests {
     }
 
     #[test]
+    fn an_index_in_another_layout_is_cleared_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let remembered = Remembered {
+            fingerprint: [7; 32],
+            seq: 2,
+            result: Err(Refusal::RequestIdReused),
+        };
+        let changes = Changes {
+            requests: vec![(RequestDigest([9; 16]), remembered)],
+            ..Changes::default()
+        };
+        index
+            .apply(IndexBatch::of(&State::default(), &changes, 2, [2; 32]))
+            .unwrap();
+        assert_eq!(index.applied().unwrap(), (2, [2; 32]));
+        index.tree.insert(b"mformat", enc(&(FORMAT - 1))).unwrap();
+        drop(index);
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(
+            index.applied().unwrap(),
+            (0, [0; 32]),
+            "replayed from the start"
+        );
+        assert!(index.load_state().unwrap().requests.is_empty());
+    }
+
+    #[test]
     fn captured_values_load_back_each_pass_at_its_last_value() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(dir.path()).unwrap();
