@@ -1,5 +1,6 @@
 //! Ledger benches: the pure core, the durable group commit at batch sizes 1 to 1000, a mint
-//! of 100 000 passes, and the raw fdatasync rate of this disk as the baseline, all in one run.
+//! of 100 000 passes, and the raw fdatasync rate of this disk as the baseline, all in one run;
+//! a page of the log read from its start and from a mark; the index's checkpoint and compaction.
 //! Run with `cargo bench --bench ledger`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -198,6 +199,55 @@ fn durable(c: &mut Criterion) {
     g.finish();
 }
 
+/// A hub reading the ledger page by page (`StreamRecords`): a page of 100 records at the end
+/// of a log of about 10 MB (a mint of 100 000 passes, 60 000 redemptions), read from
+/// the start of the log (the baseline: how every page was read before marks) and from the
+/// last mark before it.
+fn log_pages(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
+    let mut run = |envs: &[Envelope]| {
+        let refs: Vec<&Envelope> = envs.iter().collect();
+        ledger.execute_batch(Timestamp(T0 + 1), &refs).unwrap();
+    };
+    for cmd in setup_commands() {
+        run(&[env(cmd)]);
+    }
+    let mut pool = Pool {
+        next_order: 1,
+        next_serial: 1 << 40,
+        free: vec![],
+    };
+    for _ in 0..60 {
+        let envs: Vec<Envelope> = pool.take(1000, &mut run).into_iter().map(redeem).collect();
+        run(&envs);
+    }
+    let (head, marks) = (ledger.head().seq, ledger.marks());
+    let path = passnum::storage::log_path(dir.path());
+    let end = marks.before(u64::MAX).offset;
+    println!("log pages: {head} records, {:.1} MB", end as f64 / 1e6);
+    let from = head - 99;
+    let page = |start| {
+        let mut n = 0;
+        passnum::storage::log::scan_from(&path, start, head, None, |r| {
+            n += u64::from(r.seq >= from);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 100);
+    };
+    let mut g = c.benchmark_group("log pages");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let start = passnum::storage::Mark::START;
+    g.bench_function("baseline: last 100 records, read from the start", |b| {
+        b.iter(|| page(start))
+    });
+    g.bench_function("last 100 records, read from the last mark", |b| {
+        b.iter(|| page(marks.before(from)))
+    });
+    g.finish();
+}
+
 /// Passes in the index bench: deltas holding each once are folded onto a base of them all.
 const INDEX_PASSES: u64 = 200_000;
 
@@ -253,5 +303,5 @@ fn index_compaction(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, core_apply, durable, index_compaction);
+criterion_group!(benches, core_apply, durable, log_pages, index_compaction);
 criterion_main!(benches);

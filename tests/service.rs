@@ -872,6 +872,53 @@ async fn streamed_records_verify_without_the_server() {
     t.stop().await;
 }
 
+async fn stream(t: &TestServer, from_seq: u64, limit: u32) -> Vec<pb::LedgerRecord> {
+    let mut s =
+        t.op.ledger
+            .clone()
+            .stream_records(pb::StreamRecordsRequest { from_seq, limit })
+            .await
+            .unwrap()
+            .into_inner();
+    let mut out = vec![];
+    while let Some(r) = s.message().await.unwrap() {
+        out.push(r);
+    }
+    out
+}
+
+/// A page of records starts at the log's last mark before it (64 KiB apart), not at
+/// the start of the log: from every record, before and after a restart, the page is the
+/// same slice of the whole ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_restart() {
+    let mut t = TestServer::start().await;
+    registry(&t).await;
+    let mut i = t.op.issuance.clone();
+    for commanditaire in [1, 2, 1] {
+        let req = order_req(commanditaire, 60_000, &[]);
+        let order_id = i.create_order(req).await.unwrap().into_inner().order_id;
+        let mint = pb::MintOrderRequest {
+            request_id: rid(),
+            order_id,
+        };
+        i.mint_order(mint).await.unwrap();
+    }
+    let whole = stream(&t, 1, 0).await;
+    let bytes: usize = whole.iter().map(|r| r.frame.len()).sum();
+    let spacing = passnum::storage::log::MARK_SPACING as usize;
+    assert!(bytes > 2 * spacing, "the log spans marks: {bytes} bytes");
+    for round in ["running", "restarted"] {
+        for from in 1..=whole.len() {
+            let page = stream(&t, from as u64, 2).await;
+            let want = &whole[from - 1..whole.len().min(from + 1)];
+            assert!(page == want, "{round}: the page from record {from}");
+        }
+        t.restart().await;
+    }
+    t.stop().await;
+}
+
 /// Hubs verify the chain while sites redeem: the verification reads the log up to the
 /// durable head, never the batch being written after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 use super::{read_state, Answer, Head, SharedState};
 use crate::directory::Directory;
 use crate::domain::{decide, Decision, Envelope, Refusal, Rules, State, Timestamp};
-use crate::storage::{Indexer, Store};
+use crate::storage::{Indexer, Mark, Marks, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -23,12 +23,12 @@ pub struct Ledger {
 }
 
 /// A batch decided, applied and appended to the log, not yet durable: its answers may be
-/// sent once `head` is (`Durability::make_durable`), and not before, refusals included,
+/// sent once `end` is (`Durability::make_durable`), and not before, refusals included,
 /// since they may rest on records of earlier batches still being synced.
 pub struct Staged {
     pub answers: Vec<Answer>,
-    /// The last record applied when the batch ended.
-    pub head: Head,
+    /// Where the log ended after the batch: its last record, and the byte after it.
+    pub end: Mark,
     /// The credentials and sites after the batch, when it changed them.
     pub directory: Option<Directory>,
 }
@@ -41,35 +41,40 @@ pub struct Durability {
     log: Arc<crate::storage::LogSyncer>,
     /// The last record known durable; the state's `seq` runs ahead while batches sync.
     durable: Arc<AtomicU64>,
+    /// Where readers of the log may start: durable record boundaries only.
+    marks: Arc<Marks>,
 }
 
 impl Durability {
-    /// Makes every record up to `seq` durable; true if that took an fsync, false if they
+    /// Makes every record up to `end` durable; true if that took an fsync, false if they
     /// already were. An error means the disk did not take them: the ledger must stop
     /// (fail-stop).
-    pub fn make_durable(&self, seq: u64) -> Result<bool, String> {
-        if self.durable.load(Ordering::Acquire) >= seq {
-            return Ok(false);
+    pub fn make_durable(&self, end: Mark) -> Result<bool, String> {
+        let synced = self.durable.load(Ordering::Acquire) < end.seq;
+        if synced {
+            self.log.sync().map_err(|e| format!("log sync: {e}"))?;
+            self.durable.fetch_max(end.seq, Ordering::AcqRel);
         }
-        self.log.sync().map_err(|e| format!("log sync: {e}"))?;
-        self.durable.fetch_max(seq, Ordering::AcqRel);
-        Ok(true)
+        self.marks.note(end);
+        Ok(synced)
     }
 }
 
 impl Ledger {
     pub fn open(dir: &std::path::Path, rules: Rules) -> Result<Ledger, crate::storage::StoreError> {
-        Self::open_into(dir, rules, Arc::new(RwLock::new(State::default())))
+        let shared = (Arc::new(RwLock::new(State::default())), Arc::default());
+        Self::open_into(dir, rules, shared)
     }
 
-    /// Opens the ledger and puts the recovered state into `shared`, which readers already
-    /// hold (the writer reopening after a storage failure).
+    /// Opens the ledger and puts the recovered state and the log's marks into `shared`,
+    /// which readers already hold (the writer reopening after a storage failure).
     pub fn open_into(
         dir: &std::path::Path,
         rules: Rules,
-        shared: SharedState,
+        (shared, marks): (SharedState, Arc<Marks>),
     ) -> Result<Ledger, crate::storage::StoreError> {
-        let (store, state, recovery) = Store::open(dir)?;
+        let (mut store, state, recovery) = Store::open(dir)?;
+        marks.replace_with(std::mem::take(&mut store.marks));
         tracing::info!(
             records = recovery.records,
             replayed = recovery.replayed,
@@ -79,6 +84,7 @@ impl Ledger {
         let durability = Durability {
             log: Arc::new(store.log.syncer().map_err(crate::storage::StoreError::Io)?),
             durable: Arc::new(AtomicU64::new(store.log.head().0)),
+            marks,
         };
         // A poisoned lock is taken over: the state it guarded is replaced whole.
         *shared.write().unwrap_or_else(|p| p.into_inner()) = state;
@@ -119,6 +125,11 @@ impl Ledger {
         self.state.clone()
     }
 
+    /// Where readers of the log may start (see `Marks`); the same across reopens.
+    pub fn marks(&self) -> Arc<Marks> {
+        self.durability.marks.clone()
+    }
+
     pub fn durability(&self) -> Durability {
         self.durability.clone()
     }
@@ -132,7 +143,7 @@ impl Ledger {
         envelopes: &[&Envelope],
     ) -> Result<Vec<Answer>, String> {
         let staged = self.stage(clock_now, envelopes)?;
-        if let Err(why) = self.durability.make_durable(staged.head.seq) {
+        if let Err(why) = self.durability.make_durable(staged.end) {
             self.failed = Some(why.clone());
             return Err(why);
         }
@@ -213,7 +224,7 @@ impl Ledger {
             .collect();
         Ok(Staged {
             answers,
-            head: self.head(),
+            end: self.store.log.mark(),
             directory,
         })
     }

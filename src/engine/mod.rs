@@ -105,6 +105,15 @@ pub struct Head {
     pub hash: [u8; 32],
 }
 
+impl From<crate::storage::Mark> for Head {
+    fn from(m: crate::storage::Mark) -> Head {
+        Head {
+            seq: m.seq,
+            hash: m.hash,
+        }
+    }
+}
+
 /// What the writer publishes: the durable head, and how many times the ledger was reopened
 /// after a storage failure (a reader waiting on a record that was lost stops waiting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +128,7 @@ pub struct EngineHandle {
     head: watch::Receiver<Published>,
     directory: watch::Receiver<Arc<Directory>>,
     syncs: Arc<SyncStats>,
+    marks: Arc<crate::storage::Marks>,
 }
 
 impl EngineHandle {
@@ -144,6 +154,11 @@ impl EngineHandle {
 
     pub fn head(&self) -> Head {
         self.head.borrow().head
+    }
+
+    /// Where a reader of the log from record `seq` may start (`storage::Marks`).
+    pub fn mark_before(&self, seq: u64) -> crate::storage::Mark {
+        self.marks.before(seq)
     }
 
     /// The sync stage's figures (`snapshot` them): fsyncs, requests acknowledged,
@@ -196,6 +211,7 @@ pub fn start(
     });
     let (directory_tx, directory) = watch::channel(Arc::new(Directory::of(&ledger.state())));
     let syncs = Arc::new(SyncStats::default());
+    let marks = ledger.marks();
     let thread = writer::spawn(
         ledger,
         config.batch_records_max,
@@ -209,6 +225,7 @@ pub fn start(
             head,
             directory,
             syncs,
+            marks,
         },
         thread,
     )

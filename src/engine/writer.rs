@@ -228,11 +228,12 @@ fn sync_commits(
     while let Ok(first) = rx.recv() {
         let mut commits = vec![first];
         commits.extend(rx.try_iter());
-        let head = commits.last().expect("one at least").staged.head;
+        let end = commits.last().expect("one at least").staged.end;
+        let head = Head::from(end);
         let callers = commits.iter().map(|c| c.callers.len()).sum();
         if failed.get().is_none() {
             let started = Instant::now();
-            let synced = durability.make_durable(head.seq);
+            let synced = durability.make_durable(end);
             let took = started.elapsed();
             if synced.is_ok() {
                 for c in &commits {
@@ -377,7 +378,8 @@ impl Writer {
     /// handle is gone.
     fn reopen(&mut self, rx: &mut mpsc::Receiver<Submission>, disk_full: bool) -> bool {
         let old = self.ledger.take().expect("the ledger that failed");
-        let (dir, rules, shared) = (old.store.dir.clone(), old.rules.clone(), old.shared_state());
+        let (dir, rules) = (old.store.dir.clone(), old.rules.clone());
+        let shared = (old.shared_state(), old.marks());
         drop(old);
         loop {
             match Ledger::open_into(&dir, rules.clone(), shared.clone()) {

@@ -45,11 +45,14 @@ impl Ledger for LedgerService {
         // Only acknowledged records, and the scan stops there: a batch being written after
         // them is not yet part of the ledger, nor whole.
         let until = self.0.engine.head().seq.min(from.saturating_add(limit) - 1);
+        // From the last mark before `from`: a page costs what it returns plus at most a
+        // mark's spacing, wherever it is in the log.
+        let start = self.0.engine.mark_before(from);
         let path = self.0.log_path.clone();
         let ctx = self.0.clone();
         let records = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            storage::log::scan_upto(&path, until, |rec| {
+            storage::log::scan_from(&path, start, until, None, |rec| {
                 if rec.seq >= from
                     && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec))
                 {

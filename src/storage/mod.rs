@@ -19,7 +19,7 @@ pub mod runs;
 pub use frame::LedgerRecord;
 pub use index::{Index, IndexBatch, IndexError};
 pub use indexer::Indexer;
-pub use log::{Appended, Fault, Faults, Log, LogError, LogSyncer, Scan};
+pub use log::{Appended, Fault, Faults, Log, LogError, LogSyncer, Mark, Marks, Scan};
 
 use crate::domain::State;
 use std::path::{Path, PathBuf};
@@ -87,6 +87,8 @@ pub struct Store {
     pub log: Log,
     pub index: Index,
     pub dir: PathBuf,
+    /// The log's record boundaries the start-up scan passed (see `Marks`).
+    pub marks: Marks,
 }
 
 /// What start-up did, for the logs.
@@ -108,7 +110,9 @@ impl Store {
         let mut state = index.load_state()?;
         let (applied_seq, applied_head) = index.applied()?;
         let mut replayed = 0u64;
-        let scan = log::scan(&log_path(dir), |rec| {
+        let marks = Marks::default();
+        let start = Mark::START;
+        let scan = log::scan_from(&log_path(dir), start, u64::MAX, Some(&marks), |rec| {
             if rec.seq == applied_seq && rec.hash != applied_head {
                 return Err(LogError::Corrupt {
                     seq: rec.seq,
@@ -159,6 +163,7 @@ impl Store {
                 log,
                 index,
                 dir: dir.to_owned(),
+                marks,
             },
             state,
             recovery,
