@@ -19,6 +19,9 @@ pub struct Limits {
     pub page_passes_default: u32,
     /// Records in one StreamRecords call; clients continue from the last seq.
     pub stream_records_max: u32,
+    /// Records read ahead of a StreamRecords reader: a page is never whole in memory (a
+    /// mint's record alone is about 1.5 MB).
+    pub stream_queue_records: usize,
     /// Communes, départements and sites in one perimeter: a région has about 5 000 communes.
     pub perimeter_entries_max: usize,
     /// Services an order may restrict to, and themes in one workshop.
@@ -68,6 +71,7 @@ impl Default for Limits {
             page_passes_max: 1_000,
             page_passes_default: 100,
             stream_records_max: 10_000,
+            stream_queue_records: 64,
             perimeter_entries_max: 5_000,
             services_max: 64,
             stops_max: 64,

@@ -919,6 +919,50 @@ async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_r
     t.stop().await;
 }
 
+/// A record damaged on disk under a running server: the page reaching it sends the records
+/// before it, then ends with DATA_LOSS, naming the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_over_a_damaged_record_ends_with_data_loss() {
+    let t = TestServer::start().await;
+    registry(&t).await;
+    let whole = stream(&t, 1, 0).await;
+    use std::os::unix::fs::FileExt;
+    let log = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(passnum::storage::log_path(t.dir.path()))
+        .unwrap();
+    let third: u64 = whole[..2].iter().map(|r| r.frame.len() as u64).sum::<u64>() + 20;
+    let flip = |log: &std::fs::File| {
+        let mut byte = [0u8];
+        log.read_exact_at(&mut byte, third).unwrap();
+        log.write_all_at(&[byte[0] ^ 0xff], third).unwrap();
+    };
+    flip(&log);
+    let mut s =
+        t.op.ledger
+            .clone()
+            .stream_records(pb::StreamRecordsRequest {
+                from_seq: 1,
+                limit: 5,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    for want in &whole[..2] {
+        assert_eq!(s.message().await.unwrap().as_ref(), Some(want));
+    }
+    let status = refused(s.message().await, Code::DataLoss, "LOG_DAMAGED");
+    assert!(
+        status.message().contains("record 3"),
+        "{}",
+        status.message()
+    );
+    flip(&log);
+    assert_eq!(stream(&t, 1, 5).await, whole[..5]);
+    t.stop().await;
+}
+
 /// Hubs verify the chain while sites redeem: the verification reads the log up to the
 /// durable head, never the batch being written after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

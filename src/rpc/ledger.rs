@@ -50,22 +50,29 @@ impl Ledger for LedgerService {
         let start = self.0.engine.mark_before(from);
         let path = self.0.log_path.clone();
         let ctx = self.0.clone();
-        let records = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            storage::log::scan_from(&path, start, until, None, |rec| {
-                if rec.seq >= from
-                    && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec))
-                {
-                    out.push(Ok(to_pb(rec)));
+        let (tx, rx) = tokio::sync::mpsc::channel(self.0.limits.stream_queue_records);
+        // Read and sent record by record into a bounded queue: a slow reader holds the
+        // scan back, a reader gone stops it.
+        tokio::task::spawn_blocking(move || {
+            let scanned = storage::log::scan_from(&path, start, until, None, |rec| {
+                let wanted = rec.seq >= from
+                    && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec));
+                if wanted && tx.blocking_send(Ok(to_pb(rec))).is_err() {
+                    return Err(storage::LogError::Io(std::io::Error::other("reader gone")));
                 }
                 Ok(())
-            })
-            .map(|_| out)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| errors::status(tonic::Code::DataLoss, "LOG_DAMAGED", e.to_string(), vec![]))?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(records))))
+            });
+            let (code, reason) = match &scanned {
+                Ok(_) => return,
+                Err(storage::LogError::Corrupt { .. }) => (tonic::Code::DataLoss, "LOG_DAMAGED"),
+                Err(storage::LogError::Io(_)) => (tonic::Code::Unavailable, "STORAGE_FAILED"),
+            };
+            let why = scanned.map_or_else(|e| e.to_string(), |_| String::new());
+            let _ = tx.blocking_send(Err(errors::status(code, reason, why, vec![])));
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_group_commits(
