@@ -124,21 +124,30 @@ fn core_apply(c: &mut Criterion) {
     g.finish();
 }
 
-fn durable(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
-    let mut run = |envs: &[Envelope]| {
-        let refs: Vec<&Envelope> = envs.iter().collect();
-        ledger.execute_batch(Timestamp(T0 + 1), &refs).unwrap();
-    };
+/// Runs a batch on the ledger, durably, at the bench's fixed time.
+fn execute(ledger: &mut Ledger, envs: &[Envelope]) {
+    let refs: Vec<&Envelope> = envs.iter().collect();
+    ledger.execute_batch(Timestamp(T0 + 1), &refs).unwrap();
+}
+
+/// A ledger in `dir` with the setup's actors registered, and a pool of passes still empty.
+fn set_up(dir: &std::path::Path) -> (Ledger, Pool) {
+    let mut ledger = Ledger::open(dir, Rules::default()).unwrap();
     for cmd in setup_commands() {
-        run(&[env(cmd)]);
+        execute(&mut ledger, &[env(cmd)]);
     }
-    let mut pool = Pool {
+    let pool = Pool {
         next_order: 1,
         next_serial: 1 << 40,
         free: vec![],
     };
+    (ledger, pool)
+}
+
+fn durable(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ledger, mut pool) = set_up(dir.path());
+    let mut run = |envs: &[Envelope]| execute(&mut ledger, envs);
 
     let mut g = c.benchmark_group("durable");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
@@ -205,19 +214,8 @@ fn durable(c: &mut Criterion) {
 /// last mark before it.
 fn log_pages(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path(), Rules::default()).unwrap();
-    let mut run = |envs: &[Envelope]| {
-        let refs: Vec<&Envelope> = envs.iter().collect();
-        ledger.execute_batch(Timestamp(T0 + 1), &refs).unwrap();
-    };
-    for cmd in setup_commands() {
-        run(&[env(cmd)]);
-    }
-    let mut pool = Pool {
-        next_order: 1,
-        next_serial: 1 << 40,
-        free: vec![],
-    };
+    let (mut ledger, mut pool) = set_up(dir.path());
+    let mut run = |envs: &[Envelope]| execute(&mut ledger, envs);
     for _ in 0..60 {
         let envs: Vec<Envelope> = pool.take(1000, &mut run).into_iter().map(redeem).collect();
         run(&envs);

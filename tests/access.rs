@@ -567,21 +567,8 @@ async fn scoped_ledger_streams_show_only_what_concerns_the_caller() {
         .unwrap();
     let c2 = t.credential(pb::Role::Commanditaire, 2, &[]).await;
     let bodies = |c: Clients| async move {
-        let mut s = c
-            .ledger
-            .clone()
-            .stream_records(pb::StreamRecordsRequest {
-                from_seq: 1,
-                limit: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut out = vec![];
-        while let Some(r) = s.message().await.unwrap() {
-            out.push(r.body_json);
-        }
-        out
+        let all = records(&c, 1, 0).await;
+        all.into_iter().map(|r| r.body_json).collect::<Vec<_>>()
     };
     let all = bodies(t.op.clone()).await;
     let of_c2 = bodies(c2).await;

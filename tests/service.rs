@@ -841,17 +841,9 @@ async fn streamed_records_verify_without_the_server() {
     registry(&t).await;
     order(&t, 1, 5, true).await;
     let mut ledger = t.op.ledger.clone();
-    let mut s = ledger
-        .stream_records(pb::StreamRecordsRequest {
-            from_seq: 1,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let mut prev = "0".repeat(64);
     let mut n = 0;
-    while let Some(r) = s.message().await.unwrap() {
+    for r in records(&t.op, 1, 0).await {
         let (rec, used) = passnum::storage::frame::decode(&r.frame).unwrap();
         assert_eq!(used, r.frame.len());
         assert_eq!(passnum::code::hex(&rec.hash), r.hash);
@@ -872,21 +864,6 @@ async fn streamed_records_verify_without_the_server() {
     t.stop().await;
 }
 
-async fn stream(t: &TestServer, from_seq: u64, limit: u32) -> Vec<pb::LedgerRecord> {
-    let mut s =
-        t.op.ledger
-            .clone()
-            .stream_records(pb::StreamRecordsRequest { from_seq, limit })
-            .await
-            .unwrap()
-            .into_inner();
-    let mut out = vec![];
-    while let Some(r) = s.message().await.unwrap() {
-        out.push(r);
-    }
-    out
-}
-
 /// A page of records starts at the log's last mark before it (64 KiB apart), not at
 /// the start of the log: from every record, before and after a restart, the page is the
 /// same slice of the whole ledger.
@@ -904,13 +881,13 @@ async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_r
         };
         i.mint_order(mint).await.unwrap();
     }
-    let whole = stream(&t, 1, 0).await;
+    let whole = records(&t.op, 1, 0).await;
     let bytes: usize = whole.iter().map(|r| r.frame.len()).sum();
     let spacing = passnum::storage::log::MARK_SPACING as usize;
     assert!(bytes > 2 * spacing, "the log spans marks: {bytes} bytes");
     for round in ["running", "restarted"] {
         for from in 1..=whole.len() {
-            let page = stream(&t, from as u64, 2).await;
+            let page = records(&t.op, from as u64, 2).await;
             let want = &whole[from - 1..whole.len().min(from + 1)];
             assert!(page == want, "{round}: the page from record {from}");
         }
@@ -925,7 +902,7 @@ async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_r
 async fn a_page_over_a_damaged_record_ends_with_data_loss() {
     let t = TestServer::start().await;
     registry(&t).await;
-    let whole = stream(&t, 1, 0).await;
+    let whole = records(&t.op, 1, 0).await;
     use std::os::unix::fs::FileExt;
     let log = std::fs::OpenOptions::new()
         .read(true)
@@ -939,16 +916,7 @@ async fn a_page_over_a_damaged_record_ends_with_data_loss() {
         log.write_all_at(&[byte[0] ^ 0xff], third).unwrap();
     };
     flip(&log);
-    let mut s =
-        t.op.ledger
-            .clone()
-            .stream_records(pb::StreamRecordsRequest {
-                from_seq: 1,
-                limit: 5,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let mut s = record_stream(&t.op, 1, 5).await;
     for want in &whole[..2] {
         assert_eq!(s.message().await.unwrap().as_ref(), Some(want));
     }
@@ -959,7 +927,7 @@ async fn a_page_over_a_damaged_record_ends_with_data_loss() {
         status.message()
     );
     flip(&log);
-    assert_eq!(stream(&t, 1, 5).await, whole[..5]);
+    assert_eq!(records(&t.op, 1, 5).await, whole[..5]);
     t.stop().await;
 }
 

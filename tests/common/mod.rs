@@ -244,6 +244,31 @@ pub fn commune(insee: &str) -> Option<pb::Place> {
 }
 
 /// Every pass of an order, 7 at a time so that the tests cross page boundaries.
+/// The records `c` may read from `from_seq` on, as a stream (`limit` 0: the server's page).
+pub async fn record_stream(
+    c: &Clients,
+    from_seq: u64,
+    limit: u32,
+) -> tonic::Streaming<pb::LedgerRecord> {
+    let req = pb::StreamRecordsRequest { from_seq, limit };
+    c.ledger
+        .clone()
+        .stream_records(req)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The same, read to the end.
+pub async fn records(c: &Clients, from_seq: u64, limit: u32) -> Vec<pb::LedgerRecord> {
+    let mut s = record_stream(c, from_seq, limit).await;
+    let mut out = vec![];
+    while let Some(r) = s.message().await.unwrap() {
+        out.push(r);
+    }
+    out
+}
+
 pub async fn passes(c: &Clients, order: u64) -> Vec<pb::PassInfo> {
     scenario::order_passes_by(c, order, 7).await
 }
