@@ -54,6 +54,9 @@ pub struct Limits {
     /// an export holds at most their product in memory.
     pub export_chunk_bytes: usize,
     pub export_queue_chunks: usize,
+    /// Log pages, chain verifications and exports running at once: each holds a blocking
+    /// thread (tokio has 512) and its queue's memory until its reader has read it or left.
+    pub readers_max: usize,
     /// Refusals one credential may earn at once (codes that fail their check, commands the
     /// engine refuses), then per hour: a counter scanning a stack of used passes stays far
     /// below; guessing a 35-bit verification code at 600 an hour takes about 3 000 years.
@@ -87,6 +90,7 @@ impl Default for Limits {
             period_days_max: 400,
             export_chunk_bytes: 64 << 10,
             export_queue_chunks: 4,
+            readers_max: 32,
             refusal_burst: 200,
             refusals_per_hour: 600,
         }

@@ -113,6 +113,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         log_path,
         clock,
         refusals: RefusalBudget::new(config.limits.refusal_burst, config.limits.refusals_per_hour),
+        readers: Arc::new(tokio::sync::Semaphore::new(config.limits.readers_max)),
     });
     let operator_token_file = bootstrap_operator(&ctx, &config.data_dir).await?;
 

@@ -871,15 +871,8 @@ async fn streamed_records_verify_without_the_server() {
 async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_restart() {
     let mut t = TestServer::start().await;
     registry(&t).await;
-    let mut i = t.op.issuance.clone();
     for commanditaire in [1, 2, 1] {
-        let req = order_req(commanditaire, 60_000, &[]);
-        let order_id = i.create_order(req).await.unwrap().into_inner().order_id;
-        let mint = pb::MintOrderRequest {
-            request_id: rid(),
-            order_id,
-        };
-        i.mint_order(mint).await.unwrap();
+        minted(&t, order_req(commanditaire, 60_000, &[])).await;
     }
     let whole = records(&t.op, 1, 0).await;
     let bytes: usize = whole.iter().map(|r| r.frame.len()).sum();
@@ -893,6 +886,47 @@ async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_r
         }
         t.restart().await;
     }
+    t.stop().await;
+}
+
+/// Each long read (log page, chain verification, export) holds one of `readers_max` slots
+/// while it runs: past them, the next is turned away with a retry hint; a reader that
+/// leaves frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_reads_past_the_readers_limit_are_turned_away_until_one_ends() {
+    let t = TestServer::start_tuned(|c| {
+        c.limits.readers_max = 1;
+        c.limits.stream_queue_records = 1;
+    })
+    .await;
+    registry(&t).await;
+    for _ in 0..8 {
+        minted(&t, order_req(1, 60_000, &[])).await;
+    }
+    // A reader that does not read: its page (about 4 MB of mint records) outgrows every
+    // buffer between the scan and it, so the scan holds its slot.
+    let stalled = record_stream(&t.op, 1, 0).await;
+    let other = t.client(Some(&t.operator_token)).await;
+    let mut ledger = other.ledger.clone();
+    let busy = ledger.verify_chain(pb::VerifyChainRequest {}).await;
+    let busy = refused(busy, Code::ResourceExhausted, "READERS_BUSY");
+    assert!(busy.message().contains("try again"), "{}", busy.message());
+    let page = pb::StreamRecordsRequest {
+        from_seq: 1,
+        limit: 1,
+    };
+    let page = ledger.stream_records(page).await;
+    refused(page, Code::ResourceExhausted, "READERS_BUSY");
+    drop(stalled);
+    let mut verified = None;
+    for _ in 0..200 {
+        if let Ok(v) = ledger.verify_chain(pb::VerifyChainRequest {}).await {
+            verified = Some(v.into_inner());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(verified.expect("the slot came back").ok);
     t.stop().await;
 }
 

@@ -337,7 +337,7 @@ impl Clearing for ClearingService {
         };
         self.0.settle().await?;
         let file = file.ok_or_else(|| nothing_to_pay(&r.cut_off))?;
-        Ok(Response::new(self.0.stream_export(Box::new(file))))
+        Ok(Response::new(self.0.stream_export(Box::new(file))?))
     }
 
     type ExportStatementStream = ChunkStream;
@@ -370,7 +370,7 @@ impl Clearing for ClearingService {
             }
         };
         self.0.settle().await?;
-        Ok(Response::new(self.0.stream_export(export)))
+        Ok(Response::new(self.0.stream_export(export)?))
     }
 
     type GetAttestationStream = ChunkStream;
@@ -493,7 +493,7 @@ impl Clearing for ClearingService {
             usage::UsageReport::new(&state, include, midnight(from), midnight(to))
         };
         self.0.settle().await?;
-        Ok(Response::new(self.0.stream_export(Box::new(report))))
+        Ok(Response::new(self.0.stream_export(Box::new(report))?))
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub log_path: PathBuf,
     pub clock: Clock,
     pub refusals: RefusalBudget,
+    /// One permit per long read running (`Limits::readers_max`).
+    pub readers: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Ctx {
@@ -209,12 +211,17 @@ impl Ctx {
     /// Streams an export: a blocking task writes it part by part, each part under a short
     /// read lock, into a bounded queue of chunks. A slow reader holds the task back, a
     /// reader gone stops it, and the file is never whole in memory.
-    pub fn stream_export(&self, mut export: Box<dyn crate::export::Export>) -> ChunkStream {
+    pub fn stream_export(
+        &self,
+        mut export: Box<dyn crate::export::Export>,
+    ) -> Result<ChunkStream, Status> {
+        let permit = self.reader_permit()?;
         let (tx, rx) = tokio::sync::mpsc::channel(self.limits.export_queue_chunks);
         let state = self.state.clone();
         let chunk = self.limits.export_chunk_bytes;
         let (engine, runtime) = (self.engine.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut buf = Vec::with_capacity(chunk);
             loop {
                 // The state only moves forward: the chunk leaves once what its last part
@@ -241,7 +248,13 @@ impl Ctx {
                 }
             }
         });
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// A slot for a long read (a log page, a verification, an export), held until it ends.
+    pub fn reader_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let busy = || errors::readers_busy(self.limits.readers_max);
+        self.readers.clone().try_acquire_owned().map_err(|_| busy())
     }
 
     /// Streams bytes already made (a PDF), in export-sized chunks.

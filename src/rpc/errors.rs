@@ -116,6 +116,18 @@ pub fn limit(what: &str, max: usize, got: usize) -> Status {
     )
 }
 
+/// Every reader slot is taken (`Limits::readers_max`): try again shortly.
+pub fn readers_busy(max: usize) -> Status {
+    let meta = HashMap::from([("max".to_owned(), max.to_string())]);
+    let mut details = ErrorDetails::with_error_info("READERS_BUSY", DOMAIN, meta);
+    details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{max} log pages, verifications and exports are running: try again shortly"),
+        details,
+    )
+}
+
 /// The caller's credential has earned too many refusals (`rpc::budget`).
 pub fn budget_spent(retry_after_ms: i64) -> Status {
     let wait = std::time::Duration::from_millis(retry_after_ms.max(0) as u64);

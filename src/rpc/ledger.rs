@@ -48,12 +48,14 @@ impl Ledger for LedgerService {
         // From the last mark before `from`: a page costs what it returns plus at most a
         // mark's spacing, wherever it is in the log.
         let start = self.0.engine.mark_before(from);
+        let permit = self.0.reader_permit()?;
         let path = self.0.log_path.clone();
         let ctx = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(self.0.limits.stream_queue_records);
         // Read and sent record by record into a bounded queue: a slow reader holds the
         // scan back, a reader gone stops it.
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let scanned = storage::log::scan_from(&path, start, until, None, |rec| {
                 let wanted = rec.seq >= from
                     && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec));
@@ -107,12 +109,17 @@ impl Ledger for LedgerService {
                 "only the operator and hubs verify the whole chain",
             ));
         }
+        let permit = self.0.reader_permit()?;
         let path = self.0.log_path.clone();
         // Up to the durable head: past it, a batch may be half written.
         let head = self.0.engine.head().seq;
-        let result = tokio::task::spawn_blocking(move || storage::verify_log_upto(&path, head))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        // The permit goes with the work: a caller gone does not stop a verification.
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            storage::verify_log_upto(&path, head)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(match result {
             Ok((scan, _)) => pb::VerifyChainResponse {
                 ok: true,

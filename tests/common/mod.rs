@@ -364,21 +364,27 @@ pub async fn order(
     order_from(t, order_req(commanditaire, n, &[]), fund).await
 }
 
+/// Creates the order `req` describes and mints it; its id.
+pub async fn minted(t: &TestServer, req: pb::CreateOrderRequest) -> u64 {
+    let mut i = t.op.issuance.clone();
+    let order_id = i.create_order(req).await.unwrap().into_inner().order_id;
+    let mint = pb::MintOrderRequest {
+        request_id: rid(),
+        order_id,
+    };
+    i.mint_order(mint).await.unwrap();
+    order_id
+}
+
 /// Creates the order `req` describes, mints it and (if asked) funds it at its full value.
 pub async fn order_from(
     t: &TestServer,
     req: pb::CreateOrderRequest,
     fund: bool,
 ) -> (u64, Vec<pb::PassInfo>) {
-    let mut i = t.op.issuance.clone();
     let amount_cents = req.face_value_cents * i64::from(req.pass_count);
-    let id = i.create_order(req).await.unwrap().into_inner().order_id;
-    i.mint_order(pb::MintOrderRequest {
-        request_id: rid(),
-        order_id: id,
-    })
-    .await
-    .unwrap();
+    let id = minted(t, req).await;
+    let mut i = t.op.issuance.clone();
     if fund {
         let funding = pb::RecordFundingRequest {
             request_id: rid(),
