@@ -318,7 +318,7 @@ mod any_tail {
             match opened {
                 Ok((store, _, recovery)) => {
                     prop_assert!(recovery.records == 3 || recovery.records == 4);
-                    let head = store.log.head().0;
+                    let head = store.log.mark().seq;
                     prop_assert_eq!(head, recovery.records);
                 }
                 // Damage is named at the first record that is not whole: the fourth, or

@@ -83,7 +83,7 @@ impl Ledger {
         );
         let durability = Durability {
             log: Arc::new(store.log.syncer().map_err(crate::storage::StoreError::Io)?),
-            durable: Arc::new(AtomicU64::new(store.log.head().0)),
+            durable: Arc::new(AtomicU64::new(store.log.mark().seq)),
             marks,
         };
         // A poisoned lock is taken over: the state it guarded is replaced whole.
@@ -107,8 +107,7 @@ impl Ledger {
 
     /// The last record appended (durable once `Durability::make_durable` says so).
     pub fn head(&self) -> Head {
-        let (seq, hash) = self.store.log.head();
-        Head { seq, hash }
+        Head::from(self.store.log.mark())
     }
 
     /// The state as of the last batch applied.

@@ -64,13 +64,13 @@ impl Ledger for LedgerService {
                 }
                 Ok(())
             });
-            let (code, reason) = match &scanned {
-                Ok(_) => return,
-                Err(storage::LogError::Corrupt { .. }) => (tonic::Code::DataLoss, "LOG_DAMAGED"),
-                Err(storage::LogError::Io(_)) => (tonic::Code::Unavailable, "STORAGE_FAILED"),
+            let Err(e) = scanned else { return };
+            let (code, reason) = match e {
+                storage::LogError::Corrupt { .. } => (tonic::Code::DataLoss, "LOG_DAMAGED"),
+                storage::LogError::Io(_) => (tonic::Code::Unavailable, "STORAGE_FAILED"),
             };
-            let why = scanned.map_or_else(|e| e.to_string(), |_| String::new());
-            let _ = tx.blocking_send(Err(errors::status(code, reason, why, vec![])));
+            let status = errors::status(code, reason, e.to_string(), vec![]);
+            let _ = tx.blocking_send(Err(status));
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -373,10 +373,6 @@ impl Log {
     pub fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
     }
-    pub fn head(&self) -> (u64, [u8; 32]) {
-        (self.next_seq - 1, self.head)
-    }
-
     /// Where the log ends: after the last record appended.
     pub fn mark(&self) -> Mark {
         Mark {
@@ -515,7 +511,7 @@ mod tests {
 
     /// Appends a batch; the file then holds it, and zeros past it to a whole page.
     fn append(log: &mut Log, records: u64) {
-        let first = log.head().0 + 1;
+        let first = log.mark().seq + 1;
         let bodies: Vec<RecordBody> = (first..first + records).map(body).collect();
         let refs: Vec<_> = bodies.iter().map(|b| (Timestamp(1), b)).collect();
         let (buf, appended) = log.encode_batch(&refs);
@@ -537,7 +533,7 @@ mod tests {
         while log.mark().offset < 3 * MARK_SPACING + 1000 {
             append(&mut log, 1000);
         }
-        let total = log.head().0;
+        let total = log.mark().seq;
         let marks = Marks::default();
         let whole = scan_from(&path, Mark::START, u64::MAX, Some(&marks), |_| Ok(())).unwrap();
         assert_eq!(whole.mark(), log.mark());
@@ -616,7 +612,7 @@ mod tests {
             log.reserved,
             (log.end + RESERVE_STEP).next_multiple_of(4096)
         );
-        let records = log.head().0;
+        let records = log.mark().seq;
         drop(log);
         assert_whole(&path, records);
     }
@@ -630,7 +626,7 @@ mod tests {
         for records in [step_records / 3, step_records + 7, 2 * step_records, 1] {
             append(&mut log, records);
         }
-        let records = log.head().0;
+        let records = log.mark().seq;
         drop(log);
         assert_whole(&path, records);
         // A reopened log appends over the reserve it finds.
@@ -638,7 +634,7 @@ mod tests {
         let reserved = log.reserved;
         append(&mut log, 3);
         assert_eq!(log.reserved, reserved, "the zeros left were used first");
-        let records = log.head().0;
+        let records = log.mark().seq;
         drop(log);
         assert_whole(&path, records);
     }

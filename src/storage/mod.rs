@@ -111,8 +111,7 @@ impl Store {
         let (applied_seq, applied_head) = index.applied()?;
         let mut replayed = 0u64;
         let marks = Marks::default();
-        let start = Mark::START;
-        let scan = log::scan_from(&log_path(dir), start, u64::MAX, Some(&marks), |rec| {
+        let scan = log::scan_from(&log_path(dir), Mark::START, u64::MAX, Some(&marks), |rec| {
             if rec.seq == applied_seq && rec.hash != applied_head {
                 return Err(LogError::Corrupt {
                     seq: rec.seq,
