@@ -248,7 +248,7 @@ pub fn luhn10_valid(digits: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// An IBAN, normalised (no spaces, upper case), with a valid ISO 13616 mod-97 check.

@@ -519,7 +519,7 @@ mod tests {
         let len = std::fs::metadata(&log.path).unwrap().len();
         assert_eq!(len, log.reserved, "the file is as long as the reserve");
         assert!(
-            len >= log.end && len % 4096 == 0,
+            len >= log.end && len.is_multiple_of(4096),
             "zeros up to a whole page"
         );
     }
