@@ -296,6 +296,12 @@ pub enum LedgerCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Brings your own copy of the ledger (FILE, created if missing) up to the server's
+    /// head, checking every record before it is kept: `passnum verify-log FILE` then
+    /// checks it with nothing else (operator or hub).
+    Mirror {
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

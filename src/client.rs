@@ -698,6 +698,17 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                         return Err(CliError::Failed("the ledger does not verify".into()));
                     }
                 }
+                LedgerCmd::Mirror { file } => {
+                    let m = crate::cli_mirror::mirror(&c, &file).await?;
+                    out(
+                        &conn,
+                        json!({"from": m.from, "to": m.to, "head_hash": m.head_hash}),
+                        format!(
+                            "copy checked and extended from record {} to {}, head {}",
+                            m.from, m.to, m.head_hash
+                        ),
+                    );
+                }
                 LedgerCmd::Records { from, limit } => {
                     let mut s = c
                         .ledger

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cli_clearing;
+pub mod cli_mirror;
 pub mod client;
 pub mod code;
 pub mod config;

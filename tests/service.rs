@@ -453,13 +453,7 @@ async fn everything_is_there_after_a_restart() {
     let mut site = t.credential(pb::Role::Site, 1, &[]).await.redemptions;
     let req = redeem_req(&p[0].code, 1, None, "aide");
     let first = site.redeem(req.clone()).await.unwrap().into_inner();
-    let head =
-        t.op.ledger
-            .clone()
-            .get_head(pb::GetHeadRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+    let before = head(&t.op).await;
     let token = {
         let mut reg = t.op.registry.clone();
         reg.issue_credential(pb::IssueCredentialRequest {
@@ -474,16 +468,7 @@ async fn everything_is_there_after_a_restart() {
         .token
     };
     t.restart().await;
-    let mut ledger = t.op.ledger.clone();
-    assert_eq!(
-        ledger
-            .get_head(pb::GetHeadRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .seq,
-        head.seq + 1
-    );
+    assert_eq!(head(&t.op).await.seq, before.seq + 1);
     let mut site = t.client(Some(&token)).await.redemptions;
     // The first credential's retry is remembered across the restart; the new one redeems.
     let mut old = t.client(None).await;
@@ -1099,5 +1084,109 @@ async fn health_and_both_reflection_versions_answer() {
         panic!()
     };
     assert!(l.service.iter().any(|s| s.name == "passnum.v1.Redemptions"));
+    t.stop().await;
+}
+
+/// A hub keeps its own copy of the ledger: each run brings it to the head, checking every
+/// record, and the copy is the server's log byte for byte, which `verify-log` checks alone.
+/// A credential that sees part of the ledger, a damaged copy and a server with another
+/// history are all refused, and leave the copy as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
+    use passnum::cli_mirror::mirror;
+    // Pages of three records: a run needs many.
+    let t = TestServer::start_tuned(|c| c.limits.stream_records_max = 3).await;
+    registry(&t).await;
+    minted(&t, order_req(1, 40, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.log");
+    let token = dir.path().join("op.token");
+    std::fs::write(&token, &t.operator_token).unwrap();
+
+    // The command line, as a hub runs it (here with the operator's credential).
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .args([
+            "ledger",
+            "mirror",
+            "--json",
+            "--server",
+            &t.url(),
+            "--token-file",
+        ])
+        .args([&token, &copy])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let first = head(&t.op).await;
+    assert!(first.seq > 6, "several pages: {}", first.seq);
+    assert_eq!(said["from"], 0);
+    assert_eq!(said["to"], first.seq);
+    assert_eq!(said["head_hash"], first.hash);
+    let same_as_the_log = |copy: &std::path::Path| {
+        let kept = std::fs::read(copy).unwrap();
+        let log = std::fs::read(passnum::storage::log_path(t.dir.path())).unwrap();
+        kept == log[..kept.len()]
+    };
+    assert!(same_as_the_log(&copy));
+    let (scan, _) = passnum::storage::verify_log(&copy).unwrap();
+    assert_eq!(scan.records, first.seq);
+
+    // The next run adds only what came since; a hub's credential may run it.
+    minted(&t, order_req(2, 40, &[])).await;
+    let hub = t.credential(pb::Role::Hub, 0, &["33"]).await;
+    let m = mirror(&hub, &copy).await.unwrap();
+    let second = head(&t.op).await;
+    assert_eq!(
+        (m.from, m.to, &m.head_hash),
+        (first.seq, second.seq, &second.hash)
+    );
+    assert!(same_as_the_log(&copy));
+    assert_eq!(
+        mirror(&hub, &copy).await.unwrap().from,
+        second.seq,
+        "nothing new"
+    );
+
+    let kept = std::fs::read(&copy).unwrap();
+    let failure = |r: Result<passnum::cli_mirror::Mirrored, passnum::client::CliError>| {
+        let e = r.expect_err("refused");
+        assert_eq!(e.exit_code(), 4, "{e}");
+        e.to_string()
+    };
+    // A commanditaire sees only its own records: its pages have gaps.
+    minted(&t, order_req(2, 40, &[])).await;
+    let c1 = t.credential(pb::Role::Commanditaire, 1, &[]).await;
+    let why = failure(mirror(&c1, &copy).await);
+    assert!(why.contains("whole ledger"), "{why}");
+    assert_eq!(std::fs::read(&copy).unwrap(), kept);
+
+    // Another server, whose history differs from the copy's.
+    let other = TestServer::start().await;
+    registry(&other).await;
+    let why = failure(mirror(&other.op, &copy).await);
+    assert!(
+        why.contains("holds") && why.contains("not the one copied"),
+        "{why}"
+    );
+    for commanditaire in [2, 1, 2, 1, 2, 1] {
+        minted(&other, order_req(commanditaire, 30, &[])).await;
+    }
+    let why = failure(mirror(&other.op, &copy).await);
+    assert!(why.contains("does not follow"), "{why}");
+    assert_eq!(std::fs::read(&copy).unwrap(), kept, "nothing of it is kept");
+
+    // A copy changed on disk is found before anything is asked of the server.
+    let mut damaged = kept.clone();
+    damaged[kept.len() / 2] ^= 1;
+    std::fs::write(&copy, &damaged).unwrap();
+    let why = failure(mirror(&hub, &copy).await);
+    assert!(why.contains("does not verify"), "{why}");
+    assert_eq!(std::fs::read(&copy).unwrap(), damaged);
+    other.stop().await;
     t.stop().await;
 }

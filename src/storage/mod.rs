@@ -14,6 +14,7 @@ pub mod frame;
 pub mod index;
 pub mod indexer;
 pub mod log;
+pub mod mirror;
 pub mod runs;
 
 pub use frame::LedgerRecord;
@@ -124,7 +125,7 @@ impl Store {
             }
             state.apply(rec.seq, rec.at, &rec.body);
             replayed += 1;
-            if replayed % REPLAY_BATCH_RECORDS == 0 {
+            if replayed.is_multiple_of(REPLAY_BATCH_RECORDS) {
                 let changes = state.take_changes();
                 index
                     .write(&state, &changes, rec.seq, rec.hash)
@@ -180,6 +181,18 @@ impl Store {
     }
 }
 
+/// A record whose postings do not sum to zero is damage, whatever its hash says.
+pub fn balanced(rec: &LedgerRecord) -> Result<(), LogError> {
+    if rec.body.postings_balance() {
+        return Ok(());
+    }
+    Err(LogError::Corrupt {
+        seq: rec.seq,
+        offset: 0,
+        what: "postings do not balance".into(),
+    })
+}
+
 /// Checks a log file on its own: every frame, the chain, and the money invariants of the
 /// state it rebuilds. Needs nothing but the file, so anyone holding a copy can run it.
 pub fn verify_log(path: &Path) -> Result<(Scan, State), StoreError> {
@@ -190,13 +203,7 @@ pub fn verify_log(path: &Path) -> Result<(Scan, State), StoreError> {
 pub fn verify_log_upto(path: &Path, last: u64) -> Result<(Scan, State), StoreError> {
     let mut state = State::default();
     let scan = log::scan_upto(path, last, |rec| {
-        if !rec.body.postings_balance() {
-            return Err(LogError::Corrupt {
-                seq: rec.seq,
-                offset: 0,
-                what: "postings do not balance".into(),
-            });
-        }
+        balanced(rec)?;
         state.apply(rec.seq, rec.at, &rec.body);
         if rec.seq % REPLAY_BATCH_RECORDS == 0 {
             // Nothing is written: the changes are dropped, not kept for the whole log.

@@ -259,6 +259,12 @@ pub async fn record_stream(
         .into_inner()
 }
 
+/// The ledger's durable head, as `c` reads it.
+pub async fn head(c: &Clients) -> pb::Head {
+    let head = c.ledger.clone().get_head(pb::GetHeadRequest {}).await;
+    head.unwrap().into_inner()
+}
+
 /// The same, read to the end.
 pub async fn records(c: &Clients, from_seq: u64, limit: u32) -> Vec<pb::LedgerRecord> {
     let mut s = record_stream(c, from_seq, limit).await;

@@ -1,0 +1,82 @@
+//! `passnum ledger mirror FILE`: a hub's (or an auditor's) own copy of the ledger, brought
+//! up to the server's head. Each record is checked here before it is kept (see
+//! `storage::mirror`), so the copy verifies with `passnum verify-log` and nothing else,
+//! and a server whose ledger is not the one copied is caught at the first record that
+//! differs.
+
+use crate::client::{CliError, Clients};
+use crate::code::hex;
+use crate::rpc::pb;
+use crate::storage::mirror::{Mirror, MirrorError};
+use std::path::Path;
+
+/// What a run did: the copy's head before and after it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mirrored {
+    pub from: u64,
+    pub to: u64,
+    pub head_hash: String,
+}
+
+/// Extends the copy at `file` to the server's head, page by page; each page is made
+/// durable before the next is asked for, so a run cut short keeps what it checked.
+pub async fn mirror(c: &Clients, file: &Path) -> Result<Mirrored, CliError> {
+    let mut copy = Mirror::open(file).map_err(failed)?;
+    let from = copy.head().0;
+    let head = c
+        .ledger
+        .clone()
+        .get_head(pb::GetHeadRequest {})
+        .await?
+        .into_inner();
+    if from > head.seq {
+        return Err(CliError::Failed(format!(
+            "the copy holds {from} records and the server's ledger {}: the server's ledger is not the one copied",
+            head.seq
+        )));
+    }
+    let extended = extend(c, &mut copy, head.seq).await;
+    // What was checked is kept, whatever stopped the run.
+    copy.sync().map_err(|e| failed(MirrorError::Io(e)))?;
+    extended?;
+    let (to, hash) = copy.head();
+    if hex(&hash) != head.hash {
+        return Err(CliError::Failed(format!(
+            "record {to} of the copy has hash {}, the server's head {}",
+            hex(&hash),
+            head.hash
+        )));
+    }
+    Ok(Mirrored {
+        from,
+        to,
+        head_hash: head.hash,
+    })
+}
+
+async fn extend(c: &Clients, copy: &mut Mirror, until: u64) -> Result<(), CliError> {
+    while copy.head().0 < until {
+        let from_seq = copy.head().0 + 1;
+        // Limit 0: the server's largest page.
+        let req = pb::StreamRecordsRequest { from_seq, limit: 0 };
+        let mut page = c.ledger.clone().stream_records(req).await?.into_inner();
+        while let Some(r) = page.message().await? {
+            copy.append(r.seq, &r.frame, &r.hash).map_err(failed)?;
+            if r.seq == until {
+                break;
+            }
+        }
+        if copy.head().0 < from_seq {
+            return Err(CliError::Failed(format!(
+                "the server sent no record from {from_seq} on: the credential must read \
+                 the whole ledger (operator or hub)"
+            )));
+        }
+        copy.sync().map_err(|e| failed(MirrorError::Io(e)))?;
+    }
+    Ok(())
+}
+
+fn failed(e: MirrorError) -> CliError {
+    CliError::Failed(e.to_string())
+}
