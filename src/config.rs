@@ -57,6 +57,10 @@ pub struct Limits {
     /// Log pages, chain verifications and exports running at once: each holds a blocking
     /// thread (tokio has 512) and its queue's memory until its reader has read it or left.
     pub readers_max: usize,
+    /// How long a long read waits for its reader to make room in its queue before it
+    /// gives up (`READER_STALLED`) and frees its slot: a reader that stops reading would
+    /// otherwise hold it until it disconnects. Far above any pause of a reader that reads.
+    pub reader_stall_ms: u64,
     /// Refusals one credential may earn at once (codes that fail their check, commands the
     /// engine refuses), then per hour: a counter scanning a stack of used passes stays far
     /// below; guessing a 35-bit verification code at 600 an hour takes about 3 000 years.
@@ -91,6 +95,7 @@ impl Default for Limits {
             export_chunk_bytes: 64 << 10,
             export_queue_chunks: 4,
             readers_max: 32,
+            reader_stall_ms: 30_000,
             refusal_burst: 200,
             refusals_per_hour: 600,
         }

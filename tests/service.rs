@@ -874,6 +874,55 @@ async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_r
     t.stop().await;
 }
 
+/// A reader that stops reading holds its slot only for the stall limit: then the read
+/// gives up, the slot returns, and the reader, if it comes back, reads what was queued
+/// and learns that its page was cut there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_loses_its_slot_and_learns_its_page_was_cut() {
+    let t = TestServer::start_tuned(|c| {
+        c.limits.readers_max = 1;
+        c.limits.stream_queue_records = 1;
+        c.limits.reader_stall_ms = 500;
+    })
+    .await;
+    registry(&t).await;
+    for _ in 0..8 {
+        minted(&t, order_req(1, 60_000, &[])).await;
+    }
+    let mut stalled = record_stream(&t.op, 1, 0).await;
+    let mut ledger = t.op.ledger.clone();
+    let started = std::time::Instant::now();
+    let mut verified = None;
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        match ledger.verify_chain(pb::VerifyChainRequest {}).await {
+            Ok(v) => {
+                verified = Some(v.into_inner());
+                break;
+            }
+            Err(busy) => assert_eq!(passnum::client::reason(&busy), "READERS_BUSY"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(verified.expect("the slot came back").ok);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    // What was queued, in order from the first record, then the cut.
+    let mut next = 1;
+    let cut = loop {
+        match stalled.message().await {
+            Ok(Some(r)) => {
+                assert_eq!(r.seq, next);
+                next += 1;
+            }
+            Ok(None) => panic!("the page ended as if whole, at record {next}"),
+            Err(cut) => break cut,
+        }
+    };
+    assert_eq!(cut.code(), Code::Aborted);
+    assert_eq!(passnum::client::reason(&cut), "READER_STALLED");
+    assert!(next > 1 && next < head(&t.op).await.seq, "cut at {next}");
+    t.stop().await;
+}
+
 /// Each long read (log page, chain verification, export) holds one of `readers_max` slots
 /// while it runs: past them, the next is turned away with a retry hint; a reader that
 /// leaves frees its slot.

@@ -209,14 +209,14 @@ pub type ChunkStream =
 
 impl Ctx {
     /// Streams an export: a blocking task writes it part by part, each part under a short
-    /// read lock, into a bounded queue of chunks. A slow reader holds the task back, a
-    /// reader gone stops it, and the file is never whole in memory.
+    /// read lock, into a bounded queue of chunks (`rpc::feed`). A slow reader holds the
+    /// task back, a reader gone or stalled stops it, and the file is never whole in memory.
     pub fn stream_export(
         &self,
         mut export: Box<dyn crate::export::Export>,
     ) -> Result<ChunkStream, Status> {
         let permit = self.reader_permit()?;
-        let (tx, rx) = tokio::sync::mpsc::channel(self.limits.export_queue_chunks);
+        let (mut feed, stream) = super::feed::feed(self.limits.export_queue_chunks, self.stall());
         let state = self.state.clone();
         let chunk = self.limits.export_chunk_bytes;
         let (engine, runtime) = (self.engine.clone(), tokio::runtime::Handle::current());
@@ -228,18 +228,14 @@ impl Ctx {
                 // read is durable.
                 let (more, read_up_to) = match read_state(&state) {
                     Ok(st) => (export.next(&st, &mut buf), st.seq),
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(errors::engine(e)));
-                        return;
-                    }
+                    Err(e) => return feed.fail(errors::engine(e)),
                 };
                 if buf.len() >= chunk || !more {
                     if let Err(e) = runtime.block_on(engine.wait_durable(read_up_to)) {
-                        let _ = tx.blocking_send(Err(errors::engine(e)));
-                        return;
+                        return feed.fail(errors::engine(e));
                     }
                     let data = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
-                    if tx.blocking_send(Ok(super::pb::Chunk { data })).is_err() {
+                    if feed.send(super::pb::Chunk { data }).is_err() {
                         return;
                     }
                 }
@@ -248,7 +244,12 @@ impl Ctx {
                 }
             }
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Box::pin(stream))
+    }
+
+    /// How long a long read waits for its reader (`rpc::feed`).
+    pub fn stall(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.limits.reader_stall_ms)
     }
 
     /// A slot for a long read (a log page, a verification, an export), held until it ends.

@@ -128,6 +128,22 @@ pub fn readers_busy(max: usize) -> Status {
     )
 }
 
+/// The reader of a long read left its queue full for `stall` (`rpc::feed`): the read
+/// stopped there, and freed its reader slot.
+pub fn reader_stalled(stall: std::time::Duration) -> Status {
+    let ms = stall.as_millis();
+    let meta = HashMap::from([("stall_ms".to_owned(), ms.to_string())]);
+    let details = ErrorDetails::with_error_info("READER_STALLED", DOMAIN, meta);
+    Status::with_error_details(
+        Code::Aborted,
+        format!(
+            "nothing was read for {ms} ms: the answer stops here, after what was sent \
+             (a log page: ask again from the next record)"
+        ),
+        details,
+    )
+}
+
 /// The caller's credential has earned too many refusals (`rpc::budget`).
 pub fn budget_spent(retry_after_ms: i64) -> Status {
     let wait = std::time::Duration::from_millis(retry_after_ms.max(0) as u64);

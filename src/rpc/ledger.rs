@@ -2,6 +2,7 @@
 
 use super::context::Ctx;
 use super::errors;
+use super::feed;
 use super::pb::{self, ledger_server::Ledger};
 use crate::code::hex;
 use crate::domain::*;
@@ -51,15 +52,15 @@ impl Ledger for LedgerService {
         let permit = self.0.reader_permit()?;
         let path = self.0.log_path.clone();
         let ctx = self.0.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(self.0.limits.stream_queue_records);
+        let (mut feed, stream) = feed::feed(self.0.limits.stream_queue_records, ctx.stall());
         // Read and sent record by record into a bounded queue: a slow reader holds the
-        // scan back, a reader gone stops it.
+        // scan back, a reader gone or stalled stops it.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let scanned = storage::log::scan_from(&path, start, until, None, |rec| {
                 let wanted = rec.seq >= from
                     && (who.may_read_whole_ledger() || concerns(&ctx, &who.role, rec));
-                if wanted && tx.blocking_send(Ok(to_pb(rec))).is_err() {
+                if wanted && feed.send(to_pb(rec)).is_err() {
                     return Err(storage::LogError::Io(std::io::Error::other("reader gone")));
                 }
                 Ok(())
@@ -69,12 +70,10 @@ impl Ledger for LedgerService {
                 storage::LogError::Corrupt { .. } => (tonic::Code::DataLoss, "LOG_DAMAGED"),
                 storage::LogError::Io(_) => (tonic::Code::Unavailable, "STORAGE_FAILED"),
             };
-            let status = errors::status(code, reason, e.to_string(), vec![]);
-            let _ = tx.blocking_send(Err(status));
+            // After a stop, the stream's end is set already: this one is dropped.
+            feed.fail(errors::status(code, reason, e.to_string(), vec![]));
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_group_commits(

@@ -7,6 +7,7 @@ pub mod clearing;
 pub mod context;
 pub mod convert;
 pub mod errors;
+pub mod feed;
 pub mod issuance;
 pub mod ledger;
 pub mod pb;
