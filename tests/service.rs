@@ -1201,6 +1201,18 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
         "nothing new"
     );
 
+    // The copy is also a backup: the server's log and index lost, it starts from the copy
+    // (with its own pass-code keys) and goes on where the copy ends.
+    let mut t = t;
+    let restored = copy.clone();
+    t.restart_after(move |data| {
+        std::fs::remove_dir_all(data.join("index")).unwrap();
+        std::fs::copy(&restored, passnum::storage::log_path(data)).unwrap();
+    })
+    .await;
+    assert_eq!(head(&t.op).await, second);
+    assert_chain_verifies(&t).await;
+
     let kept = std::fs::read(&copy).unwrap();
     let failure = |r: Result<passnum::cli_mirror::Mirrored, passnum::client::CliError>| {
         let e = r.expect_err("refused");
