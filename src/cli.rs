@@ -34,6 +34,9 @@ pub struct Conn {
         global = true
     )]
     pub token_file: PathBuf,
+    /// CA certificate (PEM) to trust for an https:// server, besides the system's.
+    #[arg(long, env = "PASSNUM_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -47,6 +50,17 @@ pub enum Cmd {
         listen: SocketAddr,
         #[arg(long, env = "PASSNUM_DATA", default_value = "passnum-data")]
         data: PathBuf,
+        /// TLS certificate chain (PEM); with --tls-key. Required on any address but
+        /// loopback, unless --plaintext.
+        #[arg(long, env = "PASSNUM_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, env = "PASSNUM_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serves without TLS on a non-loopback address: only behind a proxy that
+        /// terminates TLS.
+        #[arg(long, conflicts_with = "tls_cert")]
+        plaintext: bool,
     },
     /// Drops the index and rebuilds it from the ledger log (server stopped).
     RebuildIndex {

@@ -65,12 +65,32 @@ impl Clients {
     }
 
     pub async fn connect(server: &str, token: Option<&str>) -> Result<Clients, String> {
-        let channel = Channel::from_shared(server.to_owned())
+        Clients::connect_trusting(server, token, None).await
+    }
+
+    /// Connects over TLS to an https:// server, trusting the system's CAs and `ca_file`'s.
+    pub async fn connect_trusting(
+        server: &str,
+        token: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Clients, String> {
+        let mut endpoint = Channel::from_shared(server.to_owned())
             .map_err(|e| format!("server address {server}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if server.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = ca_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+        } else if ca_file.is_some() {
+            return Err(format!("a CA file is for an https:// server, not {server}"));
+        }
+        let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("cannot reach {server}: {e}"))?;
+            .map_err(|e| format!("cannot reach {server}: {}", with_causes(&e)))?;
         Ok(Clients::new(channel, token))
     }
 
@@ -78,10 +98,26 @@ impl Clients {
         let token = std::fs::read_to_string(&conn.token_file).map_err(|e| {
             CliError::Usage(format!("token file {}: {e}", conn.token_file.display()))
         })?;
-        Clients::connect(&conn.server, Some(token.trim()))
+        Clients::connect_trusting(&conn.server, Some(token.trim()), conn.ca_file.as_deref())
             .await
             .map_err(CliError::Unreachable)
     }
+}
+
+/// An error and what caused it: a transport error's own text says little ("transport
+/// error") where its causes say what went wrong (a refused certificate, say).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        // Some errors repeat their cause in their own text.
+        if !text.ends_with(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A fresh request id for one action of a person at the CLI.

@@ -110,6 +110,17 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// How often the server runs the expiry sweep by itself.
     pub sweep_interval_ms: u64,
+    pub transport: Transport,
+}
+
+/// How the server speaks to its clients: bearer tokens and pass codes cross it.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// TLS with this certificate chain and key (PEM files).
+    Tls { cert: PathBuf, key: PathBuf },
+    /// Plaintext: on a loopback address, or when asked for, behind a proxy that
+    /// terminates TLS. `server::start` refuses any other address without TLS.
+    Plaintext { asked: bool },
 }
 
 impl ServerConfig {
@@ -123,6 +134,7 @@ impl ServerConfig {
                 ..EngineConfig::default()
             },
             sweep_interval_ms: 3_600_000,
+            transport: Transport::Plaintext { asked: false },
         }
     }
 }

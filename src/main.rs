@@ -3,7 +3,7 @@
 use clap::Parser;
 use passnum::cli::{Cli, Cmd};
 use passnum::client::CliError;
-use passnum::config::ServerConfig;
+use passnum::config::{ServerConfig, Transport};
 use std::process::ExitCode;
 
 /// mimalloc: every request allocates (messages, records, index entries); measured in the
@@ -31,7 +31,20 @@ fn main() -> ExitCode {
 
 async fn run(command: Cmd) -> Result<(), CliError> {
     match command {
-        Cmd::Serve { listen, data } => serve(ServerConfig::new(listen, data)).await,
+        Cmd::Serve {
+            listen,
+            data,
+            tls_cert,
+            tls_key,
+            plaintext,
+        } => {
+            let mut config = ServerConfig::new(listen, data);
+            config.transport = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Transport::Tls { cert, key },
+                _ => Transport::Plaintext { asked: plaintext },
+            };
+            serve(config).await
+        }
         Cmd::RebuildIndex { data } => {
             let r = passnum::storage::Store::rebuild_index(&data)
                 .map_err(|e| CliError::Failed(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! keyring, bootstraps the operator credential, serves until told to stop.
 
 use crate::code::Keyring;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Transport};
 use crate::domain::{Command, Envelope, Role};
 use crate::engine::{self, Clock, Ledger};
 use crate::rpc::budget::RefusalBudget;
@@ -96,6 +96,8 @@ fn load_or_create_keys(dir: &Path) -> Result<Keyring, String> {
 }
 
 pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, String> {
+    // First: a transport that cannot be served stops the start before the ledger opens.
+    let builder = transport(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let keys = load_or_create_keys(&config.data_dir)?;
@@ -123,7 +125,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
-    let router = router(ctx, &config).await?;
+    let router = router(ctx, &config, builder).await?;
     let done = tokio::spawn(async move {
         // TCP_NODELAY: without it, Nagle holds a small reply until the client's delayed ACK
         // (40 ms on Linux); measured, every workshop took 44 ms. (tonic sets it only on
@@ -157,9 +159,33 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     })
 }
 
+/// The server's transport: TLS from its files; or plaintext, on a loopback address or
+/// when asked for. Tokens and pass codes must not cross a network in the clear by default.
+fn transport(config: &ServerConfig) -> Result<tonic::transport::Server, String> {
+    let builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.limits.connection_requests_max);
+    match &config.transport {
+        Transport::Tls { cert, key } => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+            builder
+                .tls_config(tls)
+                .map_err(|e| format!("TLS certificate or key: {e}"))
+        }
+        Transport::Plaintext { asked: false } if !config.listen.ip().is_loopback() => Err(format!(
+            "listening on {} without TLS would send tokens and pass codes in the clear: give \
+             --tls-cert and --tls-key, or --plaintext behind a proxy that terminates TLS",
+            config.listen
+        )),
+        Transport::Plaintext { .. } => Ok(builder),
+    }
+}
+
 async fn router(
     ctx: Arc<Ctx>,
     config: &ServerConfig,
+    mut builder: tonic::transport::Server,
 ) -> Result<tonic::transport::server::Router, String> {
     let max = config.limits.transport_bytes_max;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -188,8 +214,7 @@ async fn router(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| e.to_string())?;
-    Ok(tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(config.limits.connection_requests_max)
+    Ok(builder
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -744,3 +744,106 @@ async fn a_credential_past_its_refusal_budget_waits_and_nothing_else_does() {
     );
     t.stop().await;
 }
+
+/// Across a network, tokens and pass codes travel only inside TLS. A server on any address
+/// but loopback will not start without it, unless told that a proxy terminates TLS in
+/// front of it. With TLS, a client that trusts the certificate's CA is served; one that
+/// does not, or that speaks plaintext, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_cross_a_network_only_inside_tls() {
+    use passnum::config::Transport;
+    use passnum::domain::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = file("cert.pem", made.cert.pem());
+    let key = file("key.pem", made.signing_key.serialize_pem());
+    let other_key = file(
+        "other.pem",
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    );
+    let data = dir.path().join("data");
+    let clock: passnum::engine::Clock = std::sync::Arc::new(|| Timestamp(T0 + DAY));
+    let start = |transport: Transport, listen: &str| {
+        let mut c = config(&data);
+        c.listen = listen.parse().unwrap();
+        c.transport = transport;
+        passnum::server::start(c, clock.clone())
+    };
+
+    // Plaintext on every address: refused before the ledger is opened.
+    let open = Transport::Plaintext { asked: false };
+    let why = start(open, "0.0.0.0:0").await.err().expect("refused");
+    assert!(why.contains("without TLS"), "{why}");
+    assert!(!passnum::storage::log_path(&data).exists());
+    // Behind a proxy that terminates TLS, as its operator says.
+    let proxied = Transport::Plaintext { asked: true };
+    start(proxied, "0.0.0.0:0")
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    // A key that is not the certificate's.
+    let mismatched = Transport::Tls {
+        cert: cert.clone(),
+        key: other_key,
+    };
+    let why = start(mismatched, "127.0.0.1:0")
+        .await
+        .err()
+        .expect("refused");
+    assert!(why.contains("TLS certificate or key"), "{why}");
+
+    let s = start(
+        Transport::Tls {
+            cert: cert.clone(),
+            key,
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let token_file = data.join("operator.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let url = format!("https://localhost:{}", s.addr.port());
+    let c = Clients::connect_trusting(&url, Some(token.trim()), Some(&cert))
+        .await
+        .unwrap();
+    let head = c.ledger.clone().get_head(pb::GetHeadRequest {}).await;
+    assert!(head.unwrap().into_inner().seq > 0);
+    // The system's CAs do not know this certificate.
+    let why = Clients::connect_trusting(&url, Some(token.trim()), None)
+        .await
+        .err()
+        .expect("not trusted");
+    assert!(why.contains("certificate"), "{why}");
+    // Plaintext to the TLS port: no answer.
+    let plain = format!("http://127.0.0.1:{}", s.addr.port());
+    if let Ok(p) = Clients::connect(&plain, Some(token.trim())).await {
+        assert!(p
+            .ledger
+            .clone()
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .is_err());
+    }
+    // The command line, as a site runs it.
+    let (cert, token_file) = (cert.to_str().unwrap(), token_file.to_str().unwrap());
+    let said = cli_ok(&[
+        "ledger",
+        "head",
+        "--server",
+        &url,
+        "--ca-file",
+        cert,
+        "--token-file",
+        token_file,
+    ]);
+    assert!(said.starts_with("head: record"), "{said}");
+    s.shutdown().await.unwrap();
+}

@@ -1153,24 +1153,18 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     std::fs::write(&token, &t.operator_token).unwrap();
 
     // The command line, as a hub runs it (here with the operator's credential).
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
-        .args([
-            "ledger",
-            "mirror",
-            "--json",
-            "--server",
-            &t.url(),
-            "--token-file",
-        ])
-        .args([&token, &copy])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let said: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let (token, path) = (token.to_str().unwrap(), copy.to_str().unwrap());
+    let said = cli_ok(&[
+        "ledger",
+        "mirror",
+        "--json",
+        "--server",
+        &t.url(),
+        "--token-file",
+        token,
+        path,
+    ]);
+    let said: serde_json::Value = serde_json::from_str(&said).unwrap();
     let first = head(&t.op).await;
     assert!(first.seq > 6, "several pages: {}", first.seq);
     assert_eq!(said["from"], 0);

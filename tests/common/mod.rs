@@ -151,6 +151,17 @@ impl TestServer {
     }
 }
 
+/// Runs the `passnum` binary with `args`, asserts it succeeded, returns what it printed.
+pub fn cli_ok(args: &[&str]) -> String {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    String::from_utf8(run.stdout).unwrap()
+}
+
 pub fn rid() -> String {
     passnum::client::request_id()
 }
