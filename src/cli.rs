@@ -124,6 +124,23 @@ pub enum ClientCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Revokes a credential by the id it was issued with (operator): its token is refused
+    /// from then on.
+    RevokeCredential {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Lists credentials, revoked ones included (operator).
+    Credentials {
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Only this commanditaire's, structure's or site's.
+        #[arg(long, default_value_t = 0)]
+        actor: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Creates an order of passes.
     Order(OrderArgs),
     /// Mints an order's passes.

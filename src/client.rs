@@ -120,6 +120,16 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+fn role_pb(role: RoleArg) -> pb::Role {
+    match role {
+        RoleArg::Operator => pb::Role::Operator,
+        RoleArg::Commanditaire => pb::Role::Commanditaire,
+        RoleArg::Structure => pb::Role::Structure,
+        RoleArg::Site => pb::Role::Site,
+        RoleArg::Hub => pb::Role::Hub,
+    }
+}
+
 /// A fresh request id for one action of a person at the CLI.
 pub fn request_id() -> String {
     let mut b = [0u8; 12];
@@ -320,35 +330,83 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             conn,
         } => {
             let mut c = Clients::from_conn(&conn).await?;
-            let role = match role {
-                RoleArg::Operator => pb::Role::Operator,
-                RoleArg::Commanditaire => pb::Role::Commanditaire,
-                RoleArg::Structure => pb::Role::Structure,
-                RoleArg::Site => pb::Role::Site,
-                RoleArg::Hub => pb::Role::Hub,
-            } as i32;
             let req = pb::IssueCredentialRequest {
                 request_id: request_id(),
-                role,
+                role: role_pb(role) as i32,
                 actor_id: actor,
                 departements,
             };
-            let token = c.registry.issue_credential(req).await?.into_inner().token;
+            let issued = c.registry.issue_credential(req).await?.into_inner();
+            let (token, id) = (issued.token, issued.credential_id);
             match file {
                 Some(path) => {
                     crate::server::write_secret(&path, &format!("{token}\n"))
                         .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
                     out(
                         &conn,
-                        json!({"token_file": path}),
-                        format!("token written to {} (mode 0600)", path.display()),
+                        json!({"token_file": path, "credential_id": id}),
+                        format!(
+                            "credential {id}: token written to {} (mode 0600)",
+                            path.display()
+                        ),
                     );
                 }
                 None => out(
                     &conn,
-                    json!({"token": token}),
-                    format!("token (shown once): {token}"),
+                    json!({"token": token, "credential_id": id}),
+                    format!("credential {id}, token (shown once): {token}"),
                 ),
+            }
+        }
+        ClientCmd::RevokeCredential { id, conn } => {
+            let mut c = Clients::from_conn(&conn).await?;
+            let req = pb::RevokeCredentialRequest {
+                request_id: request_id(),
+                credential_id: id.clone(),
+            };
+            let r = c.registry.revoke_credential(req).await?.into_inner();
+            out(
+                &conn,
+                json!({"credential_id": id, "revoked_at_ms": r.revoked_at_ms}),
+                format!("credential {id} revoked: its token is refused from now on"),
+            );
+        }
+        ClientCmd::Credentials { role, actor, conn } => {
+            let mut c = Clients::from_conn(&conn).await?;
+            let role = role.map_or(pb::Role::Unspecified, role_pb) as i32;
+            let mut after = String::new();
+            loop {
+                let req = pb::ListCredentialsRequest {
+                    role,
+                    actor_id: actor,
+                    after,
+                    page_size: 1_000,
+                };
+                let page = c.registry.list_credentials(req).await?.into_inner();
+                for x in &page.credentials {
+                    let role = pb::Role::try_from(x.role).unwrap_or(pb::Role::Unspecified);
+                    let state = match x.revoked_at_ms {
+                        0 => "live".to_owned(),
+                        at => format!("revoked at {at} ms"),
+                    };
+                    out(
+                        &conn,
+                        json!({"credential_id": x.credential_id, "role": role.as_str_name(),
+                            "actor_id": x.actor_id, "departements": x.departements,
+                            "revoked_at_ms": x.revoked_at_ms}),
+                        format!(
+                            "{} {} {} {} {state}",
+                            x.credential_id,
+                            role.as_str_name(),
+                            x.actor_id,
+                            x.departements.join(",")
+                        ),
+                    );
+                }
+                if page.next_after.is_empty() {
+                    break;
+                }
+                after = page.next_after;
             }
         }
         ClientCmd::Order(a) => {

@@ -41,6 +41,8 @@ pub struct Limits {
     pub import_rows_max: usize,
     /// Sites in one ListSites page.
     pub page_sites_max: u32,
+    /// Credentials in one ListCredentials page (a site or two each: tens of thousands).
+    pub page_credentials_max: u32,
     /// Requests in progress on one connection.
     pub connection_requests_max: usize,
     /// Settlements in one ListSettlements page.
@@ -89,6 +91,7 @@ impl Default for Limits {
             import_bytes_max: 12 << 20,
             import_rows_max: 30_000,
             page_sites_max: 1_000,
+            page_credentials_max: 1_000,
             page_settlements_max: 1_000,
             reconcile_rows_max: 50_000,
             period_days_max: 400,

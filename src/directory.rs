@@ -3,12 +3,12 @@
 //! either, so handlers read it without the state's lock, which the writer holds while it
 //! decides a batch (a reader blocked there stalls a whole runtime worker).
 
-use crate::domain::{Fact, RecordBody, Role, SiteId, State, StructureId};
+use crate::domain::{Credential, Fact, RecordBody, SiteId, State, StructureId};
 use std::collections::HashMap;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Directory {
-    pub credentials: HashMap<[u8; 32], Role>,
+    pub credentials: HashMap<[u8; 32], Credential>,
     pub site_structures: HashMap<SiteId, StructureId>,
 }
 
@@ -25,7 +25,10 @@ impl Directory {
         body.facts.iter().any(|f| {
             matches!(
                 f,
-                Fact::CredentialIssued { .. } | Fact::SiteRegistered(_) | Fact::SiteUpdated(_)
+                Fact::CredentialIssued { .. }
+                    | Fact::CredentialRevoked { .. }
+                    | Fact::SiteRegistered(_)
+                    | Fact::SiteUpdated(_)
             )
         })
     }

@@ -189,6 +189,27 @@ async fn every_rpc_with_every_role() {
             &["op"],
         ),
         (
+            "RevokeCredential",
+            call!(
+                registry,
+                revoke_credential,
+                pb::RevokeCredentialRequest {
+                    request_id: rid(),
+                    credential_id: "0123456789abcdef".into()
+                }
+            ),
+            &["op"],
+        ),
+        (
+            "ListCredentials",
+            call!(
+                registry,
+                list_credentials,
+                pb::ListCredentialsRequest::default()
+            ),
+            &["op"],
+        ),
+        (
             "GetSite",
             call!(registry, get_site, pb::GetSiteRequest { site_id: 1 }),
             &["op", "s1", "l1", "h33"],
@@ -846,4 +867,153 @@ async fn tokens_cross_a_network_only_inside_tls() {
     ]);
     assert!(said.starts_with("head: record"), "{said}");
     s.shutdown().await.unwrap();
+}
+
+/// A lost tablet, a leaked token: the operator revokes the credential by the id it was
+/// issued with, and its token is refused from its next request on, after restarts too
+/// (from the index, and replayed from the log). The id is the scope the credential's
+/// requests carry in the ledger. The operator lists credentials page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_credential_is_refused_from_its_next_request_on() {
+    let mut t = TestServer::start().await;
+    registry(&t).await;
+    let (_, p) = order(&t, 1, 10, true).await;
+    let issue = pb::IssueCredentialRequest {
+        request_id: rid(),
+        role: pb::Role::Site as i32,
+        actor_id: 1,
+        departements: vec![],
+    };
+    let mut reg = t.op.registry.clone();
+    let issued = reg.issue_credential(issue).await.unwrap().into_inner();
+    let id = issued.credential_id.clone();
+    let site = t.client(Some(&issued.token)).await;
+    let mut redeem = site.redemptions.clone();
+    redeem
+        .redeem(redeem_req(&p[0].code, 1, None, "aide"))
+        .await
+        .unwrap();
+    let last = records(&t.op, head(&t.op).await.seq, 1).await;
+    assert!(last[0].body_json.contains(&format!("\"scope\":\"{id}\"")));
+
+    let revoke = |id: &str| pb::RevokeCredentialRequest {
+        request_id: rid(),
+        credential_id: id.into(),
+    };
+    let first = revoke(&id);
+    let done = reg.revoke_credential(first.clone()).await.unwrap();
+    assert_eq!(done.get_ref().revoked_at_ms, T0 + DAY);
+    let again = reg.revoke_credential(first).await.unwrap();
+    assert_eq!(
+        again.into_inner(),
+        done.into_inner(),
+        "a retry gets the same answer"
+    );
+    let next = redeem.redeem(redeem_req(&p[1].code, 1, None, "aide")).await;
+    refused(next, Code::Unauthenticated, "TOKEN_REVOKED");
+    let read = site.ledger.clone().get_head(pb::GetHeadRequest {}).await;
+    refused(read, Code::Unauthenticated, "TOKEN_REVOKED");
+    assert_eq!(
+        passes(&t.op, 1).await[1].status,
+        pb::PassStatus::Active as i32
+    );
+
+    let twice = reg.revoke_credential(revoke(&id)).await;
+    refused(
+        twice,
+        Code::FailedPrecondition,
+        "CREDENTIAL_ALREADY_REVOKED",
+    );
+    let unknown = reg.revoke_credential(revoke("0123456789abcdef")).await;
+    refused(unknown, Code::NotFound, "UNKNOWN_CREDENTIAL");
+    let malformed = reg.revoke_credential(revoke("site-1")).await;
+    refused(malformed, Code::InvalidArgument, "INVALID_FIELDS");
+    let own = passnum::rpc::auth::hash_token(&t.operator_token);
+    let own = reg
+        .revoke_credential(revoke(&passnum::rpc::auth::credential_id(&own)))
+        .await;
+    refused(
+        own,
+        Code::FailedPrecondition,
+        "CANNOT_REVOKE_OWN_CREDENTIAL",
+    );
+
+    // Every credential, two by two, in id order; then only site 1's.
+    let list = |role: pb::Role, actor_id: u64, after: &str| pb::ListCredentialsRequest {
+        role: role as i32,
+        actor_id,
+        after: after.into(),
+        page_size: 2,
+    };
+    let (mut all, mut after) = (vec![], String::new());
+    loop {
+        let page = reg
+            .list_credentials(list(pb::Role::Unspecified, 0, &after))
+            .await;
+        let page = page.unwrap().into_inner();
+        assert!(page.credentials.len() <= 2);
+        all.extend(page.credentials);
+        if page.next_after.is_empty() {
+            break;
+        }
+        after = page.next_after;
+    }
+    let ids: Vec<&str> = all.iter().map(|c| c.credential_id.as_str()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(all.iter().any(|c| c.role == pb::Role::Operator as i32));
+    let of_site = reg.list_credentials(list(pb::Role::Site, 1, "")).await;
+    let of_site = of_site.unwrap().into_inner().credentials;
+    let revoked: Vec<_> = of_site.iter().filter(|c| c.revoked_at_ms > 0).collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        (revoked[0].credential_id.as_str(), revoked[0].revoked_at_ms),
+        (id.as_str(), T0 + DAY)
+    );
+    let too_big = pb::ListCredentialsRequest {
+        page_size: 1_001,
+        ..Default::default()
+    };
+    refused(
+        reg.list_credentials(too_big).await,
+        Code::ResourceExhausted,
+        "LIMIT_EXCEEDED",
+    );
+
+    // The same from the command line.
+    let dir = tempfile::tempdir().unwrap();
+    let op_file = dir.path().join("op.token");
+    std::fs::write(&op_file, &t.operator_token).unwrap();
+    let url = t.url();
+    let conn = [
+        "--json",
+        "--server",
+        &url,
+        "--token-file",
+        op_file.to_str().unwrap(),
+    ];
+    let cli = |args: &[&str]| cli_ok(&[args, &conn[..]].concat());
+    let issued2: serde_json::Value =
+        serde_json::from_str(&cli(&["credential", "--role", "site", "--actor", "1"])).unwrap();
+    let id2 = issued2["credential_id"].as_str().unwrap();
+    let said: serde_json::Value = serde_json::from_str(&cli(&["revoke-credential", id2])).unwrap();
+    assert_eq!(said["revoked_at_ms"], T0 + DAY);
+    let listed = cli(&["credentials", "--role", "site", "--actor", "1"]);
+    let revoked = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|c| c["revoked_at_ms"] != 0)
+        .count();
+    assert_eq!(revoked, 2, "{listed}");
+
+    // Still revoked after a restart from the index, and after one replayed from the log.
+    t.restart().await;
+    let site = t.client(Some(&issued.token)).await;
+    let read = site.ledger.clone().get_head(pb::GetHeadRequest {}).await;
+    refused(read, Code::Unauthenticated, "TOKEN_REVOKED");
+    t.restart_after(|dir| std::fs::remove_dir_all(dir.join("index")).unwrap())
+        .await;
+    let site = t.client(Some(&issued.token)).await;
+    let read = site.ledger.clone().get_head(pb::GetHeadRequest {}).await;
+    refused(read, Code::Unauthenticated, "TOKEN_REVOKED");
+    t.stop().await;
 }

@@ -608,6 +608,35 @@ fn registry_rules() {
                 Refused("UNKNOWN_SITE"),
             ),
             (
+                "revoke the credential",
+                Command::RevokeCredential {
+                    token_hash: [1; 32],
+                },
+                Ok,
+            ),
+            (
+                "revoke it again",
+                Command::RevokeCredential {
+                    token_hash: [1; 32],
+                },
+                Refused("CREDENTIAL_ALREADY_REVOKED"),
+            ),
+            (
+                "revoke a credential never issued",
+                Command::RevokeCredential {
+                    token_hash: [3; 32],
+                },
+                Refused("UNKNOWN_CREDENTIAL"),
+            ),
+            (
+                "a revoked credential's hash is not issued again",
+                Command::IssueCredential {
+                    token_hash: [1; 32],
+                    role: Role::Operator,
+                },
+                Refused("CREDENTIAL_EXISTS"),
+            ),
+            (
                 "reactivate site 4",
                 Command::SetSiteActive {
                     site: SiteId(4),

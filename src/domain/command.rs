@@ -167,6 +167,9 @@ pub enum Command {
         rows: Vec<PlaceRow>,
         scope: ImportScope,
     },
+    RevokeCredential {
+        token_hash: [u8; 32],
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

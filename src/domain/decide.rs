@@ -164,6 +164,7 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             Ok(change(vec![fact], Outcome::SiteUpdated(*site)))
         }
         IssueCredential { token_hash, role } => issue_credential(state, token_hash, role),
+        RevokeCredential { token_hash } => revoke_credential(state, token_hash),
         CreateOrder(new) => create_order(state, now, new),
         Mint { order, serials } => mint(state, *order, serials),
         RecordFunding {
@@ -267,6 +268,20 @@ fn issue_credential(state: &State, token_hash: &[u8; 32], role: &Role) -> Result
         role: role.clone(),
     };
     Ok(change(vec![fact], Outcome::CredentialIssued))
+}
+
+fn revoke_credential(state: &State, token_hash: &[u8; 32]) -> Result<Step, Refusal> {
+    let c = state
+        .credentials
+        .get(token_hash)
+        .ok_or(Refusal::UnknownCredential)?;
+    if !c.is_live() {
+        return Err(Refusal::CredentialRevoked);
+    }
+    let fact = Fact::CredentialRevoked {
+        token_hash: *token_hash,
+    };
+    Ok(change(vec![fact], Outcome::CredentialRevoked))
 }
 
 fn create_order(state: &State, now: Timestamp, new: &NewOrder) -> Result<Step, Refusal> {

@@ -211,6 +211,20 @@ pub enum Role {
     Hub(BTreeSet<Departement>),
 }
 
+/// A bearer token, known by its hash: its role, and when it was revoked (a revoked token
+/// is kept, so that its holder is told so and its id never names another).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub role: Role,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Credential {
+    pub fn is_live(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
 /// Ledger accounts, in cents, debit positive. Every record's postings sum to zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Account {

@@ -67,6 +67,10 @@ pub enum Fact {
     OrderSwept {
         order: OrderId,
     },
+    /// From now on the token is refused. (New variants go last: the log numbers them.)
+    CredentialRevoked {
+        token_hash: [u8; 32],
+    },
 }
 
 /// The answer to an accepted command, remembered for retries.
@@ -120,6 +124,7 @@ pub enum Outcome {
         passes: u32,
         credited: Cents,
     },
+    CredentialRevoked,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

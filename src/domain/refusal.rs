@@ -57,6 +57,9 @@ pub enum Refusal {
     NotSettled(Serial),
     // Storage: what the command would record exceeds the size of one ledger record.
     RecordTooLarge { bytes: usize, max: usize },
+    // Credentials. (New variants go last: the log numbers them.)
+    UnknownCredential,
+    CredentialRevoked,
 }
 
 impl Refusal {
@@ -74,6 +77,8 @@ impl Refusal {
             UnknownCarnet { .. } => "UNKNOWN_CARNET",
             PayeeAlreadyRegistered => "PAYEE_ALREADY_REGISTERED",
             CredentialExists => "CREDENTIAL_EXISTS",
+            UnknownCredential => "UNKNOWN_CREDENTIAL",
+            CredentialRevoked => "CREDENTIAL_ALREADY_REVOKED",
             PlaceDoesNotFitSite => "PLACE_DOES_NOT_FIT_SITE",
             EmptyPerimeter => "EMPTY_PERIMETER",
             ValidityWindowInverted => "VALIDITY_WINDOW_INVERTED",
@@ -161,6 +166,8 @@ impl fmt::Display for Refusal {
             UnknownCarnet { order, carnet } => write!(f, "order {order} has no carnet {carnet}"),
             PayeeAlreadyRegistered => write!(f, "a structure with this SIRET or RNA is already registered"),
             CredentialExists => write!(f, "this credential already exists"),
+            UnknownCredential => write!(f, "no credential has this id"),
+            CredentialRevoked => write!(f, "this credential is already revoked"),
             PlaceDoesNotFitSite => write!(
                 f,
                 "the place does not fit the site's kind: a bus names a stop, a workshop site names a commune, a fixed site names neither"

@@ -50,7 +50,7 @@ pub struct State {
     pub workshops: BTreeMap<WorkshopId, WorkshopSession>,
     pub requests: ShardedMap<RequestDigest, Remembered>,
     pub balances: BTreeMap<Account, i64>,
-    pub credentials: HashMap<[u8; 32], Role>,
+    pub credentials: HashMap<[u8; 32], Credential>,
     pub settlements: BTreeMap<SettlementId, Settlement>,
     /// Every reversal, in ledger order (the pass itself forgets the redemption).
     pub reversals: Vec<Reversal>,
@@ -188,7 +188,18 @@ impl State {
                 self.mark(Key::Site(*site));
             }
             Fact::CredentialIssued { token_hash, role } => {
-                self.credentials.insert(*token_hash, role.clone());
+                let c = Credential {
+                    role: role.clone(),
+                    revoked_at: None,
+                };
+                self.credentials.insert(*token_hash, c);
+                self.mark(Key::Credential(*token_hash));
+            }
+            Fact::CredentialRevoked { token_hash } => {
+                self.credentials
+                    .get_mut(token_hash)
+                    .expect("fact names a known credential")
+                    .revoked_at = Some(at);
                 self.mark(Key::Credential(*token_hash));
             }
             Fact::OrderCreated(o) => {

@@ -25,6 +25,20 @@ pub fn new_token() -> (String, [u8; 32]) {
     (token, hash)
 }
 
+/// What names a credential to people (to revoke it) and scopes its request ids in the
+/// ledger: the first 8 bytes of its hash, in hex. Not a secret.
+pub fn credential_id(token_hash: &[u8; 32]) -> String {
+    hex(&token_hash[..8])
+}
+
+/// An id as `credential_id` writes it: 16 lowercase hex digits.
+pub fn is_credential_id(text: &str) -> bool {
+    text.len() == 16
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 pub fn hash_token(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
@@ -49,15 +63,21 @@ pub fn authenticate<T>(
             )
         })?;
     let hash = hash_token(token.trim());
-    let role = directory
+    let credential = directory
         .credentials
         .get(&hash)
-        .cloned()
         .ok_or_else(|| errors::unauthenticated("UNKNOWN_TOKEN", "this token is not known"))?;
+    if !credential.is_live() {
+        return Err(errors::unauthenticated(
+            "TOKEN_REVOKED",
+            "this token was revoked: ask the operator for a new one",
+        ));
+    }
+    let role = credential.role.clone();
     debug_assert!(blake3::Hash::from(hash) == blake3::hash(token.trim().as_bytes()));
     Ok(Principal {
         role,
-        scope: hex(&hash[..8]),
+        scope: credential_id(&hash),
     })
 }
 

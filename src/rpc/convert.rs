@@ -241,6 +241,24 @@ pub fn role(v: &mut Violations, r: &pb::IssueCredentialRequest) -> Option<Role> 
     }
 }
 
+/// A credential as the operator lists it: never its token, which only its holder has.
+pub fn credential_info(id: &str, c: &Credential) -> pb::CredentialInfo {
+    let (role, actor_id, departements) = match &c.role {
+        Role::Operator => (pb::Role::Operator, 0, vec![]),
+        Role::Commanditaire(x) => (pb::Role::Commanditaire, x.0, vec![]),
+        Role::Structure(x) => (pb::Role::Structure, x.0, vec![]),
+        Role::Site(x) => (pb::Role::Site, x.0, vec![]),
+        Role::Hub(d) => (pb::Role::Hub, 0, d.iter().map(|d| d.to_string()).collect()),
+    };
+    pb::CredentialInfo {
+        credential_id: id.to_owned(),
+        role: role as i32,
+        actor_id,
+        departements,
+        revoked_at_ms: c.revoked_at.map_or(0, |t| t.0),
+    }
+}
+
 /// One pass's outcome in a workshop, in the same words as a unary refusal.
 pub fn pass_outcome(serial: Serial, r: &Result<Redeemed, Refusal>) -> pb::PassOutcome {
     match r {

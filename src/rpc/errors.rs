@@ -14,6 +14,8 @@ pub fn refusal_code(r: &Refusal) -> Code {
     use Refusal::*;
     match r {
         RequestIdReused | PayeeAlreadyRegistered | CredentialExists => Code::AlreadyExists,
+        UnknownCredential => Code::NotFound,
+        CredentialRevoked => Code::FailedPrecondition,
         UnknownCommanditaire(_)
         | UnknownStructure(_)
         | UnknownSite(_)

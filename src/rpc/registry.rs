@@ -172,7 +172,10 @@ impl Registry for RegistryService {
             .await?;
         match first {
             Outcome::CredentialIssued if self.0.read()?.credentials.contains_key(&hash) => {
-                Ok(Response::new(pb::IssueCredentialResponse { token }))
+                Ok(Response::new(pb::IssueCredentialResponse {
+                    token,
+                    credential_id: auth::credential_id(&hash),
+                }))
             }
             Outcome::CredentialIssued => Err(errors::status(
                 tonic::Code::AlreadyExists,
@@ -182,6 +185,106 @@ impl Registry for RegistryService {
             )),
             o => Err(errors::unexpected(o)),
         }
+    }
+
+    async fn revoke_credential(
+        &self,
+        req: Request<pb::RevokeCredentialRequest>,
+    ) -> Result<Response<pb::RevokeCredentialResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        who.require_operator()?;
+        let r = req.get_ref();
+        let mut v = Violations::default();
+        if !auth::is_credential_id(&r.credential_id) {
+            v.add("credential_id", "16 hex digits, as IssueCredential gave it");
+        }
+        v.into_result()?;
+        // Revoking one's own would be irreversible from this credential; another operator
+        // credential may do it.
+        if r.credential_id == who.scope {
+            return Err(errors::status(
+                tonic::Code::FailedPrecondition,
+                "CANNOT_REVOKE_OWN_CREDENTIAL",
+                "a credential does not revoke itself: use another operator credential",
+                vec![],
+            ));
+        }
+        let hash = self
+            .0
+            .engine
+            .directory()
+            .credentials
+            .keys()
+            .find(|h| auth::credential_id(h) == r.credential_id)
+            .copied()
+            .ok_or_else(|| errors::refused(&Refusal::UnknownCredential))?;
+        let cmd = Command::RevokeCredential { token_hash: hash };
+        match self
+            .0
+            .submit(&who, "RevokeCredential", &r.request_id, r, cmd)
+            .await?
+        {
+            Outcome::CredentialRevoked => {
+                let at = self.0.read()?.credentials[&hash].revoked_at;
+                Ok(Response::new(pb::RevokeCredentialResponse {
+                    revoked_at_ms: at.map_or(0, |t| t.0),
+                }))
+            }
+            o => Err(errors::unexpected(o)),
+        }
+    }
+
+    async fn list_credentials(
+        &self,
+        req: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        self.0.auth(&req)?.require_operator()?;
+        let r = req.get_ref();
+        let max = self.0.limits.page_credentials_max;
+        let size = match r.page_size {
+            0 => 100.min(max),
+            n if n > max => return Err(errors::limit("page_size", max as usize, n as usize)),
+            n => n,
+        }
+        .max(1) as usize;
+        let mut v = Violations::default();
+        let role = pb::Role::try_from(r.role).ok();
+        if role.is_none() {
+            v.add(
+                "role",
+                "UNSPECIFIED (every role), OPERATOR, COMMANDITAIRE, STRUCTURE, SITE or HUB",
+            );
+        }
+        if !r.after.is_empty() && !auth::is_credential_id(&r.after) {
+            v.add(
+                "after",
+                "empty, or the last credential id of the previous page",
+            );
+        }
+        v.into_result()?;
+        let wanted = |info: &pb::CredentialInfo| {
+            let role = role.expect("checked");
+            (role == pb::Role::Unspecified || info.role == role as i32)
+                && (r.actor_id == 0 || info.actor_id == r.actor_id)
+                && info.credential_id.as_str() > r.after.as_str()
+        };
+        let directory = self.0.engine.directory();
+        let mut page: Vec<pb::CredentialInfo> = directory
+            .credentials
+            .iter()
+            .map(|(h, c)| convert::credential_info(&auth::credential_id(h), c))
+            .filter(wanted)
+            .collect();
+        page.sort_unstable_by(|a, b| a.credential_id.cmp(&b.credential_id));
+        let next_after = match page.len() > size {
+            true => page[size - 1].credential_id.clone(),
+            false => String::new(),
+        };
+        page.truncate(size);
+        Ok(Response::new(pb::ListCredentialsResponse {
+            credentials: page,
+            next_after,
+        }))
     }
 
     async fn get_site(
