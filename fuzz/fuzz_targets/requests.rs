@@ -20,6 +20,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = pb::IssueCredentialRequest::decode(data) {
         let _ = convert::role(&mut Violations::default(), &r);
     }
+    if let Ok(r) = pb::RevokeCredentialRequest::decode(data) {
+        let _ = passnum::rpc::auth::is_credential_id(&r.credential_id);
+    }
+    if let Ok(r) = pb::ListCredentialsRequest::decode(data) {
+        let _ = passnum::rpc::auth::is_credential_id(&r.after);
+    }
     if let Ok(r) = pb::RedeemRequest::decode(data) {
         let keys = passnum::code::Keyring::new(1, [(1, [7u8; 32])].into()).unwrap();
         let _ = convert::checked_code(&keys, "pass", r.pass.as_ref());
