@@ -154,7 +154,15 @@ pub fn scan_from(
                 "previous-hash link does not match the record before it".into(),
             ));
         }
-        visit(&record)?;
+        // A visitor that finds the record wrong does not know where it lies: this does.
+        visit(&record).map_err(|e| match e {
+            LogError::Corrupt { seq, what, .. } => LogError::Corrupt {
+                seq,
+                offset: at.end,
+                what,
+            },
+            io => io,
+        })?;
         at.head_hash = record.hash;
         at.records = record.seq;
         at.end += frame_len;

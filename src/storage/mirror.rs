@@ -276,6 +276,43 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_holding_a_record_that_does_not_balance_is_refused_where_it_lies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.log");
+        let first = chain(1).remove(0);
+        let mut lopsided = body(2);
+        lopsided.postings = vec![Posting {
+            account: Account::Funds(CommanditaireId(2)),
+            amount: 1,
+        }];
+        let (second, _) = frame::encode(2, Timestamp(2), &first.1, &lopsided);
+        std::fs::write(&path, [first.0.clone(), second].concat()).unwrap();
+        let at = first.0.len() as u64;
+        // Whole and hash-chained, yet money appears from nowhere: both readers stop there.
+        match crate::storage::verify_log(&path) {
+            Err(crate::storage::StoreError::Log(LogError::Corrupt { seq, offset, what })) => {
+                assert_eq!(
+                    (seq, offset, what.as_str()),
+                    (2, at, "postings do not balance")
+                )
+            }
+            other => panic!(
+                "expected the record to be refused, got {:?}",
+                other.map(|s| s.0)
+            ),
+        }
+        match Mirror::open(&path) {
+            Err(MirrorError::Damaged(LogError::Corrupt { seq: 2, offset, .. })) => {
+                assert_eq!(offset, at)
+            }
+            other => panic!(
+                "expected damage at record 2, got {:?}",
+                other.map(|m| m.head())
+            ),
+        }
+    }
+
+    #[test]
     fn one_process_at_a_time_extends_a_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copy.log");

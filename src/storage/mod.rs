@@ -181,7 +181,8 @@ impl Store {
     }
 }
 
-/// A record whose postings do not sum to zero is damage, whatever its hash says.
+/// A record whose postings do not sum to zero is damage, whatever its hash says. (A scan
+/// fills in where the record lies.)
 pub fn balanced(rec: &LedgerRecord) -> Result<(), LogError> {
     if rec.body.postings_balance() {
         return Ok(());
