@@ -879,31 +879,15 @@ async fn a_page_from_any_record_is_that_slice_of_the_ledger_before_and_after_a_r
 /// and learns that its page was cut there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_loses_its_slot_and_learns_its_page_was_cut() {
-    let t = TestServer::start_tuned(|c| {
+    let t = a_long_log(|c| {
         c.limits.readers_max = 1;
         c.limits.stream_queue_records = 1;
         c.limits.reader_stall_ms = 500;
     })
     .await;
-    registry(&t).await;
-    for _ in 0..8 {
-        minted(&t, order_req(1, 60_000, &[])).await;
-    }
     let mut stalled = record_stream(&t.op, 1, 0).await;
-    let mut ledger = t.op.ledger.clone();
     let started = std::time::Instant::now();
-    let mut verified = None;
-    while started.elapsed() < std::time::Duration::from_secs(30) {
-        match ledger.verify_chain(pb::VerifyChainRequest {}).await {
-            Ok(v) => {
-                verified = Some(v.into_inner());
-                break;
-            }
-            Err(busy) => assert_eq!(passnum::client::reason(&busy), "READERS_BUSY"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(verified.expect("the slot came back").ok);
+    assert!(verified_once_a_slot_frees(&t.op).await.ok);
     assert!(started.elapsed() >= std::time::Duration::from_millis(400));
     // What was queued, in order from the first record, then the cut.
     let mut next = 1;
@@ -928,17 +912,13 @@ async fn a_reader_that_stops_reading_loses_its_slot_and_learns_its_page_was_cut(
 /// leaves frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_reads_past_the_readers_limit_are_turned_away_until_one_ends() {
-    let t = TestServer::start_tuned(|c| {
+    let t = a_long_log(|c| {
         c.limits.readers_max = 1;
         c.limits.stream_queue_records = 1;
     })
     .await;
-    registry(&t).await;
-    for _ in 0..8 {
-        minted(&t, order_req(1, 60_000, &[])).await;
-    }
-    // A reader that does not read: its page (about 4 MB of mint records) outgrows every
-    // buffer between the scan and it, so the scan holds its slot.
+    // A reader that does not read: its page outgrows every buffer between the scan and
+    // it, so the scan holds its slot.
     let stalled = record_stream(&t.op, 1, 0).await;
     let other = t.client(Some(&t.operator_token)).await;
     let mut ledger = other.ledger.clone();
@@ -952,16 +932,38 @@ async fn long_reads_past_the_readers_limit_are_turned_away_until_one_ends() {
     let page = ledger.stream_records(page).await;
     refused(page, Code::ResourceExhausted, "READERS_BUSY");
     drop(stalled);
-    let mut verified = None;
-    for _ in 0..200 {
-        if let Ok(v) = ledger.verify_chain(pb::VerifyChainRequest {}).await {
-            verified = Some(v.into_inner());
-            break;
+    assert!(verified_once_a_slot_frees(&other).await.ok);
+    t.stop().await;
+}
+
+/// A server tuned by `tune`, whose log holds about 4 MB of records (eight mints of
+/// 60 000 passes).
+async fn a_long_log(tune: fn(&mut passnum::config::ServerConfig)) -> TestServer {
+    let t = TestServer::start_tuned(tune).await;
+    registry(&t).await;
+    for _ in 0..8 {
+        minted(&t, order_req(1, 60_000, &[])).await;
+    }
+    t
+}
+
+/// Asks for a chain verification until a reader slot is free (turned away meanwhile with
+/// READERS_BUSY, and nothing else), within 30 s.
+async fn verified_once_a_slot_frees(c: &passnum::client::Clients) -> pb::VerifyChainResponse {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        match c
+            .ledger
+            .clone()
+            .verify_chain(pb::VerifyChainRequest {})
+            .await
+        {
+            Ok(v) => return v.into_inner(),
+            Err(busy) => assert_eq!(passnum::client::reason(&busy), "READERS_BUSY"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert!(verified.expect("the slot came back").ok);
-    t.stop().await;
+    panic!("no reader slot came back in 30 s");
 }
 
 /// A record damaged on disk under a running server: the page reaching it sends the records

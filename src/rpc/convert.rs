@@ -1,6 +1,6 @@
 //! Protobuf ⇄ domain. Parsing happens here, once; every bad field is reported together.
 
-use super::errors::Violations;
+use super::errors::{self, Violations};
 use super::pb;
 use crate::code::{CodeError, Keyring};
 use crate::config::Limits;
@@ -238,6 +238,15 @@ pub fn role(v: &mut Violations, r: &pb::IssueCredentialRequest) -> Option<Role> 
             v.add("role", "OPERATOR, COMMANDITAIRE, STRUCTURE, SITE or HUB");
             None
         }
+    }
+}
+
+/// A page's size: 0 asks for `default`; more than `max` is refused (`LIMIT_EXCEEDED`).
+pub fn page_size(requested: u32, default: u32, max: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(default.min(max).max(1) as usize),
+        n if n > max => Err(errors::limit("page_size", max as usize, n as usize)),
+        n => Ok(n as usize),
     }
 }
 

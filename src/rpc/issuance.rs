@@ -167,17 +167,11 @@ impl Issuance for IssuanceService {
         let limits = &self.0.limits;
         let order = self.0.order(OrderId(r.order_id))?;
         who.may_read_order(&order)?;
-        let size = match r.page_size {
-            0 => limits.page_passes_default,
-            n if n > limits.page_passes_max => {
-                return Err(errors::limit(
-                    "page_size",
-                    limits.page_passes_max as usize,
-                    n as usize,
-                ))
-            }
-            n => n,
-        } as usize;
+        let size = convert::page_size(
+            r.page_size,
+            limits.page_passes_default,
+            limits.page_passes_max,
+        )?;
         let start: usize = if r.page_token.is_empty() {
             0
         } else {

@@ -240,13 +240,7 @@ impl Registry for RegistryService {
     ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
         self.0.auth(&req)?.require_operator()?;
         let r = req.get_ref();
-        let max = self.0.limits.page_credentials_max;
-        let size = match r.page_size {
-            0 => 100.min(max),
-            n if n > max => return Err(errors::limit("page_size", max as usize, n as usize)),
-            n => n,
-        }
-        .max(1) as usize;
+        let size = convert::page_size(r.page_size, 100, self.0.limits.page_credentials_max)?;
         let mut v = Violations::default();
         let role = pb::Role::try_from(r.role).ok();
         if role.is_none() {

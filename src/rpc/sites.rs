@@ -129,12 +129,7 @@ impl Sites for SitesService {
     ) -> Result<Response<Self::ListSitesStream>, Status> {
         let who = self.0.auth(&req)?;
         let r = req.get_ref();
-        let max = self.0.limits.page_sites_max;
-        let size = match r.page_size {
-            0 => 100,
-            n if n > max => return Err(errors::limit("page_size", max as usize, n as usize)),
-            n => n,
-        } as usize;
+        let size = convert::page_size(r.page_size, 100, self.0.limits.page_sites_max)?;
         let mut v = Violations::default();
         let insee = (!r.insee_code.is_empty())
             .then(|| v.check("insee_code", InseeCode::parse(&r.insee_code)))
