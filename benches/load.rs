@@ -10,6 +10,7 @@
 //! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_ROUNDS=5 LOAD_IN_FLIGHT=64
 //! LOAD_CONNECTIONS=4 LOAD_ORDERS=8 LOAD_WORKERS=2). Half the passes feed the 64-in-flight
 //! phase: 400 000 by default, 40 000/s for 10 s; a phase that runs out says so.
+//! `LOAD_TLS=1` runs it all over TLS (a certificate made for the run), baseline included.
 
 use passnum::client::Clients;
 
@@ -302,7 +303,19 @@ fn main() {
     let rt = passnum::server::runtime(Some(env("LOAD_WORKERS", 2) as usize)).unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());
+        let mut config =
+            ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+        let ca = (env("LOAD_TLS", 0) == 1).then(|| {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, made.cert.pem()).unwrap();
+            std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+            config.transport = passnum::config::Transport::Tls {
+                cert: cert.clone(),
+                key,
+            };
+            cert
+        });
         // The system clock, moved on by the bench to clear what it redeemed.
         let ahead = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let system = passnum::engine::system_clock();
@@ -312,9 +325,20 @@ fn main() {
             passnum::domain::Timestamp(now.0 + shift.load(std::sync::atomic::Ordering::SeqCst))
         });
         let server = passnum::server::start(config, clock.clone()).await.unwrap();
-        let url = format!("http://{}", server.addr);
+        let url = match ca {
+            Some(_) => format!("https://localhost:{}", server.addr.port()),
+            None => format!("http://{}", server.addr),
+        };
+        println!("transport: {url}");
+        let connect = |token: String| {
+            let (url, ca) = (url.clone(), ca.clone());
+            async move {
+                let trusted = Clients::connect_trusting(&url, Some(&token), ca.as_deref());
+                trusted.await.unwrap()
+            }
+        };
         let token = std::fs::read_to_string(server.operator_token_file.as_ref().unwrap()).unwrap();
-        let op = Clients::connect(&url, Some(token.trim())).await.unwrap();
+        let op = connect(token.trim().to_owned()).await;
         let orders = env("LOAD_ORDERS", 8) as u32;
         let (site_token, codes, mint_time) =
             scenario::redemption_scenario(&op, pb::Role::Structure, orders, 100_000).await;
@@ -331,7 +355,7 @@ fn main() {
         let codes = Arc::new(codes);
         let mut clients = vec![];
         for _ in 0..connections {
-            clients.push(Clients::connect(&url, Some(&site_token)).await.unwrap());
+            clients.push(connect(site_token.clone()).await);
         }
         // The baseline and the redemptions alternate in short rounds, so that a shared,
         // noisy machine slows both alike and their ratio holds.
