@@ -99,6 +99,7 @@ fn redeem_all(ledger: &mut Ledger, serials: &[Serial], structures: u64) -> Durat
             site: SiteId(i as u64 % structures + 1),
             place: Place::Site,
             service: ServiceCode::parse("aide").unwrap(),
+            scanned_at: None,
         })
         .collect();
     let start = Instant::now();

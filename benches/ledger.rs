@@ -82,6 +82,7 @@ fn redeem(serial: Serial) -> Envelope {
         site: SiteId(1),
         place: Place::Site,
         service: ServiceCode::parse("aide").unwrap(),
+        scanned_at: None,
     })
 }
 

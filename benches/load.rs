@@ -371,6 +371,7 @@ fn main() {
                         site_id: 1,
                         place: None,
                         service: "aide".into(),
+                        scanned_at_ms: 0,
                     };
                     c.redemptions.clone().redeem(req).await.is_ok()
                 }

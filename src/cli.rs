@@ -191,6 +191,20 @@ pub enum ClientCmd {
     Check(PassAtSite),
     /// Redeems one pass.
     Redeem(PassAtSite),
+    /// Sends the scans a device made offline and writes what each got. The file is CSV
+    /// with a header: request_id, scanned_at (RFC 3339 or ms), code, site_id, service, and
+    /// stop or insee where the site needs one. Run it again if some got no answer (exit 3).
+    SyncScans {
+        file: PathBuf,
+        /// Where each scan's answer goes (CSV, in the file's order).
+        #[arg(long)]
+        out: PathBuf,
+        /// Scans sent at once (1 to 64).
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Redeems a workshop's passes in one session.
     Workshop(WorkshopArgs),
     /// Reverses a redemption made by mistake (same site, within the window).

@@ -22,7 +22,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Svc = InterceptedService<Channel, Bearer>;
+pub type Svc = InterceptedService<Channel, Bearer>;
 
 #[derive(Clone)]
 pub struct Clients {
@@ -578,6 +578,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 site_id: a.site,
                 place: place(a.stop, &a.insee),
                 service: a.service,
+                scanned_at_ms: 0,
             };
             let r = c.redemptions.redeem(req).await?.into_inner();
             out(
@@ -588,6 +589,39 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                     r.serial, r.site_id, r.amount_cents
                 ),
             );
+        }
+        ClientCmd::SyncScans {
+            file,
+            out: results,
+            in_flight,
+            conn,
+        } => {
+            if !(1..=crate::cli_scans::IN_FLIGHT_MAX).contains(&in_flight) {
+                return Err(CliError::Usage(format!(
+                    "--in-flight: 1 to {}",
+                    crate::cli_scans::IN_FLIGHT_MAX
+                )));
+            }
+            let c = Clients::from_conn(&conn).await?;
+            let t = crate::cli_scans::sync_file(&c, &file, &results, in_flight).await?;
+            out(
+                &conn,
+                json!({"redeemed": t.redeemed, "refused": t.refused, "invalid": t.invalid, "unanswered": t.unanswered, "results": results}),
+                format!(
+                    "{} redeemed, {} refused, {} rows unreadable, {} unanswered; each scan's answer is in {}",
+                    t.redeemed,
+                    t.refused,
+                    t.invalid,
+                    t.unanswered,
+                    results.display()
+                ),
+            );
+            if t.unanswered > 0 {
+                return Err(CliError::Unreachable(format!(
+                    "{} scans got no answer: run the same sync again (each scan keeps its request id)",
+                    t.unanswered
+                )));
+            }
         }
         ClientCmd::Workshop(a) => {
             let mut c = Clients::from_conn(&a.conn).await?;

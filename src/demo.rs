@@ -280,6 +280,7 @@ fn redeem(code: &str, site: u64, stop: Option<u32>) -> pb::RedeemRequest {
             insee_code: String::new(),
         }),
         service: "demarches-en-ligne".into(),
+        scanned_at_ms: 0,
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cli_clearing;
 pub mod cli_mirror;
+pub mod cli_scans;
 pub mod client;
 pub mod code;
 pub mod config;

@@ -169,12 +169,25 @@ fn world() -> World {
     w
 }
 
+/// An expiry sweep now finds no order to sweep.
+#[track_caller]
+fn sweeps_nothing(w: &mut World) {
+    assert_eq!(
+        w.run(Command::ExpireSweep).unwrap(),
+        Outcome::Expired {
+            passes: 0,
+            credited: Cents(0)
+        }
+    );
+}
+
 fn redeem(n: u64, site: u64, place: Place, service: &str) -> Command {
     Command::Redeem {
         serial: serial(n),
         site: SiteId(site),
         place,
         service: svc(service),
+        scanned_at: None,
     }
 }
 
@@ -329,6 +342,9 @@ fn validity_window_and_expiry() {
             Refused("EXPIRED"),
         )],
     );
+    // The sweep waits out the offline window: a scan made in time may still arrive.
+    sweeps_nothing(&mut w);
+    w.now = Timestamp(T0 + 396 * DAY + w.rules.offline_window_ms);
     let swept = w.run(Command::ExpireSweep).unwrap();
     // Orders 1, 3, 4 are funded: 9 + 5 + 5 live activated passes; order 2's 5 passes have no value.
     assert_eq!(
@@ -338,13 +354,7 @@ fn validity_window_and_expiry() {
             credited: Cents(19 * 1000)
         }
     );
-    assert_eq!(
-        w.run(Command::ExpireSweep).unwrap(),
-        Outcome::Expired {
-            passes: 0,
-            credited: Cents(0)
-        }
-    );
+    sweeps_nothing(&mut w);
     check(
         &mut w,
         vec![(
@@ -798,6 +808,8 @@ fn request_ids_replay_answers_and_refuse_reuse() {
 #[test]
 fn reversal_after_sweep_expires_the_pass() {
     let mut w = world();
+    // Offline scans off: the sweep comes at expiry, inside the reversal window.
+    w.rules.offline_window_ms = 0;
     w.now = Timestamp(T0 + 396 * DAY - 1000);
     w.run(redeem(1, 1, Place::Site, "x")).unwrap();
     w.now = Timestamp(T0 + 396 * DAY);
@@ -1099,5 +1111,161 @@ fn a_proof_holds_for_every_line_and_a_forged_one_does_not() {
     assert_eq!(
         prove(&w.state, serial(4)).unwrap_err().reason(),
         "NOT_SETTLED"
+    );
+}
+
+/// A redemption scanned offline (`scanned_at`) at site 1, Bordeaux.
+fn scanned(n: u64, at: i64) -> Command {
+    Command::Redeem {
+        serial: serial(n),
+        site: SiteId(1),
+        place: Place::Site,
+        service: svc("x"),
+        scanned_at: Some(Timestamp(at)),
+    }
+}
+
+#[test]
+fn an_offline_scan_is_judged_at_its_scan_time_within_the_window() {
+    use Expect::*;
+    let mut w = world();
+    let (window, skew) = (w.rules.offline_window_ms, w.rules.scan_clock_skew_ms);
+    let now = T0 + 10 * DAY;
+    w.now = Timestamp(now);
+    check(
+        &mut w,
+        vec![
+            (
+                "older than the window",
+                scanned(1, now - window - 1),
+                Refused("SCAN_TOO_OLD"),
+            ),
+            (
+                "ahead of the clock past the skew",
+                scanned(1, now + skew + 1),
+                Refused("SCAN_IN_FUTURE"),
+            ),
+            (
+                "before the order's validity",
+                scanned(1, T0 - DAY),
+                Refused("NOT_YET_VALID"),
+            ),
+        ],
+    );
+    let Outcome::Redeemed(r) = w.run(scanned(1, now - 3 * DAY)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        r.at,
+        Timestamp(now - 3 * DAY),
+        "the redemption is dated by its scan"
+    );
+    let kept = w.state.passes[&serial(1)].redemption.clone().unwrap();
+    assert_eq!(kept.at, Timestamp(now - 3 * DAY));
+    let Outcome::Redeemed(r) = w.run(scanned(2, now + skew)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        r.at,
+        Timestamp(now),
+        "a clock a little ahead is taken as now, never later"
+    );
+    // The pass was redeemed online meanwhile: the first to reach the ledger wins, and the
+    // refusal names it.
+    w.run(redeem(3, 1, Place::Site, "x")).unwrap();
+    assert_eq!(
+        w.run(scanned(3, now - DAY)),
+        Err(Refusal::AlreadyRedeemed {
+            at: Timestamp(now),
+            site: SiteId(1)
+        })
+    );
+
+    // Order 1 expires at T0 + 396 days. Four days later, a scan from the day before it
+    // expired still redeems; a scan from after, and a scan made now, do not.
+    let expiry = T0 + 396 * DAY;
+    w.now = Timestamp(expiry + 4 * DAY);
+    check(
+        &mut w,
+        vec![
+            ("scanned in time, sent late", scanned(4, expiry - DAY), Ok),
+            (
+                "scanned after expiry",
+                scanned(5, expiry + DAY),
+                Refused("EXPIRED"),
+            ),
+            (
+                "redeemed now",
+                redeem(5, 1, Place::Site, "x"),
+                Refused("EXPIRED"),
+            ),
+        ],
+    );
+    // The sweep waits until no scan made in time can still arrive.
+    w.now = Timestamp(expiry + window - 1);
+    sweeps_nothing(&mut w);
+    check(
+        &mut w,
+        vec![("the last scan in time", scanned(5, expiry - 1), Ok)],
+    );
+    w.now = Timestamp(expiry + window);
+    let Outcome::Expired { passes, .. } = w.run(Command::ExpireSweep).unwrap() else {
+        panic!()
+    };
+    assert!(passes > 0);
+    check(
+        &mut w,
+        vec![(
+            "a scan after the sweep",
+            scanned(6, expiry - 1),
+            Refused("SCAN_TOO_OLD"),
+        )],
+    );
+}
+
+#[test]
+fn a_scan_that_arrives_after_its_month_was_cleared_is_settled_by_the_next_run() {
+    let mut w = clearing_world();
+    let cut_off = w.now.0;
+    w.now = Timestamp(cut_off + 2 * DAY);
+    let (ids, ..) = cleared(
+        w.run(Command::RunClearing {
+            cut_off: Timestamp(cut_off),
+        })
+        .unwrap(),
+    );
+    assert_eq!(
+        ids.len(),
+        2,
+        "the month is cleared: one settlement per structure"
+    );
+    // A bus's scan from two days before the cut-off arrives after the run.
+    let late = serial(7);
+    w.run(scanned(7, cut_off - 2 * DAY)).unwrap();
+    assert!(w.state.passes[&late]
+        .redemption
+        .as_ref()
+        .unwrap()
+        .settlement
+        .is_none());
+    let (ids, lines, total, remaining) = cleared(
+        w.run(Command::RunClearing {
+            cut_off: Timestamp(cut_off),
+        })
+        .unwrap(),
+    );
+    assert_eq!(
+        (ids.len(), lines, total, remaining),
+        (1, 1, Cents(1000), false)
+    );
+    let settled = w.state.passes[&late]
+        .redemption
+        .as_ref()
+        .unwrap()
+        .settlement;
+    assert_eq!(
+        settled,
+        Some(ids[0]),
+        "settled once, by the run after it arrived"
     );
 }

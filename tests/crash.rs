@@ -73,6 +73,7 @@ fn redeem_req(code: &str, i: usize) -> pb::RedeemRequest {
         site_id: 1,
         place: None,
         service: "aide".into(),
+        scanned_at_ms: 0,
     }
 }
 

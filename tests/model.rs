@@ -23,6 +23,9 @@ fn op() -> impl Strategy<Value = Op> {
     let pass = 0..ORDERS * PASSES_PER_ORDER;
     prop_oneof![
         6 => (pass.clone(), 1..=2u64).prop_map(|(pass, site)| Op::Redeem { pass, site }),
+        2 => (pass.clone(), 1..=2u64, any::<u64>()).prop_map(|(pass, site, seed)| {
+            Op::RedeemOffline { pass, site, ago_ms: Lcg(seed).scan_age() }
+        }),
         2 => (pass.clone(), 1..=2u64).prop_map(|(pass, site)| Op::Reverse { pass, site }),
         1 => pass.prop_map(|pass| Op::Cancel { pass }),
         2 => (0..ORDERS).prop_map(|order| Op::Fund { order }),

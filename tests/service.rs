@@ -344,6 +344,8 @@ async fn a_whole_day_reaches_every_refusal() {
         Code::FailedPrecondition,
         "EXPIRED",
     );
+    // The sweep waits out the offline window (15 days past validity and grace, day 396).
+    t.set_now(T0 + 411 * DAY);
     let swept = iss
         .run_expiry_sweep(pb::RunExpirySweepRequest {})
         .await
@@ -555,6 +557,7 @@ async fn bad_input_gets_a_precise_refusal_and_the_server_keeps_serving() {
         site_id: 1,
         place: None,
         service: "aide".into(),
+        scanned_at_ms: 0,
     };
     refused(
         site.redeem(with(scanned("hello"))).await,

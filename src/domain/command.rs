@@ -130,6 +130,8 @@ pub enum Command {
         site: SiteId,
         place: Place,
         service: ServiceCode,
+        /// When a device scanned the pass offline; None for a scan sent as it happens.
+        scanned_at: Option<Timestamp>,
     },
     RedeemWorkshop {
         workshop: NewWorkshop,

@@ -20,6 +20,14 @@ pub struct Rules {
     pub sweep_orders_max: usize,
     /// How many settlement lines one clearing record holds: about 5 MiB of record.
     pub clearing_lines_max: usize,
+    /// How old a scan made offline may be when it reaches the ledger (a bus parks in a
+    /// village every fortnight). The expiry sweep waits this long past an order's validity
+    /// plus grace, so a pass scanned in time is still live when its scan arrives. 0 turns
+    /// offline scans off.
+    pub offline_window_ms: i64,
+    /// How far ahead of the server's clock a device's scan time may be: its clock drifts.
+    /// A scan time within it is taken as now; past it, the scan is refused.
+    pub scan_clock_skew_ms: i64,
 }
 
 impl Default for Rules {
@@ -28,6 +36,8 @@ impl Default for Rules {
             reversal_window_ms: 24 * 3_600_000,
             sweep_orders_max: 8,
             clearing_lines_max: 100_000,
+            offline_window_ms: 15 * 24 * 3_600_000,
+            scan_clock_skew_ms: 5 * 60_000,
         }
     }
 }
@@ -178,7 +188,11 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             site,
             place,
             service,
-        } => redeem(state, now, *serial, *site, place, service),
+            scanned_at,
+        } => {
+            let at = scan_time(rules, now, *scanned_at)?;
+            redeem(state, at, *serial, *site, place, service)
+        }
         RedeemWorkshop { workshop, serials } => redeem_workshop(state, now, workshop, serials),
         Reverse { serial, site } => reverse(state, rules, now, *serial, *site),
         Cancel { target } => cancel(state, target),
@@ -503,6 +517,28 @@ fn redemption_effects(
     )
 }
 
+/// When a redemption happened: now, or the time a device scanned the pass offline, which
+/// every redemption rule is then judged at (the pass was valid when the person was
+/// helped). The window bounds what a wrong or dishonest device clock can reach back to.
+fn scan_time(
+    rules: &Rules,
+    now: Timestamp,
+    scanned_at: Option<Timestamp>,
+) -> Result<Timestamp, Refusal> {
+    let Some(at) = scanned_at else {
+        return Ok(now);
+    };
+    let latest = now.plus_ms(rules.scan_clock_skew_ms);
+    if at > latest {
+        return Err(Refusal::ScanInFuture { latest });
+    }
+    let oldest = now.plus_ms(-rules.offline_window_ms);
+    if at < oldest {
+        return Err(Refusal::ScanTooOld { oldest });
+    }
+    Ok(at.min(now))
+}
+
 fn redeem(
     state: &State,
     now: Timestamp,
@@ -720,7 +756,7 @@ fn expire_sweep(state: &State, rules: &Rules, now: Timestamp) -> Step {
     let due: Vec<&Order> = state
         .orders
         .values()
-        .filter(|o| !o.swept && o.minted && o.expires_at() <= now)
+        .filter(|o| !o.swept && o.minted && o.expires_at().plus_ms(rules.offline_window_ms) <= now)
         .take(rules.sweep_orders_max)
         .collect();
     if due.is_empty() {

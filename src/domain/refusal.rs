@@ -60,6 +60,9 @@ pub enum Refusal {
     // Credentials. (New variants go last: the log numbers them.)
     UnknownCredential,
     CredentialRevoked,
+    // Offline scans: the scan time is outside what the ledger accepts.
+    ScanTooOld { oldest: Timestamp },
+    ScanInFuture { latest: Timestamp },
 }
 
 impl Refusal {
@@ -108,6 +111,8 @@ impl Refusal {
             AlreadySettled(_) => "ALREADY_SETTLED",
             PaymentAmountMismatch { .. } => "PAYMENT_AMOUNT_MISMATCH",
             NotSettled(_) => "NOT_SETTLED",
+            ScanTooOld { .. } => "SCAN_TOO_OLD",
+            ScanInFuture { .. } => "SCAN_IN_FUTURE",
         }
     }
 
@@ -147,6 +152,8 @@ impl Refusal {
             }
             WrongSite { site } => vec![("redeemed_at_site", site.0.to_string())],
             ReversalWindowClosed { until } => vec![("window_closed_at_ms", until.0.to_string())],
+            ScanTooOld { oldest } => vec![("oldest_accepted_ms", oldest.0.to_string())],
+            ScanInFuture { latest } => vec![("latest_accepted_ms", latest.0.to_string())],
             _ => vec![],
         }
     }
@@ -201,6 +208,16 @@ impl fmt::Display for Refusal {
             PaymentAmountMismatch { expected, got } => write!(f, "the settlement's total is {expected}; a payment of {got} is not its execution"),
             NotSettled(s) => write!(f, "pass {s} is in no settlement (not redeemed, not yet cleared, or returned by the bank)"),
             AlreadySettled(id) => write!(f, "the redemption is cleared in settlement {id}: it can no longer be reversed"),
+            ScanTooOld { oldest } => write!(
+                f,
+                "an offline scan must reach the ledger within its window: this one is from before {} ms",
+                oldest.0
+            ),
+            ScanInFuture { latest } => write!(
+                f,
+                "the scan time is ahead of the server's clock (latest accepted {} ms): check the device's clock",
+                latest.0
+            ),
             RecordTooLarge { bytes, max } => {
                 write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")
             }

@@ -469,6 +469,49 @@ pub fn parse_date(text: &str) -> Result<i32, &'static str> {
     Ok(days)
 }
 
+/// Parses an instant as a device writes it: RFC 3339 to the second, with `Z` or a UTC
+/// offset (`2026-12-01T14:03:05+01:00`; fractions of a second are dropped), or plain
+/// milliseconds since 1970.
+pub fn parse_instant(text: &str) -> Result<Timestamp, &'static str> {
+    let bad =
+        "an instant is YYYY-MM-DDTHH:MM:SS followed by Z or +HH:MM, or milliseconds since 1970";
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Timestamp).map_err(|_| bad);
+    }
+    let (date, rest) = text.split_once(['T', 't', ' ']).ok_or(bad)?;
+    let days = parse_date(date)?;
+    let (clock, offset_min) = match rest.strip_suffix(['Z', 'z']) {
+        Some(clock) => (clock, 0),
+        None => {
+            let at = rest.rfind(['+', '-']).ok_or(bad)?;
+            let sign = if rest.as_bytes()[at] == b'-' { -1 } else { 1 };
+            (
+                &rest[..at],
+                sign * hours_minutes(&rest[at + 1..], 23).ok_or(bad)?,
+            )
+        }
+    };
+    let clock = clock.split_once('.').map_or(clock, |(whole, _)| whole);
+    let (hm, sec) = clock.rsplit_once(':').ok_or(bad)?;
+    let minutes = hours_minutes(hm, 23).ok_or(bad)?;
+    let sec: i64 = match sec.parse() {
+        Ok(s) if sec.len() == 2 && s < 60 => s,
+        _ => return Err(bad),
+    };
+    let seconds = i64::from(days) * 86_400 + (minutes - offset_min) * 60 + sec;
+    Ok(Timestamp(seconds * 1000))
+}
+
+/// `HH:MM` as minutes, with hours up to `hours_max`.
+fn hours_minutes(text: &str, hours_max: i64) -> Option<i64> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= hours_max && m < 60).then_some(h * 60 + m)
+}
+
 /// Formats a timestamp's UTC date as `DD/MM/YYYY`, as French forms print it.
 pub fn french_date(t: Timestamp) -> String {
     let (y, m, d) = civil_from_days(t.0.div_euclid(Timestamp::MS_PER_DAY) as i32);
@@ -490,5 +533,29 @@ mod calendar_tests {
         assert_eq!(parse_date("2026-02-29"), Err("no such day in that month"));
         assert_eq!(parse_date("2028-02-29"), Ok(days_from_civil(2028, 2, 29)));
         assert_eq!(french_date(Timestamp(1_767_225_600_000)), "01/01/2026");
+    }
+
+    #[test]
+    fn instants_as_devices_write_them() {
+        let t = Timestamp(1_767_225_600_000 + (14 * 3600 + 3 * 60 + 5) * 1000);
+        assert_eq!(parse_instant("2026-01-01T14:03:05Z"), Ok(t));
+        assert_eq!(parse_instant("2026-01-01T15:03:05+01:00"), Ok(t));
+        assert_eq!(parse_instant("2026-01-01T10:03:05.250-04:00"), Ok(t));
+        assert_eq!(parse_instant("2026-01-01 14:03:05z"), Ok(t));
+        assert_eq!(parse_instant(&t.0.to_string()), Ok(t));
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-01-01T14:03:05",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T14:60:00Z",
+            "2026-01-01T14:03:5Z",
+            "2026-02-30T14:03:05Z",
+            "2026-01-01T14:03:05+1:00",
+            "-5",
+            "99999999999999999999999",
+        ] {
+            assert!(parse_instant(bad).is_err(), "{bad}");
+        }
     }
 }

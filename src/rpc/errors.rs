@@ -50,7 +50,9 @@ pub fn refusal_code(r: &Refusal) -> Code {
         | NotRedeemed
         | WrongSite { .. }
         | ReversalWindowClosed { .. }
-        | NotCancellable => Code::FailedPrecondition,
+        | NotCancellable
+        | ScanTooOld { .. } => Code::FailedPrecondition,
+        ScanInFuture { .. } => Code::InvalidArgument,
     }
 }
 

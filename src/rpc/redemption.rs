@@ -100,12 +100,24 @@ impl Redemptions for RedemptionService {
         let mut v = Violations::default();
         let place = convert::place(&mut v, r.place.as_ref());
         let service = v.check("service", ServiceCode::parse(&r.service));
+        let scanned_at = match r.scanned_at_ms {
+            0 => None,
+            ms if ms < 0 => {
+                v.add(
+                    "scanned_at_ms",
+                    "milliseconds since 1970, or 0 for a scan made now",
+                );
+                None
+            }
+            ms => Some(Timestamp(ms)),
+        };
         v.into_result()?;
         let cmd = Command::Redeem {
             serial,
             site,
             place,
             service: service.expect("checked"),
+            scanned_at,
         };
         match self.0.submit(&who, "Redeem", &r.request_id, r, cmd).await? {
             Outcome::Redeemed(red) => Ok(Response::new(pb::RedeemResponse {

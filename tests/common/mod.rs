@@ -214,6 +214,7 @@ pub fn redeem_req(
         site_id: site,
         place,
         service: service.into(),
+        scanned_at_ms: 0,
     }
 }
 

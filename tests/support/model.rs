@@ -13,12 +13,21 @@ pub const ORDERS: u64 = 3;
 pub const PASSES_PER_ORDER: u64 = 5;
 pub const VALID_MS: i64 = 10 * 24 * HOUR;
 pub const GRACE_DAYS: u32 = 1;
+/// `Rules::default()`'s: how old an offline scan may be, how far ahead its clock.
+pub const OFFLINE_WINDOW_MS: i64 = 15 * 24 * HOUR;
+pub const SCAN_SKEW_MS: i64 = 5 * 60_000;
 
 #[derive(Clone, Debug)]
 pub enum Op {
     Redeem {
         pass: u64,
         site: u64,
+    },
+    /// A scan a device made `ago_ms` before now (negative: its clock is ahead), sent now.
+    RedeemOffline {
+        pass: u64,
+        site: u64,
+        ago_ms: i64,
     },
     Reverse {
         pass: u64,
@@ -71,7 +80,17 @@ impl Model {
     /// The reason the ledger must give, or "OK".
     pub fn step(&mut self, op: &Op) -> &'static str {
         match *op {
-            Op::Redeem { pass, site } => self.redeem(pass as usize, site),
+            Op::Redeem { pass, site } => self.redeem(pass as usize, site, self.now),
+            Op::RedeemOffline { pass, site, ago_ms } => {
+                let at = self.now - ago_ms;
+                if at > self.now + SCAN_SKEW_MS {
+                    return "SCAN_IN_FUTURE";
+                }
+                if at < self.now - OFFLINE_WINDOW_MS {
+                    return "SCAN_TOO_OLD";
+                }
+                self.redeem(pass as usize, site, at.min(self.now))
+            }
             Op::Reverse { pass, site } => self.reverse(pass as usize, site),
             Op::Cancel { pass } => match self.passes[pass as usize] {
                 MStatus::Minted | MStatus::Active => {
@@ -93,7 +112,7 @@ impl Model {
                 "OK"
             }
             Op::Sweep => {
-                if self.now >= Self::expires_at() {
+                if self.now >= Self::expires_at() + OFFLINE_WINDOW_MS {
                     for o in 0..ORDERS {
                         for p in self.order_passes(o) {
                             if matches!(self.passes[p], MStatus::Minted | MStatus::Active) {
@@ -126,15 +145,19 @@ impl Model {
         start..start + PASSES_PER_ORDER as usize
     }
 
-    fn redeem(&mut self, p: usize, site: u64) -> &'static str {
+    /// A redemption judged at `at`: now, or an offline scan's time.
+    fn redeem(&mut self, p: usize, site: u64, at: i64) -> &'static str {
         match self.passes[p] {
             MStatus::Minted => return "NOT_ACTIVATED",
             MStatus::Cancelled => return "CANCELLED",
             MStatus::Expired => return "EXPIRED",
             _ => {}
         }
-        if self.now >= Self::expires_at() {
+        if at >= Self::expires_at() {
             return "EXPIRED";
+        }
+        if at < T0 {
+            return "NOT_YET_VALID";
         }
         if let MStatus::Redeemed { .. } = self.passes[p] {
             return "ALREADY_REDEEMED";
@@ -144,7 +167,7 @@ impl Model {
         }
         self.passes[p] = MStatus::Redeemed {
             site,
-            at: self.now,
+            at,
             settled: false,
         };
         "OK"
@@ -250,6 +273,14 @@ pub fn command(op: &Op, now: i64) -> Option<Command> {
             site: SiteId(site),
             place: Place::Site,
             service: svc,
+            scanned_at: None,
+        },
+        Op::RedeemOffline { pass, site, ago_ms } => Command::Redeem {
+            serial: serial(pass),
+            site: SiteId(site),
+            place: Place::Site,
+            service: svc,
+            scanned_at: Some(Timestamp(now - ago_ms)),
         },
         Op::Reverse { pass, site } => Command::Reverse {
             serial: serial(pass),
@@ -299,10 +330,21 @@ impl Lcg {
         (self.0 >> 33) % n
     }
 
+    /// How long before it is sent an offline scan was made: mostly inside the window,
+    /// sometimes past it, or ahead of the server's clock (within the skew, or beyond).
+    pub fn scan_age(&mut self) -> i64 {
+        match self.below(8) {
+            0 => -2 * HOUR,
+            1 => -60_000,
+            2 => OFFLINE_WINDOW_MS + HOUR,
+            _ => HOUR * (1 + self.below(300) as i64),
+        }
+    }
+
     pub fn op(&mut self) -> Op {
         let pass = self.below(ORDERS * PASSES_PER_ORDER);
         let site = 1 + self.below(2);
-        match self.below(21) {
+        match self.below(23) {
             0..=5 => Op::Redeem { pass, site },
             6..=7 => Op::Reverse { pass, site },
             8 => Op::Cancel { pass },
@@ -316,6 +358,11 @@ impl Lcg {
             14..=15 => Op::Clear,
             16 => Op::Restart {
                 drop_index: self.below(2) == 0,
+            },
+            17..=18 => Op::RedeemOffline {
+                pass,
+                site,
+                ago_ms: self.scan_age(),
             },
             _ => {
                 let inner = Box::new(self.op());

@@ -1,0 +1,400 @@
+//! `passnum sync-scans FILE`: sends the scans a device made offline (a bus back from a
+//! fortnight of villages, a library whose network was down) and says, scan by scan, what
+//! the ledger answered. Each scan carries the request id the device gave it when it was
+//! made, so a sync cut short is simply run again: what was answered is answered the same
+//! way, and nothing is redeemed twice.
+
+use crate::client::{CliError, Clients};
+use crate::domain::{parse_instant, Timestamp};
+use crate::opendata::{records, FileError};
+use crate::rpc::pb;
+use std::time::Duration;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// Scans in one file: a busy bus makes a few hundred a fortnight.
+pub const SCANS_MAX: usize = 100_000;
+/// Redemptions sent at once: enough to hide a slow link's round trips, and within the
+/// server's queue.
+pub const IN_FLIGHT_MAX: usize = 64;
+/// Tries per scan while the server answers "later" (unavailable, queue full, budget spent).
+const TRIES: u32 = 4;
+
+/// The device's export: one scan per row, columns in any order.
+pub const COLUMNS: [&str; 7] = [
+    "request_id",
+    "scanned_at",
+    "code",
+    "site_id",
+    "stop",
+    "insee",
+    "service",
+];
+
+/// One scan as the device recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    pub line: u32,
+    pub request_id: String,
+    pub scanned_at: Timestamp,
+    pub code: String,
+    pub site_id: u64,
+    pub stop: Option<u32>,
+    pub insee: String,
+    pub service: String,
+}
+
+/// What became of one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Redeemed {
+        serial: String,
+        redeemed_at_ms: i64,
+    },
+    /// The ledger refused it, for good: its reason is the machine-readable one.
+    Refused {
+        reason: String,
+        message: String,
+    },
+    /// The row could not be read; it was not sent.
+    Invalid {
+        message: String,
+    },
+    /// No answer (server unreachable or busy): run the sync again.
+    Unanswered {
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub line: u32,
+    pub request_id: String,
+    pub answer: Answer,
+}
+
+/// Reads a device's export: the scans to send, and the rows that cannot be.
+pub fn read(text: &str) -> Result<(Vec<Scan>, Vec<Row>), FileError> {
+    let mut rows = records(text)?.into_iter();
+    let header = rows.next().ok_or(FileError::Empty)?;
+    let at = |name: &str| header.fields.iter().position(|f| f.trim() == name);
+    let mut missing: Vec<&'static str> = COLUMNS
+        .into_iter()
+        .filter(|c| !matches!(*c, "stop" | "insee") && at(c).is_none())
+        .collect();
+    missing.sort();
+    if !missing.is_empty() {
+        return Err(FileError::MissingColumns(missing));
+    }
+    let columns: Vec<Option<usize>> = COLUMNS.iter().map(|c| at(c)).collect();
+    let (mut scans, mut invalid) = (vec![], vec![]);
+    for r in rows {
+        let get = |i: usize| {
+            columns[i]
+                .and_then(|c| r.fields.get(c))
+                .map_or("", |f| f.trim())
+        };
+        match scan(r.line, &get) {
+            Ok(s) => scans.push(s),
+            Err(message) => invalid.push(Row {
+                line: r.line,
+                request_id: get(0).to_owned(),
+                answer: Answer::Invalid { message },
+            }),
+        }
+    }
+    Ok((scans, invalid))
+}
+
+fn scan<'r>(line: u32, get: &dyn Fn(usize) -> &'r str) -> Result<Scan, String> {
+    let number = |i: usize| -> Result<Option<u64>, String> {
+        match get(i) {
+            "" => Ok(None),
+            v => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{}: not a number", COLUMNS[i])),
+        }
+    };
+    let scanned_at = parse_instant(get(1)).map_err(|e| format!("scanned_at: {e}"))?;
+    let site_id = number(3)?.ok_or("site_id: missing")?;
+    let stop = match number(4)? {
+        Some(s) => Some(u32::try_from(s).map_err(|_| "stop: too large")?),
+        None => None,
+    };
+    Ok(Scan {
+        line,
+        request_id: get(0).to_owned(),
+        scanned_at,
+        code: get(2).to_owned(),
+        site_id,
+        stop,
+        insee: get(5).to_owned(),
+        service: get(6).to_owned(),
+    })
+}
+
+impl Scan {
+    fn request(&self) -> pb::RedeemRequest {
+        pb::RedeemRequest {
+            request_id: self.request_id.clone(),
+            pass: Some(pb::PassCode {
+                form: Some(pb::pass_code::Form::Scanned(self.code.clone())),
+            }),
+            site_id: self.site_id,
+            place: Some(pb::Place {
+                stop: self.stop,
+                insee_code: self.insee.clone(),
+            }),
+            service: self.service.clone(),
+            scanned_at_ms: self.scanned_at.0,
+        }
+    }
+}
+
+/// Sends every scan, `in_flight` at a time, and returns one row per scan in file order.
+pub async fn sync(c: &Clients, scans: Vec<Scan>, in_flight: usize) -> Vec<Row> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        in_flight.clamp(1, IN_FLIGHT_MAX),
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, s) in scans.into_iter().enumerate() {
+        let (mut client, gate) = (c.redemptions.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("the gate stays open");
+            let answer = send(&mut client, &s).await;
+            (
+                i,
+                Row {
+                    line: s.line,
+                    request_id: s.request_id,
+                    answer,
+                },
+            )
+        });
+    }
+    let mut rows: Vec<(usize, Row)> = tasks.join_all().await;
+    rows.sort_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+async fn send(
+    client: &mut pb::redemptions_client::RedemptionsClient<crate::client::Svc>,
+    s: &Scan,
+) -> Answer {
+    let mut wait = Duration::from_millis(250);
+    for try_ in 1..=TRIES {
+        match client.redeem(s.request()).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Answer::Redeemed {
+                    serial: r.serial,
+                    redeemed_at_ms: r.redeemed_at_ms,
+                };
+            }
+            Err(status) if answers_later(&status) && try_ < TRIES => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(status) => return answer_of(&status),
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+/// The server could not answer now: the same request later may get its answer.
+fn answers_later(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled
+    )
+}
+
+fn answer_of(status: &Status) -> Answer {
+    let message = crate::client::describe(status);
+    if answers_later(status) || status.code() == Code::Unauthenticated {
+        return Answer::Unanswered { message };
+    }
+    let reason = status
+        .get_error_details()
+        .error_info()
+        .map_or_else(|| format!("{:?}", status.code()), |i| i.reason.clone());
+    Answer::Refused {
+        reason,
+        message: status.message().to_owned(),
+    }
+}
+
+/// Counts per answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub redeemed: usize,
+    pub refused: usize,
+    pub invalid: usize,
+    pub unanswered: usize,
+}
+
+pub fn tally(rows: &[Row]) -> Tally {
+    let mut t = Tally::default();
+    for r in rows {
+        match r.answer {
+            Answer::Redeemed { .. } => t.redeemed += 1,
+            Answer::Refused { .. } => t.refused += 1,
+            Answer::Invalid { .. } => t.invalid += 1,
+            Answer::Unanswered { .. } => t.unanswered += 1,
+        }
+    }
+    t
+}
+
+/// The results as CSV, in line order: what a site's manager opens in a spreadsheet.
+pub fn results_csv(rows: &[Row]) -> String {
+    let mut out = String::from("line,request_id,outcome,serial,redeemed_at_ms,reason,message\n");
+    for r in rows {
+        let (outcome, serial, at, reason, message) = match &r.answer {
+            Answer::Redeemed {
+                serial,
+                redeemed_at_ms,
+            } => (
+                "redeemed",
+                serial.as_str(),
+                redeemed_at_ms.to_string(),
+                "",
+                "",
+            ),
+            Answer::Refused { reason, message } => (
+                "refused",
+                "",
+                String::new(),
+                reason.as_str(),
+                message.as_str(),
+            ),
+            Answer::Invalid { message } => (
+                "invalid",
+                "",
+                String::new(),
+                "INVALID_ROW",
+                message.as_str(),
+            ),
+            Answer::Unanswered { message } => {
+                ("unanswered", "", String::new(), "", message.as_str())
+            }
+        };
+        let fields = [
+            &r.line.to_string(),
+            r.request_id.as_str(),
+            outcome,
+            serial,
+            &at,
+            reason,
+            message,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The whole command: reads `file`, sends its scans, writes the results to `out`.
+pub async fn sync_file(
+    c: &Clients,
+    file: &std::path::Path,
+    out: &std::path::Path,
+    in_flight: usize,
+) -> Result<Tally, CliError> {
+    let failed = |e: String| CliError::Failed(format!("{}: {e}", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| failed(e.to_string()))?;
+    if meta.len() > 64 << 20 {
+        return Err(failed("larger than 64 MiB: split it".into()));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| failed(e.to_string()))?;
+    let (scans, mut rows) = read(&text).map_err(|e| failed(e.to_string()))?;
+    if scans.len() > SCANS_MAX {
+        return Err(failed(format!(
+            "{} scans: at most {SCANS_MAX} per file",
+            scans.len()
+        )));
+    }
+    rows.extend(sync(c, scans, in_flight).await);
+    rows.sort_by_key(|r| r.line);
+    std::fs::write(out, results_csv(&rows))
+        .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
+    Ok(tally(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_devices_export_is_read_row_by_row_and_a_bad_row_stops_nothing() {
+        let text = "service,code,request_id,site_id,scanned_at,stop\n\
+                    aide,C1,bus-1,2,2026-01-01T09:00:00+01:00,0\n\
+                    aide,C2,bus-2,2,yesterday,1\n\
+                    aide,C3,bus-3,,2026-01-01T08:00:00Z,\n\
+                    aide,C4,bus-4,2,1767254400000,\n";
+        let (scans, invalid) = read(text).unwrap();
+        assert_eq!(scans.len(), 2);
+        assert_eq!(scans[0].scanned_at, Timestamp(1_767_254_400_000));
+        assert_eq!(scans[0].stop, Some(0));
+        assert_eq!(scans[0].insee, "", "an optional column may be absent");
+        assert_eq!((scans[1].line, scans[1].stop), (5, None));
+        assert_eq!(invalid.len(), 2);
+        assert_eq!(
+            (invalid[0].line, invalid[0].request_id.as_str()),
+            (3, "bus-2")
+        );
+        assert!(
+            matches!(&invalid[1].answer, Answer::Invalid { message } if message.contains("site_id"))
+        );
+        let Err(FileError::MissingColumns(c)) = read("code,site_id\n") else {
+            panic!()
+        };
+        assert_eq!(c, ["request_id", "scanned_at", "service"]);
+    }
+
+    #[test]
+    fn results_are_one_csv_line_per_row_with_quoted_messages() {
+        let rows = [
+            Row {
+                line: 2,
+                request_id: "a".into(),
+                answer: Answer::Redeemed {
+                    serial: "S1".into(),
+                    redeemed_at_ms: 5,
+                },
+            },
+            Row {
+                line: 3,
+                request_id: "b".into(),
+                answer: Answer::Refused {
+                    reason: "ALREADY_REDEEMED".into(),
+                    message: "at 5 ms, at site 1".into(),
+                },
+            },
+        ];
+        assert_eq!(
+            results_csv(&rows),
+            "line,request_id,outcome,serial,redeemed_at_ms,reason,message\n\
+             2,a,redeemed,S1,5,,\n\
+             3,b,refused,,,ALREADY_REDEEMED,\"at 5 ms, at site 1\"\n"
+        );
+        assert_eq!(
+            tally(&rows),
+            Tally {
+                redeemed: 1,
+                refused: 1,
+                ..Tally::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Scans made offline: a bus's device records each scan with its time and request id, and
+//! sends them when it has a network again. The real server, over gRPC and through the
+//! `passnum sync-scans` command line.
+
+mod common;
+use common::*;
+use passnum::rpc::pb;
+use tonic::Code;
+
+/// The bus (site 2: stop 0 in Bordeaux, stop 1 in Périgueux, outside the Gironde's
+/// perimeter), its token, and ten activated passes of a Gironde order valid all 2026.
+async fn bus_and_passes(t: &TestServer) -> (String, Vec<pb::PassInfo>) {
+    registry(t).await;
+    let (_, passes) = order(t, 1, 10, true).await;
+    let token =
+        t.op.registry
+            .clone()
+            .issue_credential(pb::IssueCredentialRequest {
+                request_id: rid(),
+                role: pb::Role::Site as i32,
+                actor_id: 2,
+                departements: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+    (token, passes)
+}
+
+fn scan(code: &str, stop_n: u32, at: i64) -> pb::RedeemRequest {
+    pb::RedeemRequest {
+        scanned_at_ms: at,
+        ..redeem_req(code, 2, stop(stop_n), "aide")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_sent_late_is_judged_and_dated_at_its_scan_time() {
+    let t = TestServer::start().await;
+    let (token, p) = bus_and_passes(&t).await;
+    let mut bus = t.client(Some(&token)).await.redemptions;
+    let now = T0 + 20 * DAY;
+    t.set_now(now);
+
+    let first = scan(&p[0].code, 0, T0 + 10 * DAY);
+    let r = bus.redeem(first.clone()).await.unwrap().into_inner();
+    assert_eq!(r.redeemed_at_ms, T0 + 10 * DAY, "dated by its scan");
+    let again = bus.redeem(first).await.unwrap().into_inner();
+    assert_eq!(again, r, "a sync sent twice is answered the same way");
+    // The record is written now and says when the scan was made.
+    let rec = records(&t.op, head(&t.op).await.seq, 1).await.remove(0);
+    assert_eq!(rec.at_ms, now);
+    assert!(
+        rec.body_json.contains(&format!("\"at\":{}", T0 + 10 * DAY)),
+        "{}",
+        rec.body_json
+    );
+
+    let old = scan(&p[1].code, 0, now - 15 * DAY - 1);
+    let s = refused(
+        bus.redeem(old).await,
+        Code::FailedPrecondition,
+        "SCAN_TOO_OLD",
+    );
+    assert!(s.message().contains("window"), "{}", s.message());
+    let ahead = scan(&p[1].code, 0, now + 10 * 60_000);
+    refused(
+        bus.redeem(ahead).await,
+        Code::InvalidArgument,
+        "SCAN_IN_FUTURE",
+    );
+    let negative = scan(&p[1].code, 0, -5);
+    refused(
+        bus.redeem(negative).await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    // The perimeter is judged at the stop where the bus was.
+    let perigueux = scan(&p[1].code, 1, T0 + 12 * DAY);
+    refused(
+        bus.redeem(perigueux).await,
+        Code::FailedPrecondition,
+        "OUTSIDE_PERIMETER",
+    );
+    // Redeemed at the counter meanwhile: the first to reach the ledger keeps it.
+    let counter = t.credential(pb::Role::Site, 1, &[]).await;
+    let online = redeem_req(&p[2].code, 1, None, "aide");
+    counter.redemptions.clone().redeem(online).await.unwrap();
+    let late = scan(&p[2].code, 0, T0 + 11 * DAY);
+    refused(
+        bus.redeem(late).await,
+        Code::FailedPrecondition,
+        "ALREADY_REDEEMED",
+    );
+
+    let info = passes(&t.op, 1).await;
+    assert_eq!(info[0].redemption.as_ref().unwrap().at_ms, T0 + 10 * DAY);
+    assert_chain_verifies(&t).await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
+    let t = TestServer::start().await;
+    let (token, p) = bus_and_passes(&t).await;
+    t.set_now(T0 + 20 * DAY);
+    let counter = t.credential(pb::Role::Site, 1, &[]).await;
+    counter
+        .redemptions
+        .clone()
+        .redeem(redeem_req(&p[3].code, 1, None, "aide"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (file, out, token_file) = (
+        dir.path().join("scans.csv"),
+        dir.path().join("results.csv"),
+        dir.path().join("bus.token"),
+    );
+    std::fs::write(&token_file, &token).unwrap();
+    // 2026-01-19T09:30:00+01:00 is T0 + 18 days + 8 h 30 min UTC.
+    let at = T0 + 18 * DAY + (8 * 60 + 30) * 60_000;
+    std::fs::write(
+        &file,
+        format!(
+            "request_id,scanned_at,code,site_id,stop,service\n\
+             bus-a,2026-01-19T09:30:00+01:00,{},2,0,aide\n\
+             bus-b,{},{},2,0,aide\n\
+             bus-c,hier,{},2,0,aide\n\
+             bus-d,{},{},2,1,aide\n",
+            p[0].code,
+            T0 + 19 * DAY,
+            p[3].code,
+            p[1].code,
+            T0 + 19 * DAY,
+            p[2].code,
+        ),
+    )
+    .unwrap();
+    let args = [
+        "sync-scans",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        "--server",
+        &t.url(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let said: serde_json::Value = serde_json::from_str(&cli_ok(&args)).unwrap();
+    assert_eq!(
+        (
+            &said["redeemed"],
+            &said["refused"],
+            &said["invalid"],
+            &said["unanswered"]
+        ),
+        (&1.into(), &2.into(), &1.into(), &0.into())
+    );
+    let results = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = results.lines().collect();
+    assert_eq!(
+        lines[0],
+        "line,request_id,outcome,serial,redeemed_at_ms,reason,message"
+    );
+    assert_eq!(lines.len(), 5);
+    let expected = [
+        format!("2,bus-a,redeemed,{},{at},,", p[0].serial),
+        "3,bus-b,refused,,,ALREADY_REDEEMED,".into(),
+        "4,bus-c,invalid,,,INVALID_ROW,\"scanned_at:".into(),
+        "5,bus-d,refused,,,OUTSIDE_PERIMETER,".into(),
+    ];
+    for (line, start) in lines[1..].iter().zip(&expected) {
+        assert!(line.starts_with(start.as_str()), "{line}");
+    }
+
+    // The device sends the same file again (it did not hear back): the same answers, and
+    // the ledger grows by nothing.
+    let before = head(&t.op).await.seq;
+    cli_ok(&args);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), results);
+    assert_eq!(head(&t.op).await.seq, before);
+    assert_chain_verifies(&t).await;
+    t.stop().await;
+}
