@@ -61,6 +61,11 @@ pub enum Cmd {
         /// terminates TLS.
         #[arg(long, conflicts_with = "tls_cert")]
         plaintext: bool,
+        /// How many days a scan made offline may take to reach the ledger (0 to 60; 0 turns
+        /// offline scans off). The expiry sweep waits as long past an order's validity.
+        #[arg(long, env = "PASSNUM_OFFLINE_WINDOW_DAYS", default_value_t = 15,
+              value_parser = clap::value_parser!(u32).range(0..=60))]
+        offline_window_days: u32,
     },
     /// Drops the index and rebuilds it from the ledger log (server stopped).
     RebuildIndex {

@@ -37,8 +37,11 @@ async fn run(command: Cmd) -> Result<(), CliError> {
             tls_cert,
             tls_key,
             plaintext,
+            offline_window_days,
         } => {
             let mut config = ServerConfig::new(listen, data);
+            config.engine.rules.offline_window_ms =
+                i64::from(offline_window_days) * passnum::domain::Timestamp::MS_PER_DAY;
             config.transport = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Transport::Tls { cert, key },
                 _ => Transport::Plaintext { asked: plaintext },

@@ -185,3 +185,32 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
     assert_chain_verifies(&t).await;
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_window_at_zero_only_scans_sent_as_they_happen_redeem() {
+    let t = TestServer::start_tuned(|c| c.engine.rules.offline_window_ms = 0).await;
+    let (token, p) = bus_and_passes(&t).await;
+    let mut bus = t.client(Some(&token)).await.redemptions;
+    let now = T0 + DAY;
+    let late = scan(&p[0].code, 0, now - 60_000);
+    refused(
+        bus.redeem(late).await,
+        Code::FailedPrecondition,
+        "SCAN_TOO_OLD",
+    );
+    let clock_ahead = scan(&p[0].code, 0, now + 60_000);
+    let r = bus.redeem(clock_ahead).await.unwrap().into_inner();
+    assert_eq!(
+        r.redeemed_at_ms, now,
+        "a device clock a minute ahead is taken as now"
+    );
+    t.stop().await;
+
+    // The server's flag is bounded.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .args(["serve", "--offline-window-days", "61"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("0..=60"));
+}
