@@ -21,6 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/support/scenario.rs"]
 mod scenario;
 use passnum::config::ServerConfig;
+use passnum::domain::Timestamp;
 use passnum::rpc::pb;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -200,6 +201,38 @@ impl Run {
             self.ok,
             self.failed
         )
+    }
+}
+
+/// Scans a bus syncs in the bench: a busy fortnight for a whole département's buses.
+const BUS_SCANS: usize = 4_000;
+
+/// Syncs `codes` as offline scans made since 20 hours ago (the bench's orders are valid
+/// from a day before their setup), through
+/// `cli_scans::sync`, 16 in flight; every one must redeem.
+async fn offline_sync(c: &Clients, codes: &[String], now: Timestamp) -> Run {
+    let scans = codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| passnum::cli_scans::Scan {
+            line: i as u32 + 2,
+            request_id: format!("bus-{i}"),
+            scanned_at: Timestamp(now.0 - 20 * 3_600_000 + i as i64 * 1_000),
+            code: code.clone(),
+            site_id: 1,
+            stop: None,
+            insee: String::new(),
+            service: "aide".into(),
+        })
+        .collect();
+    let start = Instant::now();
+    let rows = passnum::cli_scans::sync(c, scans, 16).await;
+    let tally = passnum::cli_scans::tally(&rows);
+    assert_eq!(tally.redeemed, codes.len(), "every scan redeems: {tally:?}");
+    Run {
+        ok: codes.len(),
+        elapsed: start.elapsed(),
+        ..Run::default()
     }
 }
 
@@ -439,7 +472,7 @@ fn main() {
             &clients,
             16,
             seconds.min(5) * 1000,
-            (n - first_free) / 20,
+            (n - first_free - BUS_SCANS * 2) / 20,
             move |c: Clients, i: usize| {
                 let passes = (0..20)
                     .map(|k| pb::PassCode {
@@ -501,6 +534,24 @@ fn main() {
             workshops.ok
         );
         println!("{}", workshops.line("workshops of 20, 16 in flight"));
+        // A bus back in range sends its scans (`passnum sync-scans`'s code): against as
+        // many redemptions sent as they happen, both 16 in flight on one connection.
+        let bus = n - BUS_SCANS * 2;
+        let synced = offline_sync(&clients[0], &codes[bus..bus + BUS_SCANS], clock()).await;
+        let live = redeem(codes.clone(), bus + BUS_SCANS);
+        let live = drive(&clients[..1], 16, 60_000, BUS_SCANS, live).await;
+        println!(
+            "{:<44} {:>9.0}/s  ({} scans in {:.2} s)",
+            "offline scans synced, 16 in flight, 1 conn",
+            synced.rate(),
+            synced.ok,
+            synced.elapsed.as_secs_f64()
+        );
+        println!("{}", live.line("redeem, 16 in flight, 1 conn"));
+        println!(
+            "ratio offline sync / redeem at 16 in flight: {:.2}",
+            synced.rate() / live.rate()
+        );
         println!(
             "ratio redeem / baseline at {in_flight} in flight: {:.2}",
             loaded.rate() / baseline.rate()
