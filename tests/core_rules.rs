@@ -1162,6 +1162,18 @@ fn an_offline_scan_is_judged_at_its_scan_time_within_the_window() {
     );
     let kept = w.state.passes[&serial(1)].redemption.clone().unwrap();
     assert_eq!(kept.at, Timestamp(now - 3 * DAY));
+    let reverse = Command::Reverse {
+        serial: serial(1),
+        site: SiteId(1),
+    };
+    check(
+        &mut w,
+        vec![(
+            "the reversal window counts from the scan",
+            reverse,
+            Refused("REVERSAL_WINDOW_CLOSED"),
+        )],
+    );
     let Outcome::Redeemed(r) = w.run(scanned(2, now + skew)).unwrap() else {
         panic!()
     };

@@ -146,7 +146,9 @@ pub enum PassStatus {
     Expired,
 }
 
-/// Where and for what a pass was redeemed. `at` is the record's server time.
+/// Where and for what a pass was redeemed. `at` is when the service took place: the
+/// record's server time, or for a scan made offline the device's scan time (the record
+/// keeps its own time, so how late the scan came is on the ledger).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redemption {
     pub at: Timestamp,
