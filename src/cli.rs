@@ -73,7 +73,16 @@ pub enum Cmd {
         data: PathBuf,
     },
     /// Verifies a ledger log file offline: frames, hash chain, money invariants.
-    VerifyLog { file: PathBuf },
+    VerifyLog {
+        file: PathBuf,
+        /// Verifies up to this record only, and prints its hash: what two hubs compare, each
+        /// from its own copy, to show the server gave them the same history.
+        #[arg(long)]
+        at: Option<u64>,
+        /// With --at: the hash another copy has at that record (exit 4 if this one differs).
+        #[arg(long, requires = "at")]
+        expect: Option<String>,
+    },
     /// Plays a whole day of the scheme against a running server and tells what happened.
     Demo {
         #[command(flatten)]

@@ -80,3 +80,30 @@ async fn extend(c: &Clients, copy: &mut Mirror, until: u64) -> Result<(), CliErr
 fn failed(e: MirrorError) -> CliError {
     CliError::Failed(e.to_string())
 }
+
+/// The hash of record `seq` of the copy at `file`, once records 1 to `seq` verify; with
+/// `expect`, also that it is the hash another copy holds there. A server that showed two
+/// hubs different histories cannot pass this for any record after they part, so hubs
+/// that compare their copies at a common record (the older head of the two) catch it.
+pub fn hash_at(file: &Path, seq: u64, expect: Option<&str>) -> Result<String, CliError> {
+    let failed = |e: String| CliError::Failed(format!("{}: {e}", file.display()));
+    if seq == 0 {
+        return Err(CliError::Usage("--at: records are numbered from 1".into()));
+    }
+    let (scan, _) =
+        crate::storage::verify_log_upto(file, seq).map_err(|e| failed(e.to_string()))?;
+    if scan.records < seq {
+        return Err(failed(format!(
+            "the copy holds {} records, not {seq}: bring it up to date first",
+            scan.records
+        )));
+    }
+    let hash = hex(&scan.head_hash);
+    match expect {
+        Some(other) if !other.trim().eq_ignore_ascii_case(&hash) => Err(failed(format!(
+            "record {seq} has hash {hash} here and {} in the other copy: the two histories differ",
+            other.trim()
+        ))),
+        _ => Ok(hash),
+    }
+}

@@ -54,7 +54,19 @@ async fn run(command: Cmd) -> Result<(), CliError> {
             println!("index rebuilt from {} records", r.records);
             Ok(())
         }
-        Cmd::VerifyLog { file } => {
+        Cmd::VerifyLog {
+            file,
+            at: Some(seq),
+            expect,
+        } => {
+            let hash = passnum::cli_mirror::hash_at(&file, seq, expect.as_deref())?;
+            println!(
+                "{}: records 1 to {seq} verify; record {seq} has hash {hash}",
+                file.display()
+            );
+            Ok(())
+        }
+        Cmd::VerifyLog { file, .. } => {
             let (scan, _) =
                 passnum::storage::verify_log(&file).map_err(|e| CliError::Failed(e.to_string()))?;
             println!(

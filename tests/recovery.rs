@@ -425,3 +425,57 @@ fn golden(name: &str, records: u64, head: &str) -> Vec<String> {
     assert_eq!(ledger.head().seq, records, "{name}");
     kinds.into_iter().collect()
 }
+
+/// Two hubs compare their copies at a common record: the same history gives the same hash
+/// there; two histories that parted give different ones, and `verify-log --at --expect`
+/// says so with exit code 4. (The two golden logs stand for two histories a server could
+/// have shown two hubs.)
+#[test]
+fn two_copies_are_compared_at_a_common_record() {
+    use passnum::cli_mirror::hash_at;
+    let fixture = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    };
+    let (one, other) = (
+        fixture("ledger-2026-12.log"),
+        fixture("ledger-2026-12-clearing.log"),
+    );
+    let bytes = std::fs::read(&one).unwrap();
+    let (mut at, mut tenth) = (0, None);
+    while at < bytes.len() {
+        let (rec, used) = passnum::storage::frame::decode(&bytes[at..]).unwrap();
+        if rec.seq == 10 {
+            tenth = Some(passnum::code::hex(&rec.hash));
+        }
+        at += used;
+    }
+    let tenth = tenth.unwrap();
+    assert_eq!(hash_at(&one, 10, None).unwrap(), tenth);
+    assert_eq!(
+        hash_at(&one, 10, Some(&tenth.to_uppercase())).unwrap(),
+        tenth
+    );
+    let theirs = hash_at(&other, 10, None).unwrap();
+    let differ = hash_at(&one, 10, Some(&theirs)).unwrap_err().to_string();
+    assert!(differ.contains("the two histories differ"), "{differ}");
+    let short = hash_at(&one, 22, None).unwrap_err().to_string();
+    assert!(short.contains("holds 21 records"), "{short}");
+
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .arg("verify-log")
+        .arg(&one)
+        .args(["--at", "10", "--expect", &theirs])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(4));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .arg("verify-log")
+        .arg(&one)
+        .args(["--at", "10", "--expect", &tenth])
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert!(String::from_utf8_lossy(&run.stdout).contains(&tenth));
+}
