@@ -6,7 +6,7 @@
 
 use crate::client::{CliError, Clients};
 use crate::domain::{parse_instant, Timestamp};
-use crate::opendata::{records, FileError};
+use crate::opendata::{csv_field, records, FileError};
 use crate::rpc::pb;
 use std::time::Duration;
 use tonic::{Code, Status};
@@ -294,14 +294,6 @@ pub fn results_csv(rows: &[Row]) -> String {
         out.push('\n');
     }
     out
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 /// The whole command: reads `file`, sends its scans, writes the results to `out`.

@@ -322,7 +322,7 @@ fn format_micro(v: Option<i32>) -> String {
 }
 
 /// Quotes a CSV field when it must be.
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -487,13 +487,13 @@ pub fn parse_instant(text: &str) -> Result<Timestamp, &'static str> {
             let sign = if rest.as_bytes()[at] == b'-' { -1 } else { 1 };
             (
                 &rest[..at],
-                sign * hours_minutes(&rest[at + 1..], 23).ok_or(bad)?,
+                sign * hours_minutes(&rest[at + 1..]).ok_or(bad)?,
             )
         }
     };
     let clock = clock.split_once('.').map_or(clock, |(whole, _)| whole);
     let (hm, sec) = clock.rsplit_once(':').ok_or(bad)?;
-    let minutes = hours_minutes(hm, 23).ok_or(bad)?;
+    let minutes = hours_minutes(hm).ok_or(bad)?;
     let sec: i64 = match sec.parse() {
         Ok(s) if sec.len() == 2 && s < 60 => s,
         _ => return Err(bad),
@@ -502,14 +502,14 @@ pub fn parse_instant(text: &str) -> Result<Timestamp, &'static str> {
     Ok(Timestamp(seconds * 1000))
 }
 
-/// `HH:MM` as minutes, with hours up to `hours_max`.
-fn hours_minutes(text: &str, hours_max: i64) -> Option<i64> {
+/// `HH:MM` (00:00 to 23:59) as minutes.
+fn hours_minutes(text: &str) -> Option<i64> {
     let (h, m) = text.split_once(':')?;
     if h.len() != 2 || m.len() != 2 {
         return None;
     }
     let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-    (h <= hours_max && m < 60).then_some(h * 60 + m)
+    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 /// Formats a timestamp's UTC date as `DD/MM/YYYY`, as French forms print it.
