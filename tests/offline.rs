@@ -12,19 +12,7 @@ use tonic::Code;
 async fn bus_and_passes(t: &TestServer) -> (String, Vec<pb::PassInfo>) {
     registry(t).await;
     let (_, passes) = order(t, 1, 10, true).await;
-    let token =
-        t.op.registry
-            .clone()
-            .issue_credential(pb::IssueCredentialRequest {
-                request_id: rid(),
-                role: pb::Role::Site as i32,
-                actor_id: 2,
-                departements: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+    let token = t.token(pb::Role::Site, 2, &[]).await;
     (token, passes)
 }
 

@@ -395,11 +395,16 @@ fn ledgers_written_by_an_earlier_version_still_read_byte_for_byte() {
 
 /// Reads the golden ledger `name` (see above) every way there is; returns the kinds of
 /// fact it holds, in order.
+/// A frozen ledger in `tests/fixtures`.
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
 fn golden(name: &str, records: u64, head: &str) -> Vec<String> {
     use passnum::storage::frame;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let fixture = fixture(name);
     let (scan, _) = passnum::storage::verify_log(&fixture).unwrap();
     assert_eq!(scan.records, records, "{name}");
     assert_eq!(passnum::code::hex(&scan.head_hash), head, "{name}");
@@ -433,11 +438,6 @@ fn golden(name: &str, records: u64, head: &str) -> Vec<String> {
 #[test]
 fn two_copies_are_compared_at_a_common_record() {
     use passnum::cli_mirror::hash_at;
-    let fixture = |name: &str| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    };
     let (one, other) = (
         fixture("ledger-2026-12.log"),
         fixture("ledger-2026-12-clearing.log"),
@@ -463,19 +463,16 @@ fn two_copies_are_compared_at_a_common_record() {
     let short = hash_at(&one, 22, None).unwrap_err().to_string();
     assert!(short.contains("holds 21 records"), "{short}");
 
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
-        .arg("verify-log")
-        .arg(&one)
-        .args(["--at", "10", "--expect", &theirs])
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(4));
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
-        .arg("verify-log")
-        .arg(&one)
-        .args(["--at", "10", "--expect", &tenth])
-        .output()
-        .unwrap();
+    let compare = |expect: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+            .arg("verify-log")
+            .arg(&one)
+            .args(["--at", "10", "--expect", expect])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(compare(&theirs).status.code(), Some(4));
+    let run = compare(&tenth);
     assert!(run.status.success());
     assert!(String::from_utf8_lossy(&run.stdout).contains(&tenth));
 }

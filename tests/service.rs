@@ -456,19 +456,7 @@ async fn everything_is_there_after_a_restart() {
     let req = redeem_req(&p[0].code, 1, None, "aide");
     let first = site.redeem(req.clone()).await.unwrap().into_inner();
     let before = head(&t.op).await;
-    let token = {
-        let mut reg = t.op.registry.clone();
-        reg.issue_credential(pb::IssueCredentialRequest {
-            request_id: rid(),
-            role: pb::Role::Site as i32,
-            actor_id: 1,
-            departements: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-    };
+    let token = t.token(pb::Role::Site, 1, &[]).await;
     t.restart().await;
     assert_eq!(head(&t.op).await.seq, before.seq + 1);
     let mut site = t.client(Some(&token)).await.redemptions;
@@ -512,19 +500,7 @@ async fn a_retry_with_the_same_request_id_gets_the_first_answer() {
     let mut t = TestServer::start().await;
     registry(&t).await;
     let (_, p) = order(&t, 1, 5, true).await;
-    let token = {
-        let mut reg = t.op.registry.clone();
-        reg.issue_credential(pb::IssueCredentialRequest {
-            request_id: rid(),
-            role: pb::Role::Site as i32,
-            actor_id: 1,
-            departements: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-    };
+    let token = t.token(pb::Role::Site, 1, &[]).await;
     let mut site = t.client(Some(&token)).await.redemptions;
     let req = redeem_req(&p[0].code, 1, None, "aide");
     let first = site.redeem(req.clone()).await.unwrap().into_inner();

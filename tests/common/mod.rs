@@ -126,28 +126,27 @@ impl TestServer {
         self.server.take().unwrap().shutdown().await.unwrap();
     }
 
+    /// Clients holding a fresh credential for `role` and actor.
     pub async fn credential(
         &self,
         role: pb::Role,
         actor_id: u64,
         departements: &[&str],
     ) -> Clients {
+        let token = self.token(role, actor_id, departements).await;
+        self.client(Some(&token)).await
+    }
+
+    /// A fresh credential's bearer token, issued by the operator.
+    pub async fn token(&self, role: pb::Role, actor_id: u64, departements: &[&str]) -> String {
         let req = pb::IssueCredentialRequest {
             request_id: rid(),
             role: role as i32,
             actor_id,
             departements: departements.iter().map(|d| d.to_string()).collect(),
         };
-        let token = self
-            .op
-            .registry
-            .clone()
-            .issue_credential(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
-        self.client(Some(&token)).await
+        let issued = self.op.registry.clone().issue_credential(req).await;
+        issued.unwrap().into_inner().token
     }
 }
 
