@@ -66,6 +66,11 @@ pub enum Cmd {
         #[arg(long, env = "PASSNUM_OFFLINE_WINDOW_DAYS", default_value_t = 15,
               value_parser = clap::value_parser!(u32).range(0..=60))]
         offline_window_days: u32,
+        /// How many days a credential issued from now on may be valid (1 to 1 830), and
+        /// what it gets when its issuer names no lifetime.
+        #[arg(long, env = "PASSNUM_CREDENTIAL_DAYS", default_value_t = 400,
+              value_parser = clap::value_parser!(u32).range(1..=1_830))]
+        credential_days: u32,
     },
     /// Drops the index and rebuilds it from the ledger log (server stopped).
     RebuildIndex {
@@ -135,6 +140,9 @@ pub enum ClientCmd {
         /// Writes the token to this file (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// How many days the token is valid (default: the longest the server allows).
+        #[arg(long, default_value_t = 0)]
+        valid_days: u32,
         #[command(flatten)]
         conn: Conn,
     },
@@ -152,6 +160,9 @@ pub enum ClientCmd {
         /// Only this commanditaire's, structure's or site's.
         #[arg(long, default_value_t = 0)]
         actor: u64,
+        /// Only live credentials that expire before this day, YYYY-MM-DD (to renew them).
+        #[arg(long)]
+        expiring_before: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },

@@ -131,6 +131,21 @@ fn role_pb(role: RoleArg) -> pb::Role {
 }
 
 /// A fresh request id for one action of a person at the CLI.
+/// This machine's clock, in ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An instant as people read it: "2027-02-05T10:00:00Z".
+fn instant(ms: i64) -> String {
+    format!(
+        "{}Z",
+        crate::export::iso_datetime(crate::domain::Timestamp(ms))
+    )
+}
+
 pub fn request_id() -> String {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).expect("the OS random source works");
@@ -327,6 +342,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             actor,
             departements,
             out: file,
+            valid_days,
             conn,
         } => {
             let mut c = Clients::from_conn(&conn).await?;
@@ -335,26 +351,31 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 role: role_pb(role) as i32,
                 actor_id: actor,
                 departements,
+                valid_days,
             };
             let issued = c.registry.issue_credential(req).await?.into_inner();
-            let (token, id) = (issued.token, issued.credential_id);
+            let (token, id, expires) = (issued.token, issued.credential_id, issued.expires_at_ms);
             match file {
                 Some(path) => {
                     crate::server::write_secret(&path, &format!("{token}\n"))
                         .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
                     out(
                         &conn,
-                        json!({"token_file": path, "credential_id": id}),
+                        json!({"token_file": path, "credential_id": id, "expires_at_ms": expires}),
                         format!(
-                            "credential {id}: token written to {} (mode 0600)",
-                            path.display()
+                            "credential {id}: token written to {} (mode 0600), valid until {}",
+                            path.display(),
+                            instant(expires)
                         ),
                     );
                 }
                 None => out(
                     &conn,
-                    json!({"token": token, "credential_id": id}),
-                    format!("credential {id}, token (shown once): {token}"),
+                    json!({"token": token, "credential_id": id, "expires_at_ms": expires}),
+                    format!(
+                        "credential {id}, valid until {}, token (shown once): {token}",
+                        instant(expires)
+                    ),
                 ),
             }
         }
@@ -371,9 +392,18 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 format!("credential {id} revoked: its token is refused from now on"),
             );
         }
-        ClientCmd::Credentials { role, actor, conn } => {
+        ClientCmd::Credentials {
+            role,
+            actor,
+            expiring_before,
+            conn,
+        } => {
             let mut c = Clients::from_conn(&conn).await?;
             let role = role.map_or(pb::Role::Unspecified, role_pb) as i32;
+            let expiring_before_ms = match expiring_before {
+                Some(day) => date_ms("expiring-before", &day, false)?,
+                None => 0,
+            };
             let mut after = String::new();
             loop {
                 let req = pb::ListCredentialsRequest {
@@ -381,19 +411,21 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                     actor_id: actor,
                     after,
                     page_size: 1_000,
+                    expiring_before_ms,
                 };
                 let page = c.registry.list_credentials(req).await?.into_inner();
                 for x in &page.credentials {
                     let role = pb::Role::try_from(x.role).unwrap_or(pb::Role::Unspecified);
-                    let state = match x.revoked_at_ms {
-                        0 => "live".to_owned(),
-                        at => format!("revoked at {at} ms"),
+                    let state = match (x.revoked_at_ms, x.expires_at_ms) {
+                        (0, 0) => "live, never expires".to_owned(),
+                        (0, at) => format!("live until {}", instant(at)),
+                        (at, _) => format!("revoked at {}", instant(at)),
                     };
                     out(
                         &conn,
                         json!({"credential_id": x.credential_id, "role": role.as_str_name(),
                             "actor_id": x.actor_id, "departements": x.departements,
-                            "revoked_at_ms": x.revoked_at_ms}),
+                            "revoked_at_ms": x.revoked_at_ms, "expires_at_ms": x.expires_at_ms}),
                         format!(
                             "{} {} {} {} {state}",
                             x.credential_id,

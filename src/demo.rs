@@ -1,16 +1,10 @@
 //! `passnum demo`: a whole day of the scheme against a running server, told as it happens.
 
 use crate::cli::Conn;
-use crate::client::{describe, request_id, CliError, Clients};
+use crate::client::{describe, now_ms, request_id, CliError, Clients};
 use crate::rpc::pb;
 
 const DAY_MS: i64 = 86_400_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 fn scanned(code: &str) -> Option<pb::PassCode> {
     Some(pb::PassCode {
@@ -74,6 +68,7 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
             role: pb::Role::Structure as i32,
             actor_id: s,
             departements: vec![],
+            valid_days: 1, // the demo's day
         })
         .await?
         .into_inner()

@@ -27,6 +27,7 @@ impl Directory {
                 f,
                 Fact::CredentialIssued { .. }
                     | Fact::CredentialRevoked { .. }
+                    | Fact::CredentialExpires { .. }
                     | Fact::SiteRegistered(_)
                     | Fact::SiteUpdated(_)
             )

@@ -38,10 +38,12 @@ async fn run(command: Cmd) -> Result<(), CliError> {
             tls_key,
             plaintext,
             offline_window_days,
+            credential_days,
         } => {
             let mut config = ServerConfig::new(listen, data);
-            config.engine.rules.offline_window_ms =
-                i64::from(offline_window_days) * passnum::domain::Timestamp::MS_PER_DAY;
+            let days = |n: u32| i64::from(n) * passnum::domain::Timestamp::MS_PER_DAY;
+            config.engine.rules.offline_window_ms = days(offline_window_days);
+            config.engine.rules.credential_lifetime_ms = days(credential_days);
             config.transport = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Transport::Tls { cert, key },
                 _ => Transport::Plaintext { asked: plaintext },

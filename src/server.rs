@@ -3,7 +3,7 @@
 
 use crate::code::Keyring;
 use crate::config::{ServerConfig, Transport};
-use crate::domain::{Command, Envelope, Role};
+use crate::domain::{Command, Envelope, Lifetime, Role};
 use crate::engine::{self, Clock, Ledger};
 use crate::rpc::budget::RefusalBudget;
 use crate::rpc::context::Ctx;
@@ -266,6 +266,7 @@ async fn bootstrap_operator(ctx: &Ctx, dir: &Path) -> Result<Option<PathBuf>, St
         command: Command::IssueCredential {
             token_hash: hash,
             role: Role::Operator,
+            lifetime: Lifetime::Never,
         },
     };
     ctx.engine

@@ -183,7 +183,8 @@ async fn every_rpc_with_every_role() {
                     request_id: rid(),
                     role: pb::Role::Site as i32,
                     actor_id: 4,
-                    departements: vec![]
+                    departements: vec![],
+                    valid_days: 0,
                 }
             ),
             &["op"],
@@ -883,6 +884,7 @@ async fn a_revoked_credential_is_refused_from_its_next_request_on() {
         role: pb::Role::Site as i32,
         actor_id: 1,
         departements: vec![],
+        valid_days: 0,
     };
     let mut reg = t.op.registry.clone();
     let issued = reg.issue_credential(issue).await.unwrap().into_inner();
@@ -944,6 +946,7 @@ async fn a_revoked_credential_is_refused_from_its_next_request_on() {
         actor_id,
         after: after.into(),
         page_size: 2,
+        expiring_before_ms: 0,
     };
     let (mut all, mut after) = (vec![], String::new());
     loop {
@@ -980,18 +983,8 @@ async fn a_revoked_credential_is_refused_from_its_next_request_on() {
     );
 
     // The same from the command line.
-    let dir = tempfile::tempdir().unwrap();
-    let op_file = dir.path().join("op.token");
-    std::fs::write(&op_file, &t.operator_token).unwrap();
-    let url = t.url();
-    let conn = [
-        "--json",
-        "--server",
-        &url,
-        "--token-file",
-        op_file.to_str().unwrap(),
-    ];
-    let cli = |args: &[&str]| cli_ok(&[args, &conn[..]].concat());
+    let op = t.cli_as(&t.operator_token);
+    let cli = |args: &[&str]| op.ok(args);
     let issued2: serde_json::Value =
         serde_json::from_str(&cli(&["credential", "--role", "site", "--actor", "1"])).unwrap();
     let id2 = issued2["credential_id"].as_str().unwrap();

@@ -598,6 +598,7 @@ fn registry_rules() {
                 Command::IssueCredential {
                     token_hash: [1; 32],
                     role: Role::Operator,
+                    lifetime: Lifetime::Longest,
                 },
                 Ok,
             ),
@@ -606,6 +607,7 @@ fn registry_rules() {
                 Command::IssueCredential {
                     token_hash: [1; 32],
                     role: Role::Operator,
+                    lifetime: Lifetime::Longest,
                 },
                 Refused("CREDENTIAL_EXISTS"),
             ),
@@ -614,6 +616,7 @@ fn registry_rules() {
                 Command::IssueCredential {
                     token_hash: [2; 32],
                     role: Role::Site(SiteId(99)),
+                    lifetime: Lifetime::Longest,
                 },
                 Refused("UNKNOWN_SITE"),
             ),
@@ -643,6 +646,7 @@ fn registry_rules() {
                 Command::IssueCredential {
                     token_hash: [1; 32],
                     role: Role::Operator,
+                    lifetime: Lifetime::Longest,
                 },
                 Refused("CREDENTIAL_EXISTS"),
             ),
@@ -657,6 +661,111 @@ fn registry_rules() {
             ("redeem at it", redeem(5, 4, Place::Site, "x"), Ok),
         ],
     );
+}
+
+/// A credential lives at most the rules' longest, from its issue; asked for nothing, it
+/// gets the longest. Only a ledger's first credential, the operator's, may never expire.
+#[test]
+fn a_credential_expires_within_the_longest_lifetime_and_only_the_first_never_does() {
+    use Expect::*;
+    let issue = |n: u8, role: Role, lifetime: Lifetime| Command::IssueCredential {
+        token_hash: [n; 32],
+        role,
+        lifetime,
+    };
+    let site = || Role::Site(SiteId(1));
+    let mut w = world();
+    let longest = w.rules.credential_lifetime_ms;
+    assert_eq!(longest, 400 * DAY);
+    check(
+        &mut w,
+        vec![
+            (
+                "a site's may not be endless",
+                issue(1, site(), Lifetime::Never),
+                Refused("CREDENTIAL_LIFETIME_OUT_OF_RANGE"),
+            ),
+            (
+                "the first, the operator's, may",
+                issue(1, Role::Operator, Lifetime::Never),
+                Ok,
+            ),
+            (
+                "a second operator's may not",
+                issue(2, Role::Operator, Lifetime::Never),
+                Refused("CREDENTIAL_LIFETIME_OUT_OF_RANGE"),
+            ),
+            (
+                "no time at all",
+                issue(2, site(), Lifetime::Ms(0)),
+                Refused("CREDENTIAL_LIFETIME_OUT_OF_RANGE"),
+            ),
+            (
+                "longer than the longest",
+                issue(2, site(), Lifetime::Ms(longest + 1)),
+                Refused("CREDENTIAL_LIFETIME_OUT_OF_RANGE"),
+            ),
+            ("the longest", issue(2, site(), Lifetime::Ms(longest)), Ok),
+            ("a day", issue(3, site(), Lifetime::Ms(DAY)), Ok),
+            ("unnamed", issue(4, Role::Operator, Lifetime::Longest), Ok),
+        ],
+    );
+    let now = w.now;
+    let expires = |n: u8| w.state.credentials[&[n; 32]].expires_at;
+    assert_eq!(expires(1), None);
+    assert_eq!(expires(2), Some(Timestamp(now.0 + longest)));
+    assert_eq!(expires(3), Some(Timestamp(now.0 + DAY)));
+    assert_eq!(expires(4), Some(Timestamp(now.0 + longest)));
+    let a_day = &w.state.credentials[&[3; 32]];
+    assert!(!a_day.has_expired(Timestamp(now.0 + DAY - 1)));
+    assert!(a_day.has_expired(Timestamp(now.0 + DAY)));
+    assert!(!w.state.credentials[&[1; 32]].has_expired(Timestamp(i64::MAX)));
+
+    // The expiry is a fact of the record that issues the credential, so a later change of
+    // the rules does not move it.
+    let body = match decide(
+        &w.state,
+        &w.rules,
+        now,
+        &Envelope {
+            request: None,
+            command: issue(5, site(), Lifetime::Ms(DAY)),
+        },
+    ) {
+        Decision::Record(body) => body,
+        d => panic!("{d:?}"),
+    };
+    assert_eq!(
+        body.facts,
+        [
+            Fact::CredentialIssued {
+                token_hash: [5; 32],
+                role: site()
+            },
+            Fact::CredentialExpires {
+                token_hash: [5; 32],
+                at: Timestamp(now.0 + DAY)
+            },
+        ]
+    );
+
+    // The rules' longest is the server's to set.
+    w.rules.credential_lifetime_ms = 30 * DAY;
+    check(
+        &mut w,
+        vec![(
+            "past the new longest",
+            issue(6, site(), Lifetime::Ms(31 * DAY)),
+            Refused("CREDENTIAL_LIFETIME_OUT_OF_RANGE"),
+        )],
+    );
+    w.run(issue(6, site(), Lifetime::Longest)).unwrap();
+    assert_eq!(expires_of(&w, 6), Some(Timestamp(now.0 + 30 * DAY)));
+    assert_eq!(expires_of(&w, 2), Some(Timestamp(now.0 + longest)));
+}
+
+fn expires_of(w: &World, n: u8) -> Option<Timestamp> {
+    w.state.credentials[&[n; 32]].expires_at
 }
 
 #[test]

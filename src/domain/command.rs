@@ -110,6 +110,7 @@ pub enum Command {
     IssueCredential {
         token_hash: [u8; 32],
         role: Role,
+        lifetime: Lifetime,
     },
     CreateOrder(NewOrder),
     Mint {
@@ -211,4 +212,17 @@ mod tests {
         ];
         assert_eq!(d.0, frozen);
     }
+}
+
+/// How long an issued credential lets its token in. A token on a lost tablet or in an old
+/// script stops working by itself; the operator rotates tokens before they expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lifetime {
+    /// The longest the rules allow (`Rules::credential_lifetime_ms`).
+    Longest,
+    /// This many ms from its issue, at most the longest.
+    Ms(i64),
+    /// Never expires: only the first credential of a ledger, the operator's that `serve`
+    /// writes into its data directory, from which every other is issued.
+    Never,
 }

@@ -28,6 +28,9 @@ pub struct Rules {
     /// How far ahead of the server's clock a device's scan time may be: its clock drifts.
     /// A scan time within it is taken as now; past it, the scan is refused.
     pub scan_clock_skew_ms: i64,
+    /// The longest a credential may be valid for, and what it gets when its issuer names
+    /// no lifetime: a year and a month, so a yearly rotation overlaps.
+    pub credential_lifetime_ms: i64,
 }
 
 impl Default for Rules {
@@ -38,6 +41,7 @@ impl Default for Rules {
             clearing_lines_max: 100_000,
             offline_window_ms: 15 * 24 * 3_600_000,
             scan_clock_skew_ms: 5 * 60_000,
+            credential_lifetime_ms: 400 * Timestamp::MS_PER_DAY,
         }
     }
 }
@@ -173,7 +177,11 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             };
             Ok(change(vec![fact], Outcome::SiteUpdated(*site)))
         }
-        IssueCredential { token_hash, role } => issue_credential(state, token_hash, role),
+        IssueCredential {
+            token_hash,
+            role,
+            lifetime,
+        } => issue_credential(state, rules, now, token_hash, role, *lifetime),
         RevokeCredential { token_hash } => revoke_credential(state, token_hash),
         CreateOrder(new) => create_order(state, now, new),
         Mint { order, serials } => mint(state, *order, serials),
@@ -258,7 +266,14 @@ fn register_structure(
     ))
 }
 
-fn issue_credential(state: &State, token_hash: &[u8; 32], role: &Role) -> Result<Step, Refusal> {
+fn issue_credential(
+    state: &State,
+    rules: &Rules,
+    now: Timestamp,
+    token_hash: &[u8; 32],
+    role: &Role,
+    lifetime: Lifetime,
+) -> Result<Step, Refusal> {
     if state.credentials.contains_key(token_hash) {
         return Err(Refusal::CredentialExists);
     }
@@ -277,11 +292,42 @@ fn issue_credential(state: &State, token_hash: &[u8; 32], role: &Role) -> Result
             state.sites.get(s).ok_or(Refusal::UnknownSite(*s))?;
         }
     }
-    let fact = Fact::CredentialIssued {
+    let expires_at = credential_expiry(state, rules, now, role, lifetime)?;
+    let mut facts = vec![Fact::CredentialIssued {
         token_hash: *token_hash,
         role: role.clone(),
+    }];
+    facts.extend(expires_at.map(|at| Fact::CredentialExpires {
+        token_hash: *token_hash,
+        at,
+    }));
+    Ok(change(facts, Outcome::CredentialIssued))
+}
+
+/// When a credential issued now expires. Only a ledger's first credential, the operator's,
+/// may never expire: every other one is issued by a credential, and lives at most the
+/// rules' longest.
+fn credential_expiry(
+    state: &State,
+    rules: &Rules,
+    now: Timestamp,
+    role: &Role,
+    lifetime: Lifetime,
+) -> Result<Option<Timestamp>, Refusal> {
+    let longest = rules.credential_lifetime_ms;
+    let out_of_range = Refusal::CredentialLifetimeOutOfRange {
+        longest_ms: longest,
     };
-    Ok(change(vec![fact], Outcome::CredentialIssued))
+    let ms = match lifetime {
+        Lifetime::Never if state.credentials.is_empty() && *role == Role::Operator => {
+            return Ok(None)
+        }
+        Lifetime::Never => return Err(out_of_range),
+        Lifetime::Longest => longest,
+        Lifetime::Ms(ms) if (1..=longest).contains(&ms) => ms,
+        Lifetime::Ms(_) => return Err(out_of_range),
+    };
+    Ok(Some(Timestamp(now.0.saturating_add(ms))))
 }
 
 fn revoke_credential(state: &State, token_hash: &[u8; 32]) -> Result<Step, Refusal> {
@@ -289,7 +335,7 @@ fn revoke_credential(state: &State, token_hash: &[u8; 32]) -> Result<Step, Refus
         .credentials
         .get(token_hash)
         .ok_or(Refusal::UnknownCredential)?;
-    if !c.is_live() {
+    if c.is_revoked() {
         return Err(Refusal::CredentialRevoked);
     }
     let fact = Fact::CredentialRevoked {

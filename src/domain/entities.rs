@@ -213,17 +213,25 @@ pub enum Role {
     Hub(BTreeSet<Departement>),
 }
 
-/// A bearer token, known by its hash: its role, and when it was revoked (a revoked token
-/// is kept, so that its holder is told so and its id never names another).
+/// A bearer token, known by its hash: its role, when it was revoked (a revoked token is
+/// kept, so that its holder is told so and its id never names another), and when it
+/// expires (`None`: never, for the bootstrap operator's and those issued before tokens
+/// had lifetimes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     pub role: Role,
     pub revoked_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Credential {
-    pub fn is_live(&self) -> bool {
-        self.revoked_at.is_none()
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// Whether its token is refused at `now` for its age (from its expiry on).
+    pub fn has_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
     }
 }
 

@@ -71,6 +71,11 @@ pub enum Fact {
     CredentialRevoked {
         token_hash: [u8; 32],
     },
+    /// The token just issued is refused from `at` on (in the record that issues it).
+    CredentialExpires {
+        token_hash: [u8; 32],
+        at: Timestamp,
+    },
 }
 
 /// The answer to an accepted command, remembered for retries.

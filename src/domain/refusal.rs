@@ -63,6 +63,8 @@ pub enum Refusal {
     // Offline scans: the scan time is outside what the ledger accepts.
     ScanTooOld { oldest: Timestamp },
     ScanInFuture { latest: Timestamp },
+    // Credentials: a lifetime is 1 ms up to the rules' longest.
+    CredentialLifetimeOutOfRange { longest_ms: i64 },
 }
 
 impl Refusal {
@@ -113,6 +115,7 @@ impl Refusal {
             NotSettled(_) => "NOT_SETTLED",
             ScanTooOld { .. } => "SCAN_TOO_OLD",
             ScanInFuture { .. } => "SCAN_IN_FUTURE",
+            CredentialLifetimeOutOfRange { .. } => "CREDENTIAL_LIFETIME_OUT_OF_RANGE",
         }
     }
 
@@ -154,6 +157,12 @@ impl Refusal {
             ReversalWindowClosed { until } => vec![("window_closed_at_ms", until.0.to_string())],
             ScanTooOld { oldest } => vec![("oldest_accepted_ms", oldest.0.to_string())],
             ScanInFuture { latest } => vec![("latest_accepted_ms", latest.0.to_string())],
+            CredentialLifetimeOutOfRange { longest_ms } => {
+                vec![(
+                    "longest_days",
+                    (longest_ms / Timestamp::MS_PER_DAY).to_string(),
+                )]
+            }
             _ => vec![],
         }
     }
@@ -217,6 +226,11 @@ impl fmt::Display for Refusal {
                 f,
                 "the scan time is ahead of the server's clock (latest accepted {} ms): check the device's clock",
                 latest.0
+            ),
+            CredentialLifetimeOutOfRange { longest_ms } => write!(
+                f,
+                "a credential is valid for 1 to {} days",
+                longest_ms / Timestamp::MS_PER_DAY
             ),
             RecordTooLarge { bytes, max } => {
                 write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")

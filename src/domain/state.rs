@@ -191,6 +191,7 @@ impl State {
                 let c = Credential {
                     role: role.clone(),
                     revoked_at: None,
+                    expires_at: None,
                 };
                 self.credentials.insert(*token_hash, c);
                 self.mark(Key::Credential(*token_hash));
@@ -200,6 +201,16 @@ impl State {
                     .get_mut(token_hash)
                     .expect("fact names a known credential")
                     .revoked_at = Some(at);
+                self.mark(Key::Credential(*token_hash));
+            }
+            Fact::CredentialExpires {
+                token_hash,
+                at: expires,
+            } => {
+                self.credentials
+                    .get_mut(token_hash)
+                    .expect("fact names a known credential")
+                    .expires_at = Some(*expires);
                 self.mark(Key::Credential(*token_hash));
             }
             Fact::OrderCreated(o) => {

@@ -43,11 +43,13 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-/// Finds the caller's role. The lookup is by hash, so no comparison of secrets leaks timing;
-/// the stored hash is then compared again in constant time (blake3::Hash's equality).
+/// Finds the caller's role at `now`. The lookup is by hash, so no comparison of secrets
+/// leaks timing; the stored hash is then compared again in constant time (blake3::Hash's
+/// equality).
 pub fn authenticate<T>(
     directory: &Directory,
     request: &tonic::Request<T>,
+    now: Timestamp,
 ) -> Result<Principal, Status> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
         errors::unauthenticated("MISSING_TOKEN", "send `authorization: Bearer <token>`")
@@ -67,10 +69,21 @@ pub fn authenticate<T>(
         .credentials
         .get(&hash)
         .ok_or_else(|| errors::unauthenticated("UNKNOWN_TOKEN", "this token is not known"))?;
-    if !credential.is_live() {
+    if credential.is_revoked() {
         return Err(errors::unauthenticated(
             "TOKEN_REVOKED",
             "this token was revoked: ask the operator for a new one",
+        ));
+    }
+    if let Some(at) = credential
+        .expires_at
+        .filter(|_| credential.has_expired(now))
+    {
+        return Err(errors::status(
+            tonic::Code::Unauthenticated,
+            "TOKEN_EXPIRED",
+            "this token has expired: ask the operator for a new one",
+            vec![("expired_at_ms", at.0.to_string())],
         ));
     }
     let role = credential.role.clone();

@@ -30,7 +30,7 @@ impl Ctx {
         &self,
         request: &tonic::Request<T>,
     ) -> Result<Principal, Status> {
-        let principal = auth::authenticate(&self.engine.directory(), request)?;
+        let principal = auth::authenticate(&self.engine.directory(), request, (self.clock)())?;
         let len = request.get_ref().encoded_len();
         if len > self.limits.request_bytes_max {
             return Err(errors::limit(

@@ -265,6 +265,15 @@ pub fn credential_info(id: &str, c: &Credential) -> pb::CredentialInfo {
         actor_id,
         departements,
         revoked_at_ms: c.revoked_at.map_or(0, |t| t.0),
+        expires_at_ms: c.expires_at.map_or(0, |t| t.0),
+    }
+}
+
+/// The lifetime an issuer asks for: 0 days, the longest the server allows.
+pub fn lifetime(valid_days: u32) -> Lifetime {
+    match valid_days {
+        0 => Lifetime::Longest,
+        days => Lifetime::Ms(i64::from(days) * Timestamp::MS_PER_DAY),
     }
 }
 

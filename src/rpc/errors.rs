@@ -52,7 +52,7 @@ pub fn refusal_code(r: &Refusal) -> Code {
         | ReversalWindowClosed { .. }
         | NotCancellable
         | ScanTooOld { .. } => Code::FailedPrecondition,
-        ScanInFuture { .. } => Code::InvalidArgument,
+        ScanInFuture { .. } | CredentialLifetimeOutOfRange { .. } => Code::InvalidArgument,
     }
 }
 

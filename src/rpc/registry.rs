@@ -165,26 +165,32 @@ impl Registry for RegistryService {
         let cmd = Command::IssueCredential {
             token_hash: hash,
             role: role.expect("checked"),
+            lifetime: convert::lifetime(r.valid_days),
         };
         let first = self
             .0
             .submit(&who, "IssueCredential", &r.request_id, r, cmd)
             .await?;
-        match first {
-            Outcome::CredentialIssued if self.0.read()?.credentials.contains_key(&hash) => {
-                Ok(Response::new(pb::IssueCredentialResponse {
-                    token,
-                    credential_id: auth::credential_id(&hash),
-                }))
-            }
-            Outcome::CredentialIssued => Err(errors::status(
-                tonic::Code::AlreadyExists,
-                "TOKEN_ALREADY_SHOWN",
-                "this request already issued a token, which is shown only once; issue a new one with a new request id",
-                vec![],
-            )),
-            o => Err(errors::unexpected(o)),
-        }
+        // The outcome of a retry names the first request's token, not this one's.
+        let expires_at = match first {
+            Outcome::CredentialIssued => match self.0.read()?.credentials.get(&hash) {
+                Some(issued) => issued.expires_at,
+                None => {
+                    return Err(errors::status(
+                        tonic::Code::AlreadyExists,
+                        "TOKEN_ALREADY_SHOWN",
+                        "this request already issued a token, which is shown only once; issue a new one with a new request id",
+                        vec![],
+                    ))
+                }
+            },
+            o => return Err(errors::unexpected(o)),
+        };
+        Ok(Response::new(pb::IssueCredentialResponse {
+            token,
+            credential_id: auth::credential_id(&hash),
+            expires_at_ms: expires_at.map_or(0, |t| t.0),
+        }))
     }
 
     async fn revoke_credential(
@@ -261,6 +267,7 @@ impl Registry for RegistryService {
             (role == pb::Role::Unspecified || info.role == role as i32)
                 && (r.actor_id == 0 || info.actor_id == r.actor_id)
                 && info.credential_id.as_str() > r.after.as_str()
+                && (r.expiring_before_ms == 0 || expiring(info, r.expiring_before_ms))
         };
         let directory = self.0.engine.directory();
         let mut page: Vec<pb::CredentialInfo> = directory
@@ -291,4 +298,9 @@ impl Registry for RegistryService {
         self.0.settle().await?;
         Ok(Response::new(convert::site_info(&site)))
     }
+}
+
+/// A credential to renew before `before`: live, and expiring by then (expired ones too).
+fn expiring(info: &pb::CredentialInfo, before: i64) -> bool {
+    info.revoked_at_ms == 0 && info.expires_at_ms != 0 && info.expires_at_ms < before
 }

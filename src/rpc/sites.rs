@@ -73,7 +73,7 @@ impl Sites for SitesService {
         &self,
         req: Request<Streaming<pb::ImportChunk>>,
     ) -> Result<Response<pb::ImportReport>, Status> {
-        let who = super::auth::authenticate(&self.0.engine.directory(), &req)?;
+        let who = super::auth::authenticate(&self.0.engine.directory(), &req, (self.0.clock)())?;
         let scope = scope(&who)?;
         let limits = &self.0.limits;
         let mut stream = req.into_inner();

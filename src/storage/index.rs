@@ -32,7 +32,7 @@
 //! | `w`    | workshop id BE      | WorkshopSession           |
 //! | `r`    | request digest (16) | Remembered                |
 //! | `a`    | postcard(Account)   | i64 balance               |
-//! | `k`    | token hash          | Credential (role, revoked at) |
+//! | `k`    | token hash          | Credential (role, revoked at, expires at) |
 //! | `x`    | settlement id BE    | Settlement                |
 //! | `v`    | position BE         | Reversal                  |
 
@@ -203,7 +203,7 @@ fn value_of(state: &State, key: &Key) -> Encode {
 }
 
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
-const FORMAT: u32 = 5;
+const FORMAT: u32 = 6;
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.

@@ -144,6 +144,7 @@ impl TestServer {
             role: role as i32,
             actor_id,
             departements: departements.iter().map(|d| d.to_string()).collect(),
+            valid_days: 0,
         };
         let issued = self.op.registry.clone().issue_credential(req).await;
         issued.unwrap().into_inner().token
@@ -159,6 +160,44 @@ pub fn cli_ok(args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     String::from_utf8(run.stdout).unwrap()
+}
+
+/// The command line as a token's holder runs it against a test server, with `--json`.
+pub struct CliAs {
+    _dir: tempfile::TempDir,
+    conn: Vec<String>,
+}
+
+impl CliAs {
+    /// Runs `args` with the connection's; asserts it succeeded; returns what it printed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let conn: Vec<&str> = self.conn.iter().map(String::as_str).collect();
+        cli_ok(&[args, &conn].concat())
+    }
+
+    /// Runs `args` with the connection's, whatever comes of it.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+            .args(args)
+            .args(&self.conn)
+            .output()
+            .unwrap()
+    }
+}
+
+impl TestServer {
+    /// The command line holding `token` (in a file of its own).
+    pub fn cli_as(&self, token: &str) -> CliAs {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cli.token");
+        std::fs::write(&file, token).unwrap();
+        let conn = ["--json", "--server", &self.url(), "--token-file"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([file.to_str().unwrap().to_owned()])
+            .collect();
+        CliAs { _dir: dir, conn }
+    }
 }
 
 pub fn rid() -> String {

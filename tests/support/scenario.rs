@@ -43,6 +43,7 @@ pub async fn redemption_scenario(
         role: role as i32,
         actor_id: 1,
         departements: vec![],
+        valid_days: 0,
     };
     let token = reg
         .issue_credential(credential)
