@@ -336,12 +336,16 @@ mod any_tail {
 /// encodes back to its exact bytes, the chain and the money invariants hold, and a store
 /// opens on them. A change to a record's types that would break the logs already written
 /// (a variant inserted before others, a field moved) fails here. Between them they hold
-/// 19 of the 20 kinds of fact (not `SiteUpdated`), refusals among them:
+/// all 21 kinds of fact, and refusals remembered for their request ids:
 /// - `ledger-2026-12.log`: the demo's day (`passnum demo`), a site import, a credential
 ///   issued then revoked;
 /// - `ledger-2026-12-clearing.log`: written by a test's server on its own clock: IBANs
 ///   set, a site closed, three redemptions for two structures, a clearing run on February
-///   1st, one settlement paid and one returned, then the expiry sweep a year on.
+///   1st, one settlement paid and one returned, then the expiry sweep a year on;
+/// - `ledger-2026-12-offline.log`: the same way: the open-data file imported, then again
+///   with a site's opening hours changed; a bus's credential valid 30 days and one asked
+///   for 401 days; a bus's offline scans: one two days old, one past the window, one
+///   ahead of the clock.
 #[test]
 fn ledgers_written_by_an_earlier_version_still_read_byte_for_byte() {
     let demo = golden(
@@ -365,6 +369,9 @@ fn ledgers_written_by_an_earlier_version_still_read_byte_for_byte() {
             "SiteRegistered",
             "StructureRegistered",
             "WorkshopHeld",
+            "refused ALREADY_REDEEMED",
+            "refused NOT_ACTIVATED",
+            "refused OUTSIDE_PERIMETER",
         ]
     );
     let clearing = golden(
@@ -389,6 +396,29 @@ fn ledgers_written_by_an_earlier_version_still_read_byte_for_byte() {
             "SiteRegistered",
             "StructureIbanSet",
             "StructureRegistered",
+        ]
+    );
+    let offline = golden(
+        "ledger-2026-12-offline.log",
+        19,
+        "7e448b4abe459dfc409760d7dbfe19ddebea43c2e1d8c2ab2bb3657129df62ae",
+    );
+    assert_eq!(
+        offline,
+        [
+            "CommanditaireRegistered",
+            "CredentialExpires",
+            "CredentialIssued",
+            "OrderCreated",
+            "OrderFunded",
+            "PassRedeemed",
+            "PassesMinted",
+            "SiteRegistered",
+            "SiteUpdated",
+            "StructureRegistered",
+            "refused CREDENTIAL_LIFETIME_OUT_OF_RANGE",
+            "refused SCAN_IN_FUTURE",
+            "refused SCAN_TOO_OLD",
         ]
     );
 }
@@ -421,6 +451,9 @@ fn golden(name: &str, records: u64, head: &str) -> Vec<String> {
                 serde_json::Value::Object(m) => m.keys().next().unwrap().clone(),
                 other => other.to_string(),
             });
+        }
+        if let Err(refusal) = &rec.body.result {
+            kinds.insert(format!("refused {}", refusal.reason()));
         }
         at += used;
     }
