@@ -20,3 +20,4 @@ pub mod rpc;
 pub mod server;
 pub mod storage;
 pub mod stress;
+pub mod tls;

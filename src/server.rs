@@ -9,6 +9,7 @@ use crate::rpc::budget::RefusalBudget;
 use crate::rpc::context::Ctx;
 use crate::rpc::pb;
 use crate::rpc::{auth, clearing, issuance, ledger, redemption, registry, sites};
+use crate::tls::Certificates;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), String>>,
     syncs: Arc<engine::SyncStats>,
+    tls: Option<Arc<Certificates>>,
 }
 
 impl RunningServer {
@@ -61,6 +63,15 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.done.await.map_err(|e| e.to_string())?
+    }
+
+    /// Reads the TLS certificate and key files again (what SIGHUP does): new connections
+    /// get the new certificate. On an error the one in use stays. Without TLS, an error.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(certs) => certs.reload(),
+            None => Err("this server does not serve TLS".into()),
+        }
     }
 
     /// Waits until the server stops by itself (a signal, or a failure).
@@ -97,7 +108,7 @@ fn load_or_create_keys(dir: &Path) -> Result<Keyring, String> {
 
 pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, String> {
     // First: a transport that cannot be served stops the start before the ledger opens.
-    let builder = transport(&config)?;
+    let (builder, tls) = transport(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let keys = load_or_create_keys(&config.data_dir)?;
@@ -118,6 +129,8 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         readers: Arc::new(tokio::sync::Semaphore::new(config.limits.readers_max)),
     });
     let operator_token_file = bootstrap_operator(&ctx, &config.data_dir).await?;
+    // Before listening: a SIGHUP that found no handler would end the process.
+    let reloader = tls.clone().map(reload_on_sighup).transpose()?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -126,20 +139,31 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
     let router = router(ctx, &config, builder).await?;
+    let acceptor = tls.clone().map(crate::tls::acceptor).transpose()?;
     let done = tokio::spawn(async move {
-        // TCP_NODELAY: without it, Nagle holds a small reply until the client's delayed ACK
-        // (40 ms on Linux); measured, every workshop took 44 ms. (tonic sets it only on
-        // listeners it binds itself.)
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let served = router
-            .serve_with_incoming_shutdown(incoming, async {
-                tokio::select! {
-                    _ = shutdown_rx => {}
-                    _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
-                }
-            })
-            .await;
+        let stop = async {
+            tokio::select! {
+                _ = shutdown_rx => {}
+                _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
+            }
+        };
+        let served = match acceptor {
+            Some(acceptor) => {
+                let incoming = crate::tls::incoming(listener, acceptor);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                // TCP_NODELAY: without it, Nagle holds a small reply until the client's
+                // delayed ACK (40 ms on Linux); measured, every workshop took 44 ms.
+                // (tonic sets it only on listeners it binds itself.)
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         sweeper.abort();
         let _ = sweeper.await;
         // The services and the sweeper held the last engine handles: the writer now drains
@@ -156,30 +180,49 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         shutdown: Some(shutdown_tx),
         done,
         syncs,
+        tls,
     })
 }
 
 /// The server's transport: TLS from its files; or plaintext, on a loopback address or
 /// when asked for. Tokens and pass codes must not cross a network in the clear by default.
-fn transport(config: &ServerConfig) -> Result<tonic::transport::Server, String> {
+/// TLS is ours (`crate::tls`), not tonic's, so that its certificate can be replaced.
+fn transport(
+    config: &ServerConfig,
+) -> Result<(tonic::transport::Server, Option<Arc<Certificates>>), String> {
     let builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.limits.connection_requests_max);
     match &config.transport {
-        Transport::Tls { cert, key } => {
-            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-            let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-            builder
-                .tls_config(tls)
-                .map_err(|e| format!("TLS certificate or key: {e}"))
-        }
+        Transport::Tls { cert, key } => Ok((builder, Some(Certificates::load(cert, key)?))),
         Transport::Plaintext { asked: false } if !config.listen.ip().is_loopback() => Err(format!(
             "listening on {} without TLS would send tokens and pass codes in the clear: give \
              --tls-cert and --tls-key, or --plaintext behind a proxy that terminates TLS",
             config.listen
         )),
-        Transport::Plaintext { .. } => Ok(builder),
+        Transport::Plaintext { .. } => Ok((builder, None)),
     }
+}
+
+/// Reads the TLS files again on each SIGHUP, as certificate renewal tools signal.
+#[cfg(unix)]
+fn reload_on_sighup(certs: Arc<Certificates>) -> Result<tokio::task::JoinHandle<()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; the certificate in use stays")
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_: Arc<Certificates>) -> Result<tokio::task::JoinHandle<()>, String> {
+    Ok(tokio::spawn(async {}))
 }
 
 async fn router(

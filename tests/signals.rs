@@ -1,5 +1,6 @@
 //! The real binary: `serve` stops gracefully on SIGTERM (exit 0, index checkpointed) and
-//! starts again on the same data directory without creating a second operator credential.
+//! starts again on the same data directory without creating a second operator credential;
+//! it reads its TLS certificate again on SIGHUP.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -34,12 +35,16 @@ fn wait_listening(port: u16) {
     }
 }
 
-fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+fn signal(child: &std::process::Child, which: &str) {
     let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([which, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    signal(child, "-TERM");
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -153,4 +158,70 @@ fn serve_stops_gracefully_on_sigterm_and_restarts() {
         lines.next().is_none(),
         "no new operator credential on restart"
     );
+}
+
+/// A renewal tool replaces the certificate files and sends SIGHUP: new connections get the
+/// new certificate, with no restart.
+#[test]
+fn sighup_serves_a_renewed_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let pair = || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (made.cert.pem(), made.signing_key.serialize_pem())
+    };
+    let ((old_cert, old_key), (new_cert, new_key)) = (pair(), pair());
+    let (cert, key) = (file("cert.pem", &old_cert), file("key.pem", &old_key));
+    let (old_ca, new_ca) = (file("old-ca.pem", &old_cert), file("new-ca.pem", &new_cert));
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    let head_trusting = |ca: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_passnum"))
+            .args([
+                "ledger",
+                "head",
+                "--server",
+                &format!("https://localhost:{port}"),
+            ])
+            .arg("--ca-file")
+            .arg(ca)
+            .arg("--token-file")
+            .arg(data.join("operator.token"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(head_trusting(&old_ca));
+    assert!(!head_trusting(&new_ca));
+
+    std::fs::write(&cert, &new_cert).unwrap();
+    std::fs::write(&key, &new_key).unwrap();
+    signal(&child, "-HUP");
+    let start = Instant::now();
+    while !head_trusting(&new_ca) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the new certificate was not served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!head_trusting(&old_ca));
+    assert!(sigterm_and_wait(&mut child).success());
 }
