@@ -153,6 +153,11 @@ pub enum ClientCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The credential of the token given: its id, role and when it expires (any role).
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Lists credentials, revoked ones included (operator).
     Credentials {
         #[arg(long, value_enum)]

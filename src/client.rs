@@ -146,6 +146,30 @@ fn instant(ms: i64) -> String {
     )
 }
 
+/// One credential, a line of text or of JSON.
+fn credential_out(conn: &Conn, x: &pb::CredentialInfo) {
+    use serde_json::json;
+    let role = pb::Role::try_from(x.role).unwrap_or(pb::Role::Unspecified);
+    let state = match (x.revoked_at_ms, x.expires_at_ms) {
+        (0, 0) => "live, never expires".to_owned(),
+        (0, at) => format!("live until {}", instant(at)),
+        (at, _) => format!("revoked at {}", instant(at)),
+    };
+    out(
+        conn,
+        json!({"credential_id": x.credential_id, "role": role.as_str_name(),
+            "actor_id": x.actor_id, "departements": x.departements,
+            "revoked_at_ms": x.revoked_at_ms, "expires_at_ms": x.expires_at_ms}),
+        format!(
+            "{} {} {} {} {state}",
+            x.credential_id,
+            role.as_str_name(),
+            x.actor_id,
+            x.departements.join(",")
+        ),
+    );
+}
+
 pub fn request_id() -> String {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).expect("the OS random source works");
@@ -392,6 +416,14 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 format!("credential {id} revoked: its token is refused from now on"),
             );
         }
+        ClientCmd::Whoami { conn } => {
+            let mut c = Clients::from_conn(&conn).await?;
+            let own = pb::GetOwnCredentialRequest {};
+            credential_out(
+                &conn,
+                &c.registry.get_own_credential(own).await?.into_inner(),
+            );
+        }
         ClientCmd::Credentials {
             role,
             actor,
@@ -415,25 +447,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 };
                 let page = c.registry.list_credentials(req).await?.into_inner();
                 for x in &page.credentials {
-                    let role = pb::Role::try_from(x.role).unwrap_or(pb::Role::Unspecified);
-                    let state = match (x.revoked_at_ms, x.expires_at_ms) {
-                        (0, 0) => "live, never expires".to_owned(),
-                        (0, at) => format!("live until {}", instant(at)),
-                        (at, _) => format!("revoked at {}", instant(at)),
-                    };
-                    out(
-                        &conn,
-                        json!({"credential_id": x.credential_id, "role": role.as_str_name(),
-                            "actor_id": x.actor_id, "departements": x.departements,
-                            "revoked_at_ms": x.revoked_at_ms, "expires_at_ms": x.expires_at_ms}),
-                        format!(
-                            "{} {} {} {} {state}",
-                            x.credential_id,
-                            role.as_str_name(),
-                            x.actor_id,
-                            x.departements.join(",")
-                        ),
-                    );
+                    credential_out(&conn, x);
                 }
                 if page.next_after.is_empty() {
                     break;

@@ -211,6 +211,11 @@ async fn every_rpc_with_every_role() {
             &["op"],
         ),
         (
+            "GetOwnCredential",
+            call!(registry, get_own_credential, pb::GetOwnCredentialRequest {}),
+            &["op", "c1", "c2", "s1", "s2", "l1", "h33", "h75"],
+        ),
+        (
             "GetSite",
             call!(registry, get_site, pb::GetSiteRequest { site_id: 1 }),
             &["op", "s1", "l1", "h33"],

@@ -78,6 +78,21 @@ async fn a_token_is_refused_from_its_expiry_on() {
     assert_eq!(to_renew(&t, now + 401 * DAY).await, both);
 
     let short = t.client(Some(&day.token)).await;
+    // A device reads its own credential, to renew it in time.
+    let mut registry = short.registry.clone();
+    let own = registry
+        .get_own_credential(pb::GetOwnCredentialRequest {})
+        .await;
+    let own = own.unwrap().into_inner();
+    assert_eq!(
+        (own.credential_id, own.role, own.actor_id, own.expires_at_ms),
+        (
+            day.credential_id.clone(),
+            pb::Role::Site as i32,
+            1,
+            now + DAY
+        )
+    );
     t.set_now(now + DAY - 1);
     let mut r = short.redemptions.clone();
     r.redeem(redeem_req(&p[0].code, 1, None, "aide"))
@@ -177,6 +192,16 @@ async fn the_longest_lifetime_is_the_servers_and_the_cli_shows_lifetimes() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["credential_id"], issued["credential_id"]);
     assert_eq!(listed[0]["expires_at_ms"], now + 2 * DAY);
+    let site = t.cli_as(issued["token"].as_str().unwrap());
+    let own = json(site.ok(&["whoami"]));
+    assert_eq!(
+        (&own["credential_id"], &own["role"], &own["expires_at_ms"]),
+        (
+            &issued["credential_id"],
+            &"ROLE_SITE".into(),
+            &(now + 2 * DAY).into()
+        )
+    );
     let bad = op.output(&["credentials", "--expiring-before", "2026-02-30"]);
     assert_eq!(bad.status.code(), Some(2));
     t.stop().await;

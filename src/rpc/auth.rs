@@ -14,6 +14,8 @@ pub struct Principal {
     pub role: Role,
     /// Request ids are scoped to the credential that sent them.
     pub scope: String,
+    /// The hash that names the credential in the state.
+    pub token_hash: [u8; 32],
 }
 
 /// A fresh token from the OS CSPRNG, and the hash that is stored.
@@ -91,6 +93,7 @@ pub fn authenticate<T>(
     Ok(Principal {
         role,
         scope: credential_id(&hash),
+        token_hash: hash,
     })
 }
 

@@ -288,6 +288,19 @@ impl Registry for RegistryService {
         }))
     }
 
+    async fn get_own_credential(
+        &self,
+        req: Request<pb::GetOwnCredentialRequest>,
+    ) -> Result<Response<pb::CredentialInfo>, Status> {
+        let who = self.0.auth(&req)?;
+        let directory = self.0.engine.directory();
+        let own = directory
+            .credentials
+            .get(&who.token_hash)
+            .ok_or_else(|| errors::refused(&Refusal::UnknownCredential))?;
+        Ok(Response::new(convert::credential_info(&who.scope, own)))
+    }
+
     async fn get_site(
         &self,
         req: Request<pb::GetSiteRequest>,
