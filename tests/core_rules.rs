@@ -717,9 +717,13 @@ fn a_credential_expires_within_the_longest_lifetime_and_only_the_first_never_doe
     assert_eq!(expires(3), Some(Timestamp(now.0 + DAY)));
     assert_eq!(expires(4), Some(Timestamp(now.0 + longest)));
     let a_day = &w.state.credentials[&[3; 32]];
-    assert!(!a_day.has_expired(Timestamp(now.0 + DAY - 1)));
-    assert!(a_day.has_expired(Timestamp(now.0 + DAY)));
-    assert!(!w.state.credentials[&[1; 32]].has_expired(Timestamp(i64::MAX)));
+    assert_eq!(a_day.expired(Timestamp(now.0 + DAY - 1)), None);
+    let end = Timestamp(now.0 + DAY);
+    assert_eq!(a_day.expired(end), Some(end));
+    assert_eq!(
+        w.state.credentials[&[1; 32]].expired(Timestamp(i64::MAX)),
+        None
+    );
 
     // The expiry is a fact of the record that issues the credential, so a later change of
     // the rules does not move it.

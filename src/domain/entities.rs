@@ -229,9 +229,9 @@ impl Credential {
         self.revoked_at.is_some()
     }
 
-    /// Whether its token is refused at `now` for its age (from its expiry on).
-    pub fn has_expired(&self, now: Timestamp) -> bool {
-        self.expires_at.is_some_and(|at| now >= at)
+    /// When its token expired, if it has by `now` (it is refused from its expiry on).
+    pub fn expired(&self, now: Timestamp) -> Option<Timestamp> {
+        self.expires_at.filter(|at| now >= *at)
     }
 }
 

@@ -77,10 +77,7 @@ pub fn authenticate<T>(
             "this token was revoked: ask the operator for a new one",
         ));
     }
-    if let Some(at) = credential
-        .expires_at
-        .filter(|_| credential.has_expired(now))
-    {
+    if let Some(at) = credential.expired(now) {
         return Err(errors::status(
             tonic::Code::Unauthenticated,
             "TOKEN_EXPIRED",
