@@ -45,6 +45,15 @@ pub struct Limits {
     pub page_credentials_max: u32,
     /// Requests in progress on one connection.
     pub connection_requests_max: usize,
+    /// Connections open at once: thousands of sites' devices with room to spare, each
+    /// holding its buffers; past it a new one is closed at once (`gate`). The process's
+    /// descriptor limit (`ulimit -n`) must be above it.
+    pub connections_max: usize,
+    /// How often HTTP/2 pings a connection, and how long it waits for the answer before
+    /// closing it: a peer that vanished (a bus out of coverage, a laptop shut) otherwise
+    /// holds its connection and its place until the kernel gives up, hours later.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
     /// Settlements in one ListSettlements page.
     pub page_settlements_max: u32,
     /// Rows of one reconciliation: a département's structures × sites × orders stay in the
@@ -88,6 +97,9 @@ impl Default for Limits {
             request_bytes_max: 1 << 20,
             transport_bytes_max: 4 << 20,
             connection_requests_max: 256,
+            connections_max: 8_192,
+            keepalive_interval_ms: 60_000,
+            keepalive_timeout_ms: 20_000,
             import_bytes_max: 12 << 20,
             import_rows_max: 30_000,
             page_sites_max: 1_000,

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod export;
+pub mod gate;
 pub mod opendata;
 pub mod render;
 pub mod rpc;

@@ -5,6 +5,7 @@ use crate::code::Keyring;
 use crate::config::{ServerConfig, Transport};
 use crate::domain::{Command, Envelope, Lifetime, Role};
 use crate::engine::{self, Clock, Ledger};
+use crate::gate;
 use crate::rpc::budget::RefusalBudget;
 use crate::rpc::context::Ctx;
 use crate::rpc::pb;
@@ -140,6 +141,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
     let router = router(ctx, &config, builder).await?;
     let acceptor = tls.clone().map(crate::tls::acceptor).transpose()?;
+    let connections_max = config.limits.connections_max;
     let done = tokio::spawn(async move {
         let stop = async {
             tokio::select! {
@@ -150,6 +152,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         let served = match acceptor {
             Some(acceptor) => {
                 let incoming = crate::tls::incoming(listener, acceptor);
+                let incoming = gate::bounded(incoming, connections_max);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             None => {
@@ -158,6 +161,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
                 // (tonic sets it only on listeners it binds itself.)
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = gate::bounded(incoming, connections_max);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };
@@ -190,8 +194,12 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
 fn transport(
     config: &ServerConfig,
 ) -> Result<(tonic::transport::Server, Option<Arc<Certificates>>), String> {
+    let limits = &config.limits;
+    let ms = std::time::Duration::from_millis;
     let builder = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(config.limits.connection_requests_max);
+        .concurrency_limit_per_connection(limits.connection_requests_max)
+        .http2_keepalive_interval(Some(ms(limits.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(ms(limits.keepalive_timeout_ms)));
     match &config.transport {
         Transport::Tls { cert, key } => Ok((builder, Some(Certificates::load(cert, key)?))),
         Transport::Plaintext { asked: false } if !config.listen.ip().is_loopback() => Err(format!(
