@@ -150,8 +150,10 @@ fn instant(ms: i64) -> String {
 fn credential_out(conn: &Conn, x: &pb::CredentialInfo) {
     use serde_json::json;
     let role = pb::Role::try_from(x.role).unwrap_or(pb::Role::Unspecified);
+    // Expired or not by this machine's clock: the server refuses by its own.
     let state = match (x.revoked_at_ms, x.expires_at_ms) {
         (0, 0) => "live, never expires".to_owned(),
+        (0, at) if at <= now_ms() => format!("expired at {}", instant(at)),
         (0, at) => format!("live until {}", instant(at)),
         (at, _) => format!("revoked at {}", instant(at)),
     };

@@ -202,6 +202,18 @@ async fn the_longest_lifetime_is_the_servers_and_the_cli_shows_lifetimes() {
             &(now + 2 * DAY).into()
         )
     );
+    // For people: this machine's clock is past the test's January 2026.
+    let text = op.text(&["credentials"]);
+    let id = issued["credential_id"].as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(id) && l.ends_with("expired at 2026-01-04T00:00:00Z")),
+        "{text}"
+    );
+    assert!(
+        text.contains("ROLE_OPERATOR 0  live, never expires"),
+        "{text}"
+    );
     let bad = op.output(&["credentials", "--expiring-before", "2026-02-30"]);
     assert_eq!(bad.status.code(), Some(2));
     t.stop().await;

@@ -175,6 +175,12 @@ impl CliAs {
         cli_ok(&[args, &conn].concat())
     }
 
+    /// The same, printing text for people rather than JSON.
+    pub fn text(&self, args: &[&str]) -> String {
+        let conn: Vec<&str> = self.conn[1..].iter().map(String::as_str).collect();
+        cli_ok(&[args, &conn].concat())
+    }
+
     /// Runs `args` with the connection's, whatever comes of it.
     pub fn output(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
@@ -191,6 +197,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cli.token");
         std::fs::write(&file, token).unwrap();
+        // `--json` first: `text` leaves it out.
         let conn = ["--json", "--server", &self.url(), "--token-file"]
             .map(str::to_owned)
             .into_iter()
