@@ -19,6 +19,9 @@ pub const SCANS_MAX: usize = 100_000;
 pub const IN_FLIGHT_MAX: usize = 64;
 /// Tries per scan while the server answers "later" (unavailable, queue full, budget spent).
 const TRIES: u32 = 4;
+/// A token that expires within this many days gets a warning at each sync: a bus syncs
+/// every fortnight.
+const TOKEN_WARNING_DAYS: i64 = 15;
 
 /// The device's export: one scan per row, columns in any order.
 pub const COLUMNS: [&str; 7] = [
@@ -316,11 +319,36 @@ pub async fn sync_file(
             scans.len()
         )));
     }
+    check_token(c).await?;
     rows.extend(sync(c, scans, in_flight).await);
     rows.sort_by_key(|r| r.line);
     std::fs::write(out, results_csv(&rows))
         .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     Ok(tally(&rows))
+}
+
+/// A token the server refuses (expired, revoked) would leave every scan unanswered: say so
+/// once and send nothing. One close to its expiry gets a warning, so the device asks for a
+/// new one in time. Other failures are left to each scan's own answer.
+async fn check_token(c: &Clients) -> Result<(), CliError> {
+    let mut registry = c.registry.clone();
+    match registry
+        .get_own_credential(pb::GetOwnCredentialRequest {})
+        .await
+    {
+        Err(status) if status.code() == Code::Unauthenticated => Err(status.into()),
+        Ok(own) if own.get_ref().expires_at_ms != 0 => {
+            let at = own.get_ref().expires_at_ms;
+            if at - crate::client::now_ms() < TOKEN_WARNING_DAYS * Timestamp::MS_PER_DAY {
+                eprintln!(
+                    "warning: this token expires at {}Z: ask the operator for a new one",
+                    crate::export::iso_datetime(Timestamp(at))
+                );
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

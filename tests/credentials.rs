@@ -216,6 +216,27 @@ async fn the_longest_lifetime_is_the_servers_and_the_cli_shows_lifetimes() {
     );
     let bad = op.output(&["credentials", "--expiring-before", "2026-02-30"]);
     assert_eq!(bad.status.code(), Some(2));
+    // A device's sync warns while its token nears its end, and once the token is refused
+    // sends nothing: every scan would come back unanswered.
+    let dir = tempfile::tempdir().unwrap();
+    let (scans, results) = (dir.path().join("scans.csv"), dir.path().join("results.csv"));
+    let row = format!("request_id,scanned_at,code,site_id,service\ns-1,{now},PN1:X,1,aide\n");
+    std::fs::write(&scans, row).unwrap();
+    let (scans, results) = (scans.to_str().unwrap(), results.to_str().unwrap());
+    let sync = site.output(&["sync-scans", scans, "--out", results]);
+    let said = String::from_utf8_lossy(&sync.stderr);
+    assert_eq!(sync.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("warning: this token expires at 2026-01-04T00:00:00Z"),
+        "{said}"
+    );
+    std::fs::remove_file(results).unwrap();
+    t.set_now(now + 2 * DAY);
+    let sync = site.output(&["sync-scans", scans, "--out", results]);
+    let said = String::from_utf8_lossy(&sync.stderr);
+    assert_eq!(sync.status.code(), Some(1), "{said}");
+    assert!(said.contains("TOKEN_EXPIRED"), "{said}");
+    assert!(!std::path::Path::new(results).exists());
     t.stop().await;
 
     // The server's flag is bounded.
