@@ -341,8 +341,8 @@ async fn check_token(c: &Clients) -> Result<(), CliError> {
             let at = own.get_ref().expires_at_ms;
             if at - crate::client::now_ms() < TOKEN_WARNING_DAYS * Timestamp::MS_PER_DAY {
                 eprintln!(
-                    "warning: this token expires at {}Z: ask the operator for a new one",
-                    crate::export::iso_datetime(Timestamp(at))
+                    "warning: this token expires at {}: ask the operator for a new one",
+                    crate::client::instant(at)
                 );
             }
             Ok(())

@@ -139,7 +139,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// An instant as people read it: "2027-02-05T10:00:00Z".
-fn instant(ms: i64) -> String {
+pub fn instant(ms: i64) -> String {
     format!(
         "{}Z",
         crate::export::iso_datetime(crate::domain::Timestamp(ms))

@@ -786,9 +786,9 @@ async fn tokens_cross_a_network_only_inside_tls() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = file("cert.pem", made.cert.pem());
-    let key = file("key.pem", made.signing_key.serialize_pem());
+    let (made_cert, made_key) = self_signed();
+    let cert = file("cert.pem", made_cert);
+    let key = file("key.pem", made_key);
     let other_key = file(
         "other.pem",
         rcgen::KeyPair::generate().unwrap().serialize_pem(),

@@ -2,6 +2,7 @@
 //! starts again on the same data directory without creating a second operator credential;
 //! it reads its TLS certificate again on SIGHUP.
 
+mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -170,10 +171,7 @@ fn sighup_serves_a_renewed_tls_certificate() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let pair = || {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        (made.cert.pem(), made.signing_key.serialize_pem())
-    };
+    let pair = common::self_signed;
     let ((old_cert, old_key), (new_cert, new_key)) = (pair(), pair());
     let (cert, key) = (file("cert.pem", &old_cert), file("key.pem", &old_key));
     let (old_ca, new_ca) = (file("old-ca.pem", &old_cert), file("new-ca.pem", &new_cert));

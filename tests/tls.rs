@@ -11,12 +11,6 @@ use passnum::domain::Timestamp;
 use passnum::rpc::pb;
 use std::path::{Path, PathBuf};
 
-/// A self-signed certificate for localhost and its key, as PEM.
-fn self_signed() -> (String, String) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    (made.cert.pem(), made.signing_key.serialize_pem())
-}
-
 /// Replaces a file the way renewal tools do: written aside, then renamed over it.
 fn replace(path: &Path, text: &str) {
     let aside = path.with_extension("new");

@@ -207,6 +207,12 @@ impl TestServer {
     }
 }
 
+/// A self-signed certificate for localhost and its key, as PEM.
+pub fn self_signed() -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (made.cert.pem(), made.signing_key.serialize_pem())
+}
+
 pub fn rid() -> String {
     passnum::client::request_id()
 }
