@@ -152,7 +152,7 @@ fn main() {
     // Most of the scheme's passes are live and unredeemed at any time.
     let active = |i| {
         let (serial, mut pass) = pass(i);
-        (pass.status, pass.redemption) = (PassStatus::Active, None);
+        (pass.status, pass.redeemed) = (PassStatus::Active, None);
         (serial, pass)
     };
     memory("active", n, active, encoded);

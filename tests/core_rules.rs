@@ -832,11 +832,7 @@ fn workshop_gives_one_outcome_per_pass() {
     );
     assert_eq!(id, WorkshopId(1));
     assert_eq!(
-        w.state.passes[&serial(201)]
-            .redemption
-            .as_ref()
-            .unwrap()
-            .workshop,
+        w.state.passes[&serial(201)].redemption().unwrap().workshop,
         Some(id)
     );
     assert_eq!(w.state.balance(Account::Payable(StructureId(1))), -4000);
@@ -1112,11 +1108,7 @@ fn clearing_settles_each_redemption_once_with_proofs() {
         (vec![SettlementId(3), SettlementId(4)], 2, Cents(2000))
     );
     assert_eq!(
-        w.state.passes[&serial(3)]
-            .redemption
-            .as_ref()
-            .unwrap()
-            .settlement,
+        w.state.passes[&serial(3)].redemption().unwrap().settlement,
         Some(SettlementId(4))
     );
 }
@@ -1273,7 +1265,7 @@ fn an_offline_scan_is_judged_at_its_scan_time_within_the_window() {
         Timestamp(now - 3 * DAY),
         "the redemption is dated by its scan"
     );
-    let kept = w.state.passes[&serial(1)].redemption.clone().unwrap();
+    let kept = w.state.passes[&serial(1)].redemption().cloned().unwrap();
     assert_eq!(kept.at, Timestamp(now - 3 * DAY));
     let reverse = Command::Reverse {
         serial: serial(1),
@@ -1282,9 +1274,9 @@ fn an_offline_scan_is_judged_at_its_scan_time_within_the_window() {
     check(
         &mut w,
         vec![(
-            "the reversal window counts from the scan",
+            "the reversal window counts from the scan's arrival, not from the scan",
             reverse,
-            Refused("REVERSAL_WINDOW_CLOSED"),
+            Ok,
         )],
     );
     let Outcome::Redeemed(r) = w.run(scanned(2, now + skew)).unwrap() else {
@@ -1368,14 +1360,25 @@ fn a_scan_that_arrives_after_its_month_was_cleared_is_settled_by_the_next_run() 
     let late = serial(7);
     w.run(scanned(7, cut_off - 2 * DAY)).unwrap();
     assert!(w.state.passes[&late]
-        .redemption
-        .as_ref()
+        .redemption()
         .unwrap()
         .settlement
         .is_none());
-    let (ids, lines, total, remaining) = cleared(
+    let (ids, ..) = cleared(
         w.run(Command::RunClearing {
             cut_off: Timestamp(cut_off),
+        })
+        .unwrap(),
+    );
+    assert!(
+        ids.is_empty(),
+        "the same cut-off again finds nothing: the scan reached the ledger after it"
+    );
+    let next_month = cut_off + 30 * DAY;
+    w.now = Timestamp(next_month + DAY);
+    let (ids, lines, total, remaining) = cleared(
+        w.run(Command::RunClearing {
+            cut_off: Timestamp(next_month),
         })
         .unwrap(),
     );
@@ -1383,14 +1386,71 @@ fn a_scan_that_arrives_after_its_month_was_cleared_is_settled_by_the_next_run() 
         (ids.len(), lines, total, remaining),
         (1, 1, Cents(1000), false)
     );
-    let settled = w.state.passes[&late]
-        .redemption
-        .as_ref()
-        .unwrap()
-        .settlement;
+    let s = &w.state.settlements[&ids[0]];
+    assert_eq!(
+        (s.lines[0].serial, s.lines[0].redeemed_at),
+        (late, Timestamp(cut_off - 2 * DAY)),
+        "settled by the next month's run, dated by its scan"
+    );
+    let settled = w.state.passes[&late].redemption().unwrap().settlement;
+    assert_eq!(settled, Some(ids[0]), "settled once");
+}
+
+/// A bus syncs a fortnight of scans at once: each may still be reversed for the whole window
+/// after it reached the ledger, and no clearing run takes it before that window closes.
+#[test]
+fn a_late_scan_can_be_reversed_for_a_window_after_it_arrives_and_is_cleared_after_it() {
+    use Expect::*;
+    let mut w = world();
+    let window = w.rules.reversal_window_ms;
+    let arrival = T0 + 20 * DAY;
+    w.now = Timestamp(arrival);
+    for (n, days_ago) in [(1, 14), (2, 14), (3, 10)] {
+        w.run(scanned(n, arrival - days_ago * DAY)).unwrap();
+    }
+    let reverse = |n| Command::Reverse {
+        serial: serial(n),
+        site: SiteId(1),
+    };
+    let clear = |cut_off| Command::RunClearing {
+        cut_off: Timestamp(cut_off),
+    };
+    w.now = Timestamp(arrival + window - 1);
+    let (ids, ..) = cleared(w.run(clear(arrival + window - 1)).unwrap());
+    assert!(
+        ids.is_empty(),
+        "no run takes a scan whose reversal window is open, however old the scan"
+    );
+    check(&mut w, vec![("the last ms of the window", reverse(1), Ok)]);
+    w.now = Timestamp(arrival + window);
+    check(
+        &mut w,
+        vec![(
+            "the window closed",
+            reverse(2),
+            Refused("REVERSAL_WINDOW_CLOSED"),
+        )],
+    );
+    assert_eq!(
+        w.run(reverse(3)),
+        Err(Refusal::ReversalWindowClosed {
+            until: Timestamp(arrival + window)
+        }),
+        "the refusal says when the window closed"
+    );
+    let (ids, lines, total, _) = cleared(w.run(clear(arrival + window)).unwrap());
+    assert_eq!((ids.len(), lines, total), (1, 2, Cents(2000)));
+    let settled: Vec<(Serial, Timestamp)> = w.state.settlements[&ids[0]]
+        .lines
+        .iter()
+        .map(|l| (l.serial, l.redeemed_at))
+        .collect();
     assert_eq!(
         settled,
-        Some(ids[0]),
-        "settled once, by the run after it arrived"
+        vec![
+            (serial(2), Timestamp(arrival - 14 * DAY)),
+            (serial(3), Timestamp(arrival - 10 * DAY)),
+        ],
+        "the reversed scan is not paid; the others are, dated by their scans"
     );
 }

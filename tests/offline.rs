@@ -170,6 +170,7 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
     cli_ok(&args);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), results);
     assert_eq!(head(&t.op).await.seq, before);
+
     assert_chain_verifies(&t).await;
     t.stop().await;
 }
@@ -201,4 +202,74 @@ async fn with_the_window_at_zero_only_scans_sent_as_they_happen_redeem() {
         .unwrap();
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("0..=60"));
+}
+
+/// A bus syncs scans ten days old on January 31 at noon (UTC). Each can still be reversed for
+/// 24 h after it reached the ledger, and February's run (cut-off February 1, 00:00 in Paris)
+/// leaves them for March's, when that window has closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_synced_late_can_be_reversed_for_a_day_and_waits_for_the_next_run() {
+    let t = TestServer::start().await;
+    let (token, p) = bus_and_passes(&t).await;
+    let mut bus = t.client(Some(&token)).await.redemptions;
+    let synced = T0 + 30 * DAY + 12 * 3_600_000;
+    t.set_now(synced);
+    for (pass, scanned_day) in [(&p[0], 20), (&p[1], 21)] {
+        let r = scan(&pass.code, 0, T0 + scanned_day * DAY);
+        bus.redeem(r).await.unwrap();
+    }
+    let info = passes(&t.op, 1).await;
+    let r = info[1].redemption.as_ref().unwrap();
+    assert_eq!(
+        (r.at_ms, r.recorded_at_ms),
+        (T0 + 21 * DAY, synced),
+        "dated by its scan, recorded at its sync"
+    );
+    let reverse = |pass: &pb::PassInfo| pb::ReverseRequest {
+        request_id: rid(),
+        pass: scanned(&pass.code),
+        site_id: 2,
+    };
+    t.set_now(synced + DAY - 1);
+    bus.reverse(reverse(&p[0])).await.unwrap();
+    t.set_now(synced + DAY);
+    let s = refused(
+        bus.reverse(reverse(&p[1])).await,
+        Code::FailedPrecondition,
+        "REVERSAL_WINDOW_CLOSED",
+    );
+    assert!(
+        s.message().contains(&(synced + DAY).to_string()),
+        "{}",
+        s.message()
+    );
+
+    let mut cl = t.op.clearing.clone();
+    let run = |cut_off: &str| pb::RunClearingRequest {
+        cut_off: cut_off.into(),
+    };
+    t.set_now(T0 + 33 * DAY);
+    let feb = cl
+        .run_clearing(run("2026-02-01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (feb.settlements, feb.lines),
+        (0, 0),
+        "its reversal window was open at the cut-off"
+    );
+    t.set_now(T0 + 62 * DAY);
+    let march = cl
+        .run_clearing(run("2026-03-01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (march.settlements, march.lines, march.total_cents),
+        (1, 1, 1000),
+        "the scan not reversed is paid once, in March"
+    );
+    assert_chain_verifies(&t).await;
+    t.stop().await;
 }

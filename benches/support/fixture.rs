@@ -43,15 +43,18 @@ pub fn redeemed_pass(i: u64) -> Pass {
         order: OrderId(1 + i / 100_000),
         index: (i % 100_000) as u32,
         status: PassStatus::Redeemed,
-        redemption: Some(Box::new(Redemption {
-            at: Timestamp(T0 + i as i64),
-            site: SiteId(1 + i % 1000),
-            structure: StructureId(1 + i % 100),
-            stop: None,
-            commune: InseeCode::parse("33063").unwrap(),
-            service: ServiceCode::parse("aide").unwrap(),
-            workshop: None,
-            settlement: None,
+        redeemed: Some(Box::new(LiveRedemption {
+            redemption: Redemption {
+                at: Timestamp(T0 + i as i64),
+                site: SiteId(1 + i % 1000),
+                structure: StructureId(1 + i % 100),
+                stop: None,
+                commune: InseeCode::parse("33063").unwrap(),
+                service: ServiceCode::parse("aide").unwrap(),
+                workshop: None,
+                settlement: None,
+            },
+            recorded_at: Timestamp(T0 + i as i64),
         })),
         closed_at: None,
     }

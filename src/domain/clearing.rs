@@ -2,12 +2,13 @@
 //!
 //! A run is defined by its cut-off alone: it takes every redeemed, unsettled pass whose
 //! redemption happened before the cut-off and whose reversal window had closed by then.
+//! That window opens when the redemption reached the ledger: an offline scan synced late
+//! waits for the run after its window closes, so its site can still reverse a mistake.
 //! So a second run with the same cut-off finds nothing new, and a run cut short (records
 //! are bounded, so a large run spans several) resumes where it stopped: each redemption is
 //! settled exactly once. A settlement is then paid (the bank executed it) or rejected (the
 //! bank returned it: its lines go back to the next run).
 
-use super::entities::*;
 use super::merkle;
 use super::serial::Serial;
 use super::state::State;
@@ -82,14 +83,11 @@ impl Settlement {
     }
 }
 
-/// Whether a redemption belongs to the run with this cut-off.
-pub fn eligible(r: &Redemption, cut_off: Timestamp, reversal_window_ms: i64) -> bool {
-    r.settlement.is_none() && eligible_at(r.at, cut_off, reversal_window_ms)
-}
-
-/// Redeemed before the cut-off, and its reversal window closed by then.
-fn eligible_at(at: Timestamp, cut_off: Timestamp, reversal_window_ms: i64) -> bool {
-    at < cut_off && at.plus_ms(reversal_window_ms) <= cut_off
+/// The reversal window of a redemption recorded at `recorded_at` closed by the cut-off.
+/// `unsettled` is ordered by `recorded_at`, so the redemptions for which this holds are a
+/// prefix of it.
+fn window_closed(recorded_at: Timestamp, cut_off: Timestamp, reversal_window_ms: i64) -> bool {
+    recorded_at.plus_ms(reversal_window_ms) <= cut_off
 }
 
 /// The next settlements of a run, and whether eligible redemptions remain after them.
@@ -115,7 +113,8 @@ pub fn next_settlements(
     for (structure, unsettled) in &state.unsettled {
         let mut due = unsettled
             .iter()
-            .take_while(|(at, _)| eligible_at(*at, cut_off, reversal_window_ms))
+            .take_while(|(recorded_at, _)| window_closed(*recorded_at, cut_off, reversal_window_ms))
+            .filter(|(_, serial)| redeemed_at(state, *serial) < cut_off)
             .peekable();
         if due.peek().is_none() {
             continue;
@@ -154,12 +153,16 @@ pub fn next_settlements(
     }
 }
 
+fn redeemed_at(state: &State, serial: Serial) -> Timestamp {
+    state.passes[&serial]
+        .redemption()
+        .expect("unsettled passes are redeemed")
+        .at
+}
+
 fn line(state: &State, serial: Serial) -> SettlementLine {
     let pass = &state.passes[&serial];
-    let r = pass
-        .redemption
-        .as_ref()
-        .expect("unsettled passes are redeemed");
+    let r = pass.redemption().expect("unsettled passes are redeemed");
     let order = &state.orders[&pass.order];
     SettlementLine {
         serial,

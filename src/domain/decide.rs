@@ -14,7 +14,7 @@ use std::collections::HashSet;
 /// Rules an operator sets, not facts of the scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rules {
-    /// How long a site may reverse its own redemption.
+    /// How long a site may reverse its own redemption, from when it reached the ledger.
     pub reversal_window_ms: i64,
     /// How many orders one expiry sweep record covers, to bound the record's size.
     pub sweep_orders_max: usize,
@@ -673,11 +673,7 @@ fn reverse(
     check_reversible(state, now, rules.reversal_window_ms, serial, site)?;
     let pass = &state.passes[&serial];
     let order = &state.orders[&pass.order];
-    let structure = pass
-        .redemption
-        .as_ref()
-        .expect("checked reversible")
-        .structure;
+    let structure = pass.redemption().expect("checked reversible").structure;
     let face = order.face_value.0;
     let c = order.commanditaire;
     let mut effects = Effects {

@@ -162,6 +162,29 @@ pub struct Redemption {
     pub settlement: Option<SettlementId>,
 }
 
+/// A pass's live redemption as the state holds it: the fact, and when its record was
+/// written. The two differ for an offline scan, synced up to `offline_window_ms` late: its
+/// reversal window runs from its arrival, so a bus that syncs a fortnight of scans can
+/// still give back a mistaken one, and clearing waits for that window to close.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRedemption {
+    pub redemption: Redemption,
+    pub recorded_at: Timestamp,
+}
+
+impl LiveRedemption {
+    /// Until when its site may reverse it.
+    pub fn reversible_until(&self, window_ms: i64) -> Timestamp {
+        self.recorded_at.plus_ms(window_ms)
+    }
+
+    /// Where it sits in its structure's queue of unsettled redemptions: clearing takes
+    /// them in the order their reversal windows close.
+    pub fn unsettled_key(&self, serial: Serial) -> (Timestamp, Serial) {
+        (self.recorded_at, serial)
+    }
+}
+
 /// A redemption given back: kept so that reports can state what was reversed, and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reversal {
@@ -180,10 +203,16 @@ pub struct Pass {
     pub status: PassStatus,
     /// Boxed: most passes are never redeemed or not yet, and the state holds every pass
     /// (13 million at national scale), so an unredeemed pass costs a pointer, not a
-    /// redemption's 96 bytes. The encoding is the same.
-    pub redemption: Option<Box<Redemption>>,
+    /// redemption's hundred-odd bytes. The encoding is the same.
+    pub redeemed: Option<Box<LiveRedemption>>,
     /// When the pass stopped being live (cancelled or expired).
     pub closed_at: Option<Timestamp>,
+}
+
+impl Pass {
+    pub fn redemption(&self) -> Option<&Redemption> {
+        self.redeemed.as_deref().map(|r| &r.redemption)
+    }
 }
 
 /// A collective workshop: the same facts as a conseiller numérique's activity report,

@@ -29,8 +29,7 @@ pub fn prove(state: &State, serial: Serial) -> Result<PassProof, Refusal> {
         .get(&serial)
         .ok_or(Refusal::UnknownPass(serial))?;
     let id = pass
-        .redemption
-        .as_ref()
+        .redemption()
         .and_then(|r| r.settlement)
         .ok_or(Refusal::NotSettled(serial))?;
     let s = &state.settlements[&id];

@@ -195,7 +195,7 @@ fn pass_counts(state: &State, order: &Order) -> OrderStatement {
             PassStatus::Active => st.active.add(face),
             PassStatus::Redeemed => {
                 st.redeemed.add(face);
-                let settlement = pass.redemption.as_ref().and_then(|r| r.settlement);
+                let settlement = pass.redemption().and_then(|r| r.settlement);
                 if let Some(s) = settlement.and_then(|id| state.settlements.get(&id)) {
                     st.settled.add(face);
                     if matches!(s.status, SettlementStatus::Paid { .. }) {
@@ -290,7 +290,7 @@ pub fn reconcile(
     };
     let mut rows: BTreeMap<ReconKey, ReconRow> = BTreeMap::new();
     for pass in state.passes.values() {
-        let Some(r) = pass.redemption.as_ref() else {
+        let Some(r) = pass.redemption() else {
             continue;
         };
         if !in_scope(r.commune) || !in_period(r.at) {
@@ -406,7 +406,7 @@ pub fn usage(
 ) -> BTreeMap<(UsageKey, ServiceCode), Tally> {
     let mut out: BTreeMap<(UsageKey, ServiceCode), Tally> = BTreeMap::new();
     for pass in state.passes.values() {
-        let Some(r) = pass.redemption.as_ref() else {
+        let Some(r) = pass.redemption() else {
             continue;
         };
         let order = &state.orders[&pass.order];

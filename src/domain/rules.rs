@@ -73,7 +73,7 @@ pub fn check_redeemable<'s>(
         .expect("a pass's order exists");
     check_status(pass, order)?;
     check_clock(order, now)?;
-    if let Some(r) = &pass.redemption {
+    if let Some(r) = pass.redemption() {
         return Err(Refusal::AlreadyRedeemed {
             at: r.at,
             site: r.site,
@@ -116,7 +116,8 @@ fn check_clock(order: &Order, now: Timestamp) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A reversal is allowed to the site that redeemed, within the window, before clearing.
+/// A reversal is allowed to the site that redeemed, before clearing, within the window
+/// that opened when the redemption reached the ledger (an offline scan's, at its sync).
 pub fn check_reversible(
     state: &State,
     now: Timestamp,
@@ -128,14 +129,15 @@ pub fn check_reversible(
         .passes
         .get(&serial)
         .ok_or(Refusal::UnknownPass(serial))?;
-    let r = pass.redemption.as_ref().ok_or(Refusal::NotRedeemed)?;
+    let live = pass.redeemed.as_deref().ok_or(Refusal::NotRedeemed)?;
+    let r = &live.redemption;
     if r.site != site {
         return Err(Refusal::WrongSite { site: r.site });
     }
     if let Some(s) = r.settlement {
         return Err(Refusal::AlreadySettled(s));
     }
-    let until = r.at.plus_ms(window_ms);
+    let until = live.reversible_until(window_ms);
     if now >= until {
         return Err(Refusal::ReversalWindowClosed { until });
     }

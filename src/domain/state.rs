@@ -54,9 +54,10 @@ pub struct State {
     pub settlements: BTreeMap<SettlementId, Settlement>,
     /// Every reversal, in ledger order (the pass itself forgets the redemption).
     pub reversals: Vec<Reversal>,
-    /// Redemptions not (or no longer) in a settlement, per structure, oldest first: clearing
-    /// reads only these, so a run costs what it settles, not what the ledger holds. Derived
-    /// from `passes` (never stored), kept by `apply` and by `load_pass`.
+    /// Redemptions not (or no longer) in a settlement, per structure, in the order they
+    /// reached the ledger (`LiveRedemption::unsettled_key`): clearing reads only these, so a
+    /// run costs what it settles, not what the ledger holds. Derived from `passes` (never
+    /// stored), kept by `apply` and by `load_pass`.
     pub unsettled: BTreeMap<StructureId, BTreeSet<(Timestamp, Serial)>>,
     /// The sequence number of the last record applied, and that record's hash (set by
     /// storage, which computes hashes: the core never hashes).
@@ -228,22 +229,28 @@ impl State {
                 self.mark(Key::Workshop(w.id));
             }
             Fact::PassRedeemed { serial, redemption } => {
+                let live = LiveRedemption {
+                    redemption: redemption.clone(),
+                    recorded_at: at,
+                };
+                let key = live.unsettled_key(*serial);
                 let pass = self.pass_mut(*serial);
                 pass.status = PassStatus::Redeemed;
-                pass.redemption = Some(Box::new(redemption.clone()));
-                self.mark_unsettled(redemption.structure, redemption.at, *serial, true);
+                pass.redeemed = Some(Box::new(live));
+                self.mark_unsettled(redemption.structure, key, true);
             }
             Fact::RedemptionReversed { serial, .. } => {
                 let pass = self.pass_mut(*serial);
                 pass.status = PassStatus::Active;
                 let order = pass.order;
-                if let Some(r) = pass.redemption.take() {
-                    self.mark_unsettled(r.structure, r.at, *serial, false);
+                if let Some(r) = pass.redeemed.take() {
+                    let key = r.unsettled_key(*serial);
+                    self.mark_unsettled(r.redemption.structure, key, false);
                     self.mark(Key::Reversal(self.reversals.len() as u64));
                     self.reversals.push(Reversal {
                         serial: *serial,
                         order,
-                        redemption: *r,
+                        redemption: r.redemption,
                         reversed_at: at,
                     });
                 }
@@ -252,8 +259,8 @@ impl State {
             Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
             Fact::SettlementCreated(s) => {
                 for line in s.lines.iter() {
-                    self.redemption_mut(line.serial).settlement = Some(s.id);
-                    self.mark_unsettled(s.structure, line.redeemed_at, line.serial, false);
+                    let key = self.settle(line.serial, Some(s.id));
+                    self.mark_unsettled(s.structure, key, false);
                 }
                 self.settlements.insert(s.id, s.clone());
                 self.mark(Key::Settlement(s.id));
@@ -266,11 +273,10 @@ impl State {
                 s.status = status.clone();
                 if matches!(status, SettlementStatus::Rejected { .. }) {
                     let structure = s.structure;
-                    let lines: Vec<(Timestamp, Serial)> =
-                        s.lines.iter().map(|l| (l.redeemed_at, l.serial)).collect();
-                    for (at, serial) in lines {
-                        self.redemption_mut(serial).settlement = None;
-                        self.mark_unsettled(structure, at, serial, true);
+                    let serials: Vec<Serial> = s.lines.iter().map(|l| l.serial).collect();
+                    for serial in serials {
+                        let key = self.settle(serial, None);
+                        self.mark_unsettled(structure, key, true);
                     }
                 }
                 self.mark(Key::Settlement(*settlement));
@@ -282,11 +288,11 @@ impl State {
         }
     }
 
-    fn mark_unsettled(&mut self, s: StructureId, at: Timestamp, serial: Serial, on: bool) {
+    fn mark_unsettled(&mut self, s: StructureId, key: (Timestamp, Serial), on: bool) {
         if on {
-            self.unsettled.entry(s).or_default().insert((at, serial));
+            self.unsettled.entry(s).or_default().insert(key);
         } else if let Some(set) = self.unsettled.get_mut(&s) {
-            set.remove(&(at, serial));
+            set.remove(&key);
             if set.is_empty() {
                 self.unsettled.remove(&s);
             }
@@ -300,7 +306,7 @@ impl State {
                 order,
                 index: index as u32,
                 status: PassStatus::Minted,
-                redemption: None,
+                redeemed: None,
                 closed_at: None,
             };
             self.passes.insert(*serial, pass);
@@ -336,11 +342,16 @@ impl State {
             .get_mut(&serial)
             .expect("fact names a known pass")
     }
-    fn redemption_mut(&mut self, serial: Serial) -> &mut Redemption {
-        self.pass_mut(serial)
-            .redemption
+    /// Sets the settlement that pays a redeemed pass (`None`: the bank returned it), and
+    /// says where the pass sits among its structure's unsettled redemptions.
+    fn settle(&mut self, serial: Serial, settlement: Option<SettlementId>) -> (Timestamp, Serial) {
+        let live = self
+            .pass_mut(serial)
+            .redeemed
             .as_mut()
-            .expect("a settled pass is redeemed")
+            .expect("a settled pass is redeemed");
+        live.redemption.settlement = settlement;
+        live.unsettled_key(serial)
     }
     fn order_mut(&mut self, order: OrderId) -> &mut Order {
         self.orders
@@ -374,14 +385,11 @@ impl State {
     /// Puts a pass loaded from storage (start-up), replacing an earlier value of it: nothing
     /// becomes dirty.
     pub fn load_pass(&mut self, pass: Pass) {
-        if let Some(old) = self.passes.get(&pass.serial) {
-            if let Some(r) = old.redemption.as_ref().filter(|r| r.settlement.is_none()) {
-                let (s, at, serial) = (r.structure, r.at, old.serial);
-                self.mark_unsettled(s, at, serial, false);
-            }
+        if let Some((s, key)) = self.passes.get(&pass.serial).and_then(unsettled_entry) {
+            self.mark_unsettled(s, key, false);
         }
-        if let Some(r) = pass.redemption.as_ref().filter(|r| r.settlement.is_none()) {
-            self.mark_unsettled(r.structure, r.at, pass.serial, true);
+        if let Some((s, key)) = unsettled_entry(&pass) {
+            self.mark_unsettled(s, key, true);
         }
         self.passes.insert(pass.serial, pass);
     }
@@ -406,7 +414,7 @@ impl State {
                 .ok_or("a pass names an unknown order")?;
             let face = order.face_value.0;
             let c = order.commanditaire;
-            if (pass.status == PassStatus::Redeemed) != pass.redemption.is_some() {
+            if (pass.status == PassStatus::Redeemed) != pass.redeemed.is_some() {
                 return Err(format!(
                     "pass {} has a redemption that does not match its status",
                     pass.serial
@@ -415,14 +423,10 @@ impl State {
             match pass.status {
                 PassStatus::Active => *outstanding.entry(c).or_default() += face,
                 PassStatus::Redeemed => {
-                    let r = pass.redemption.as_ref().expect("checked above");
-                    if r.settlement.is_none() {
-                        *payable.entry(r.structure).or_default() += face;
+                    if let Some((s, key)) = unsettled_entry(pass) {
+                        *payable.entry(s).or_default() += face;
                         unsettled += 1;
-                        let tracked = self
-                            .unsettled
-                            .get(&r.structure)
-                            .is_some_and(|set| set.contains(&(r.at, pass.serial)));
+                        let tracked = self.unsettled.get(&s).is_some_and(|set| set.contains(&key));
                         if !tracked {
                             return Err(format!(
                                 "pass {} is unsettled but not tracked",
@@ -517,7 +521,7 @@ impl State {
                 let points_back = self
                     .passes
                     .get(&line.serial)
-                    .and_then(|p| p.redemption.as_ref())
+                    .and_then(Pass::redemption)
                     .and_then(|r| r.settlement)
                     == Some(s.id);
                 if points_back == rejected {
@@ -541,6 +545,15 @@ impl State {
         }
         Ok((paid, in_payment))
     }
+}
+
+/// A redeemed pass that no settlement pays: its structure, and its place in `unsettled`.
+fn unsettled_entry(pass: &Pass) -> Option<(StructureId, (Timestamp, Serial))> {
+    let live = pass.redeemed.as_deref()?;
+    let r = &live.redemption;
+    r.settlement
+        .is_none()
+        .then(|| (r.structure, live.unsettled_key(pass.serial)))
 }
 
 fn expect_eq(

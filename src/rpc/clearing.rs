@@ -88,7 +88,7 @@ impl ClearingService {
         let hidden = || errors::refused(&Refusal::UnknownPass(serial));
         let pass = state.passes.get(&serial).ok_or_else(hidden)?;
         let order = &state.orders[&pass.order];
-        let r = pass.redemption.as_ref();
+        let r = pass.redemption();
         let ok = match &who.role {
             Role::Operator => true,
             Role::Commanditaire(c) => *c == order.commanditaire,

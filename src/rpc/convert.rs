@@ -200,14 +200,18 @@ pub fn pass_info(keys: &Keyring, pass: &Pass, order: &Order) -> pb::PassInfo {
         carnet: pass.index / order.carnet_size,
         index: pass.index,
         status: pass_status(pass.status) as i32,
-        redemption: pass.redemption.as_ref().map(|r| pb::Redemption {
-            at_ms: r.at.0,
-            site_id: r.site.0,
-            structure_id: r.structure.0,
-            insee_code: r.commune.to_string(),
-            service: r.service.as_str().to_owned(),
-            workshop_id: r.workshop.map_or(0, |w| w.0),
-            stop_plus_one: r.stop.map_or(0, |s| s + 1),
+        redemption: pass.redeemed.as_deref().map(|live| {
+            let r = &live.redemption;
+            pb::Redemption {
+                at_ms: r.at.0,
+                site_id: r.site.0,
+                structure_id: r.structure.0,
+                insee_code: r.commune.to_string(),
+                service: r.service.as_str().to_owned(),
+                workshop_id: r.workshop.map_or(0, |w| w.0),
+                stop_plus_one: r.stop.map_or(0, |s| s + 1),
+                recorded_at_ms: live.recorded_at.0,
+            }
         }),
         face_value_cents: order.face_value.0,
         expires_at_ms: order.expires_at().0,

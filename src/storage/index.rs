@@ -203,7 +203,7 @@ fn value_of(state: &State, key: &Key) -> Encode {
 }
 
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
-const FORMAT: u32 = 6;
+const FORMAT: u32 = 7;
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.
@@ -752,7 +752,7 @@ mod tests {
             order: OrderId(1),
             index: 0,
             status,
-            redemption: None,
+            redeemed: None,
             closed_at: None,
         };
         let remembered = Remembered {

@@ -59,7 +59,14 @@ pub enum Op {
 pub enum MStatus {
     Minted,
     Active,
-    Redeemed { site: u64, at: i64, settled: bool },
+    /// `at`: when the service took place (an offline scan's time); `recorded`: when the
+    /// redemption reached the ledger, from which its reversal window runs.
+    Redeemed {
+        site: u64,
+        at: i64,
+        recorded: i64,
+        settled: bool,
+    },
     Cancelled,
     Expired,
 }
@@ -127,8 +134,14 @@ impl Model {
             Op::Clear => {
                 let now = self.now;
                 for p in &mut self.passes {
-                    if let MStatus::Redeemed { at, settled, .. } = p {
-                        if *at < now && *at + 24 * HOUR <= now {
+                    if let MStatus::Redeemed {
+                        at,
+                        recorded,
+                        settled,
+                        ..
+                    } = p
+                    {
+                        if *at < now && *recorded + 24 * HOUR <= now {
                             *settled = true;
                         }
                     }
@@ -168,6 +181,7 @@ impl Model {
         self.passes[p] = MStatus::Redeemed {
             site,
             at,
+            recorded: self.now,
             settled: false,
         };
         "OK"
@@ -176,8 +190,9 @@ impl Model {
     fn reverse(&mut self, p: usize, site: u64) -> &'static str {
         let MStatus::Redeemed {
             site: at_site,
-            at,
+            recorded,
             settled,
+            ..
         } = self.passes[p]
         else {
             return "NOT_REDEEMED";
@@ -188,7 +203,7 @@ impl Model {
         if settled {
             return "ALREADY_SETTLED";
         }
-        if self.now >= at + 24 * HOUR {
+        if self.now >= recorded + 24 * HOUR {
             return "REVERSAL_WINDOW_CLOSED";
         }
         let order = p / PASSES_PER_ORDER as usize;
