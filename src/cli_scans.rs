@@ -5,7 +5,7 @@
 //! way, and nothing is redeemed twice.
 
 use crate::client::{CliError, Clients};
-use crate::domain::{parse_instant, Timestamp};
+use crate::domain::{parse_instant, Serial, Timestamp};
 use crate::opendata::{csv_field, records, FileError};
 use crate::rpc::pb;
 use std::time::Duration;
@@ -53,20 +53,15 @@ pub enum Answer {
     Redeemed {
         serial: String,
         redeemed_at_ms: i64,
+        /// Redeemed by an earlier sync of this scan (see `earlier_sync`).
+        earlier: bool,
     },
     /// The ledger refused it, for good: its reason is the machine-readable one.
-    Refused {
-        reason: String,
-        message: String,
-    },
+    Refused { reason: String, message: String },
     /// The row could not be read; it was not sent.
-    Invalid {
-        message: String,
-    },
+    Invalid { message: String },
     /// No answer (server unreachable or busy): run the sync again.
-    Unanswered {
-        message: String,
-    },
+    Unanswered { message: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,16 +188,47 @@ async fn send(
                 return Answer::Redeemed {
                     serial: r.serial,
                     redeemed_at_ms: r.redeemed_at_ms,
+                    earlier: false,
                 };
             }
             Err(status) if answers_later(&status) && try_ < TRIES => {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(status) => return answer_of(&status),
+            Err(status) => return earlier_sync(&status, s).unwrap_or_else(|| answer_of(&status)),
         }
     }
     unreachable!("the last try returns")
+}
+
+/// A scan the ledger already holds: the pass was redeemed at this scan's site, at this scan's
+/// time to the millisecond, so that redemption is this scan's, made by an earlier sync. The
+/// request ids of a sync are scoped to its token, so a file sent again after the device got
+/// a new token (the old one expired, or another tablet of the site sends it) gets
+/// `ALREADY_REDEEMED` for what was redeemed: the evidence that refusal carries tells them
+/// apart. A scan whose time was ahead of the server's, taken as then, stays a refusal.
+fn earlier_sync(status: &Status, s: &Scan) -> Option<Answer> {
+    let details = status.get_error_details();
+    let info = details.error_info()?;
+    let evidence = |key: &str| info.metadata.get(key).and_then(|v| v.parse::<i64>().ok());
+    let ours = info.reason == "ALREADY_REDEEMED"
+        && evidence("redeemed_at_ms") == Some(s.scanned_at.0)
+        && evidence("site") == i64::try_from(s.site_id).ok();
+    ours.then(|| Answer::Redeemed {
+        serial: serial_of(&s.code),
+        redeemed_at_ms: s.scanned_at.0,
+        earlier: true,
+    })
+}
+
+/// The serial a QR payload (`PN1:SERIAL:CODE`) names, grouped for people; empty if it
+/// names none. The server checked the code when it redeemed the pass.
+fn serial_of(code: &str) -> String {
+    code.trim()
+        .split(':')
+        .nth(1)
+        .and_then(|s| Serial::parse(s).ok())
+        .map_or_else(String::new, |s| s.to_string())
 }
 
 /// The server could not answer now: the same request later may get its answer.
@@ -232,6 +258,8 @@ fn answer_of(status: &Status) -> Answer {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     pub redeemed: usize,
+    /// Of those, redeemed by an earlier sync of the same scan.
+    pub earlier: usize,
     pub refused: usize,
     pub invalid: usize,
     pub unanswered: usize,
@@ -241,7 +269,10 @@ pub fn tally(rows: &[Row]) -> Tally {
     let mut t = Tally::default();
     for r in rows {
         match r.answer {
-            Answer::Redeemed { .. } => t.redeemed += 1,
+            Answer::Redeemed { earlier, .. } => {
+                t.redeemed += 1;
+                t.earlier += usize::from(earlier);
+            }
             Answer::Refused { .. } => t.refused += 1,
             Answer::Invalid { .. } => t.invalid += 1,
             Answer::Unanswered { .. } => t.unanswered += 1,
@@ -258,12 +289,13 @@ pub fn results_csv(rows: &[Row]) -> String {
             Answer::Redeemed {
                 serial,
                 redeemed_at_ms,
+                earlier,
             } => (
                 "redeemed",
                 serial.as_str(),
                 redeemed_at_ms.to_string(),
                 "",
-                "",
+                if *earlier { "by an earlier sync" } else { "" },
             ),
             Answer::Refused { reason, message } => (
                 "refused",
@@ -383,6 +415,43 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_sync_is_told_apart_by_the_refusals_evidence() {
+        use crate::domain::{Refusal, SiteId};
+        use crate::rpc::errors::refused;
+        let serial = Serial::from_random(7);
+        let text = format!(
+            "request_id,scanned_at,code,site_id,service\n\
+             bus-1,1767254400000,PN1:{}:ABCDE,2,aide\n",
+            serial.compact()
+        );
+        let scan = read(&text).unwrap().0.remove(0);
+        let at = scan.scanned_at;
+        let ours = Refusal::AlreadyRedeemed {
+            at,
+            site: SiteId(2),
+        };
+        assert_eq!(
+            earlier_sync(&refused(&ours), &scan),
+            Some(Answer::Redeemed {
+                serial: serial.to_string(),
+                redeemed_at_ms: at.0,
+                earlier: true,
+            })
+        );
+        let elsewhere = Refusal::AlreadyRedeemed {
+            at,
+            site: SiteId(1),
+        };
+        let other_time = Refusal::AlreadyRedeemed {
+            at: Timestamp(at.0 + 1),
+            site: SiteId(2),
+        };
+        for other in [elsewhere, other_time, Refusal::OutsidePerimeter] {
+            assert_eq!(earlier_sync(&refused(&other), &scan), None, "{other:?}");
+        }
+    }
+
+    #[test]
     fn results_are_one_csv_line_per_row_with_quoted_messages() {
         let rows = [
             Row {
@@ -391,6 +460,7 @@ mod tests {
                 answer: Answer::Redeemed {
                     serial: "S1".into(),
                     redeemed_at_ms: 5,
+                    earlier: false,
                 },
             },
             Row {

@@ -654,10 +654,14 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             let t = crate::cli_scans::sync_file(&c, &file, &results, in_flight).await?;
             out(
                 &conn,
-                json!({"redeemed": t.redeemed, "refused": t.refused, "invalid": t.invalid, "unanswered": t.unanswered, "results": results}),
+                json!({"redeemed": t.redeemed, "redeemed_earlier": t.earlier, "refused": t.refused, "invalid": t.invalid, "unanswered": t.unanswered, "results": results}),
                 format!(
-                    "{} redeemed, {} refused, {} rows unreadable, {} unanswered; each scan's answer is in {}",
+                    "{} redeemed{}, {} refused, {} rows unreadable, {} unanswered; each scan's answer is in {}",
                     t.redeemed,
+                    match t.earlier {
+                        0 => String::new(),
+                        n => format!(" ({n} by an earlier sync)"),
+                    },
                     t.refused,
                     t.invalid,
                     t.unanswered,

@@ -171,6 +171,47 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), results);
     assert_eq!(head(&t.op).await.seq, before);
 
+    // Then under a new token (the old one expired, or another tablet of the bus sends the
+    // file): its request ids are a new scope, so the server answers ALREADY_REDEEMED for
+    // bus-a. Its evidence is this scan's site and time: the row is redeemed, by the earlier
+    // sync. bus-b's pass was redeemed at the counter: still refused.
+    let new_token = t.token(pb::Role::Site, 2, &[]).await;
+    std::fs::write(&token_file, &new_token).unwrap();
+    let said: serde_json::Value = serde_json::from_str(&cli_ok(&args)).unwrap();
+    assert_eq!(
+        (
+            &said["redeemed"],
+            &said["redeemed_earlier"],
+            &said["refused"]
+        ),
+        (&1.into(), &1.into(), &2.into())
+    );
+    let again = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = again.lines().collect();
+    assert_eq!(
+        lines[1],
+        format!("2,bus-a,redeemed,{},{at},,by an earlier sync", p[0].serial)
+    );
+    assert!(
+        lines[2].starts_with("3,bus-b,refused,,,ALREADY_REDEEMED,"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(
+        passes(&t.op, 1).await[0].redemption.as_ref().unwrap().at_ms,
+        at,
+        "redeemed once, by the first sync"
+    );
+    let text = t.cli_as(&new_token).text(&[
+        "sync-scans",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        text.starts_with("1 redeemed (1 by an earlier sync), 2 refused"),
+        "{text}"
+    );
     assert_chain_verifies(&t).await;
     t.stop().await;
 }
