@@ -1,6 +1,7 @@
 //! Command-line arguments, parsed into plain values. Subcommands stay thin: they call the
 //! server (`client`), the store (`rebuild-index`, `verify-log`) or run it (`serve`).
 
+use crate::domain::FeeRate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,12 @@ pub enum Cmd {
         #[arg(long, env = "PASSNUM_CREDENTIAL_DAYS", default_value_t = 400,
               value_parser = clap::value_parser!(u32).range(1..=1_830))]
         credential_days: u32,
+        /// The fee billed to a commanditaire on each order created from now on, in basis
+        /// points of its face value before VAT (400 = 4 %; 0 to 2 000). Recorded with the
+        /// order, so changing it moves no existing order's fee.
+        #[arg(long, env = "PASSNUM_ORDER_FEE_BASIS_POINTS", default_value_t = 0,
+              value_parser = clap::value_parser!(u16).range(0..=i64::from(FeeRate::MAX_BASIS_POINTS)))]
+        order_fee_basis_points: u16,
     },
     /// Drops the index and rebuilds it from the ledger log (server stopped).
     RebuildIndex {

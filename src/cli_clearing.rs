@@ -327,9 +327,16 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
                 conn,
                 json!({"order_id": s.order_id, "issued": s.issued, "activated": s.activated,
                     "redeemed": r, "redeemed_cents": rc, "cancelled": k, "expired": x,
-                    "credit_due_cents": due, "reversed": s.reversed, "closed": s.closed}),
-                format!("order {}: issued {}, activated {}, redeemed {r} ({}), cancelled {k}, expired {x}, credit due {}{}",
-                    s.order_id, s.issued, s.activated, euros(rc), euros(due), if s.closed { " (closed)" } else { "" }),
+                    "credit_due_cents": due, "reversed": s.reversed, "closed": s.closed,
+                    "fee_recorded": s.fee_recorded, "fee_basis_points": s.fee_basis_points, "fee_cents": s.fee_cents}),
+                format!("order {}: issued {}, activated {}, redeemed {r} ({}), cancelled {k}, expired {x}, credit due {}{}{}",
+                    s.order_id, s.issued, s.activated, euros(rc), euros(due),
+                    if s.fee_recorded {
+                        format!(", fee {} HT ({})", euros(s.fee_cents), fee_rate(s.fee_basis_points))
+                    } else {
+                        String::new()
+                    },
+                    if s.closed { " (closed)" } else { "" }),
             );
         }
         ClearingCmd::PaymentFile {
@@ -580,6 +587,11 @@ pub fn verify_proof_file(path: &Path, root: Option<&str>) -> Result<(), CliError
         p.merkle_root
     );
     Ok(())
+}
+
+/// A rate in basis points as people read it, like `euros`: 400 is "4,00 %".
+fn fee_rate(basis_points: u32) -> String {
+    format!("{},{:02} %", basis_points / 100, basis_points % 100)
 }
 
 #[cfg(test)]

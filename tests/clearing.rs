@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use passnum::domain::proof;
+use passnum::domain::{proof, FeeRate};
 use passnum::engine::Ledger;
 use passnum::rpc::pb;
 use passnum::rpc::reports::proof_from_pb;
@@ -794,4 +794,56 @@ async fn expiry_credits_exactly_the_unused_value() {
         "UNKNOWN_ORDER",
     );
     t.stop().await;
+}
+
+/// The operator's fee, as the real server bills it: the rule in force when each order was
+/// created, kept across restarts and a rebuild from the log, and never taken from sites.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_joint_statement_bills_each_orders_fee_at_its_own_rate() {
+    let mut t = TestServer::start_tuned(|c| c.engine.rules.order_fee = FeeRate(400)).await;
+    registry(&t).await;
+    let (four, _) = order(&t, 1, 10, true).await;
+    t.tune = |c| c.engine.rules.order_fee = FeeRate(250);
+    t.restart().await;
+    let (two_and_a_half, _) = order(&t, 1, 3, true).await;
+    let fee = |s: pb::OrderStatement| (s.fee_recorded, s.fee_basis_points, s.fee_cents);
+    let statement = |t: &TestServer, order_id| {
+        let mut cl = t.op.clearing.clone();
+        async move {
+            cl.get_order_statement(pb::GetOrderStatementRequest { order_id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let st = statement(&t, four).await;
+    assert_eq!(fee(st), (true, 400, 400), "4 % of 10 passes of 10 EUR");
+    assert_eq!(
+        st.funded_cents, 10_000,
+        "funded at face value: the fee is billed apart"
+    );
+    assert_eq!(
+        fee(statement(&t, two_and_a_half).await),
+        (true, 250, 75),
+        "2.5 % of 30 EUR, under the rule in force at its creation"
+    );
+    t.restart_after(|dir| std::fs::remove_dir_all(dir.join("index")).unwrap())
+        .await;
+    assert_eq!(
+        fee(statement(&t, four).await),
+        (true, 400, 400),
+        "rebuilt from the log"
+    );
+    let text =
+        t.cli_as(&t.operator_token)
+            .text(&["clearing", "statement", "--order", &four.to_string()]);
+    assert!(text.contains(", fee 4,00 € HT (4,00 %)"), "{text}");
+    t.stop().await;
+
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .args(["serve", "--order-fee-basis-points", "2001"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("0..=2000"));
 }

@@ -12,6 +12,8 @@ struct World {
     state: State,
     rules: Rules,
     now: Timestamp,
+    /// The facts of the last record appended.
+    last_facts: Vec<Fact>,
 }
 
 fn label(s: &str) -> Label {
@@ -44,6 +46,7 @@ impl World {
                 assert!(body.postings_balance());
                 self.state.apply(self.state.seq + 1, self.now, &body);
                 self.state.check_invariants().unwrap();
+                self.last_facts = body.facts;
                 body.result
             }
         }
@@ -102,6 +105,7 @@ fn world() -> World {
         state: State::default(),
         rules: Rules::default(),
         now: Timestamp(T0 + DAY),
+        last_facts: vec![],
     };
     w.run(Command::RegisterCommanditaire {
         name: label("Département de la Gironde"),
@@ -1452,5 +1456,57 @@ fn a_late_scan_can_be_reversed_for_a_window_after_it_arrives_and_is_cleared_afte
             (serial(3), Timestamp(arrival - 10 * DAY)),
         ],
         "the reversed scan is not paid; the others are, dated by their scans"
+    );
+}
+
+/// The operator's fee is a rule, recorded with each order when it is created: the joint
+/// statement bills it on the order's face value, and a later rule moves no order's fee.
+#[test]
+fn an_orders_fee_is_the_rule_in_force_at_its_creation() {
+    let mut w = world();
+    let before = w.state.orders.keys().copied().collect::<Vec<_>>();
+    w.rules.order_fee = FeeRate(400);
+    let four = w.order(2_000, dept("33"), &[]);
+    assert!(
+        w.last_facts.contains(&Fact::OrderFee {
+            order: four,
+            rate: FeeRate(400)
+        }),
+        "the fee is in the record that creates the order: {:?}",
+        w.last_facts
+    );
+    w.rules.order_fee = FeeRate(250);
+    let two_and_a_half = w.order(3, dept("33"), &[]);
+    w.rules.order_fee = FeeRate(0);
+    let none = w.order(10, dept("33"), &[]);
+    let fee = |w: &World, o: OrderId| {
+        let st = passnum::domain::reports::order_statement(&w.state, &w.state.orders[&o]);
+        (st.fee_rate, st.fees)
+    };
+    assert_eq!(
+        fee(&w, four),
+        (Some(FeeRate(400)), Cents(80_000)),
+        "4 % of 2 000 passes of 10 EUR: 800 EUR, before VAT"
+    );
+    assert_eq!(
+        fee(&w, two_and_a_half),
+        (Some(FeeRate(250)), Cents(75)),
+        "a later rule moves no earlier order"
+    );
+    assert_eq!(fee(&w, none), (Some(FeeRate(0)), Cents(0)));
+    for o in before {
+        assert_eq!(
+            fee(&w, o),
+            (Some(FeeRate(0)), Cents(0)),
+            "by default no fee: no rate is a fact of the scheme"
+        );
+    }
+    let mut old = w.state.clone();
+    old.order_fees.remove(&four);
+    let st = passnum::domain::reports::order_statement(&old, &old.orders[&four]);
+    assert_eq!(
+        (st.fee_rate, st.fees),
+        (None, Cents(0)),
+        "an order created before fees were recorded bills none"
     );
 }

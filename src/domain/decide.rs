@@ -31,6 +31,9 @@ pub struct Rules {
     /// The longest a credential may be valid for, and what it gets when its issuer names
     /// no lifetime: a year and a month, so a yearly rotation overlaps.
     pub credential_lifetime_ms: i64,
+    /// The fee billed to a commanditaire on each new order (recorded with it). 0 by
+    /// default: no rate is a fact of the scheme.
+    pub order_fee: FeeRate,
 }
 
 impl Default for Rules {
@@ -42,6 +45,7 @@ impl Default for Rules {
             offline_window_ms: 15 * 24 * 3_600_000,
             scan_clock_skew_ms: 5 * 60_000,
             credential_lifetime_ms: 400 * Timestamp::MS_PER_DAY,
+            order_fee: FeeRate(0),
         }
     }
 }
@@ -183,7 +187,7 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             lifetime,
         } => issue_credential(state, rules, now, token_hash, role, *lifetime),
         RevokeCredential { token_hash } => revoke_credential(state, token_hash),
-        CreateOrder(new) => create_order(state, now, new),
+        CreateOrder(new) => create_order(state, now, rules.order_fee, new),
         Mint { order, serials } => mint(state, *order, serials),
         RecordFunding {
             order,
@@ -344,7 +348,12 @@ fn revoke_credential(state: &State, token_hash: &[u8; 32]) -> Result<Step, Refus
     Ok(change(vec![fact], Outcome::CredentialRevoked))
 }
 
-fn create_order(state: &State, now: Timestamp, new: &NewOrder) -> Result<Step, Refusal> {
+fn create_order(
+    state: &State,
+    now: Timestamp,
+    fee: FeeRate,
+    new: &NewOrder,
+) -> Result<Step, Refusal> {
     let c = new.commanditaire;
     state
         .commanditaires
@@ -388,7 +397,13 @@ fn create_order(state: &State, now: Timestamp, new: &NewOrder) -> Result<Step, R
         swept: false,
     };
     Ok(change(
-        vec![Fact::OrderCreated(order)],
+        vec![
+            Fact::OrderCreated(order),
+            Fact::OrderFee {
+                order: id,
+                rate: fee,
+            },
+        ],
         Outcome::OrderCreated(id),
     ))
 }

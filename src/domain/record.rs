@@ -76,6 +76,12 @@ pub enum Fact {
         token_hash: [u8; 32],
         at: Timestamp,
     },
+    /// The fee the operator bills on the order just created (in the record that creates
+    /// it): the rule in force then, so a later rule moves no order's fee.
+    OrderFee {
+        order: OrderId,
+        rate: FeeRate,
+    },
 }
 
 /// The answer to an accepted command, remembered for retries.

@@ -157,10 +157,17 @@ pub struct OrderStatement {
     pub credit_due: Tally,
     pub expires_at: Timestamp,
     pub closed: bool,
+    /// The fee rate recorded with the order (none for orders created before fees were
+    /// recorded), and the fee on its face value before VAT: billed to the commanditaire on
+    /// top of `funded`, never taken from what sites are paid.
+    pub fee_rate: Option<FeeRate>,
+    pub fees: Cents,
 }
 
 pub fn order_statement(state: &State, order: &Order) -> OrderStatement {
     let mut st = pass_counts(state, order);
+    st.fee_rate = state.order_fees.get(&order.id).copied();
+    st.fees = st.fee_rate.map_or(Cents(0), |rate| rate.on(order.total()));
     st.reversed = state
         .reversals
         .iter()

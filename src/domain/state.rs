@@ -36,6 +36,7 @@ pub enum Key {
     Settlement(SettlementId),
     /// The reversal at this position in `State::reversals`.
     Reversal(u64),
+    OrderFee(OrderId),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -48,6 +49,9 @@ pub struct State {
     pub order_serials: HashMap<OrderId, std::sync::Arc<[Serial]>>,
     pub passes: ShardedMap<Serial, Pass>,
     pub workshops: BTreeMap<WorkshopId, WorkshopSession>,
+    /// The fee billed on each order, as recorded when it was created (`Fact::OrderFee`).
+    /// Orders created before fees were recorded have none.
+    pub order_fees: BTreeMap<OrderId, FeeRate>,
     pub requests: ShardedMap<RequestDigest, Remembered>,
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Credential>,
@@ -280,6 +284,10 @@ impl State {
                     }
                 }
                 self.mark(Key::Settlement(*settlement));
+            }
+            Fact::OrderFee { order, rate } => {
+                self.order_fees.insert(*order, *rate);
+                self.mark(Key::OrderFee(*order));
             }
             Fact::OrderSwept { order } => {
                 self.order_mut(*order).swept = true;

@@ -164,6 +164,7 @@ fn concerns(ctx: &Ctx, role: &Role, rec: &LedgerRecord) -> bool {
                 Fact::PassesMinted { order, .. }
                 | Fact::OrderFunded { order, .. }
                 | Fact::CarnetDistributed { order, .. }
+                | Fact::OrderFee { order, .. }
                 | Fact::OrderSwept { order } => own_order(order),
                 _ => false,
             })

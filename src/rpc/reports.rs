@@ -136,6 +136,9 @@ pub fn order_statement(s: &OrderStatement, c: CommanditaireId) -> pb::OrderState
         credit_due: Some(count(s.credit_due)),
         expires_at_ms: s.expires_at.0,
         closed: s.closed,
+        fee_recorded: s.fee_rate.is_some(),
+        fee_basis_points: s.fee_rate.map_or(0, |r| u32::from(r.0)),
+        fee_cents: s.fees.0,
     }
 }
 

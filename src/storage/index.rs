@@ -35,6 +35,7 @@
 //! | `k`    | token hash          | Credential (role, revoked at, expires at) |
 //! | `x`    | settlement id BE    | Settlement                |
 //! | `v`    | position BE         | Reversal                  |
+//! | `f`    | order id BE         | FeeRate                   |
 
 use super::blob::{self, BlobWriter};
 use super::runs::{run_name, RunError, RunRef, Runs};
@@ -103,6 +104,7 @@ pub fn key_bytes(key: &Key) -> Vec<u8> {
         Key::Credential(h) => [b"k".as_slice(), h.as_slice()].concat(),
         Key::Settlement(id) => id_key(b'x', id.0),
         Key::Reversal(i) => id_key(b'v', *i),
+        Key::OrderFee(id) => id_key(b'f', id.0),
     }
 }
 
@@ -199,11 +201,12 @@ fn value_of(state: &State, key: &Key) -> Encode {
         Key::Credential(h) => later(k, state.credentials[h].clone()),
         Key::Settlement(id) => later(k, state.settlements[id].clone()),
         Key::Reversal(i) => later(k, state.reversals[*i as usize].clone()),
+        Key::OrderFee(id) => later(k, state.order_fees[id]),
     }
 }
 
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
-const FORMAT: u32 = 7;
+const FORMAT: u32 = 8;
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.
@@ -496,6 +499,7 @@ fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
         Some(b'p') => state.load_pass(dec(k, v)?),
         Some(b'w') => drop(state.workshops.insert(WorkshopId(id()?), dec(k, v)?)),
         Some(b'x') => drop(state.settlements.insert(SettlementId(id()?), dec(k, v)?)),
+        Some(b'f') => drop(state.order_fees.insert(OrderId(id()?), dec(k, v)?)),
         Some(b'v') => {
             let at = id()? as usize;
             let reversal = dec(k, v)?;

@@ -25,7 +25,8 @@ pub struct TestServer {
     pub op: Clients,
     pub keys: Keyring,
     pub operator_token: String,
-    tune: fn(&mut ServerConfig),
+    /// Applied at every (re)start: a test may change it between restarts.
+    pub tune: fn(&mut ServerConfig),
 }
 
 pub fn config(dir: &std::path::Path) -> ServerConfig {
