@@ -336,7 +336,7 @@ mod any_tail {
 /// encodes back to its exact bytes, the chain and the money invariants hold, and a store
 /// opens on them. A change to a record's types that would break the logs already written
 /// (a variant inserted before others, a field moved) fails here. Between them they hold
-/// all 21 kinds of fact, and refusals remembered for their request ids:
+/// all 22 kinds of fact, and refusals remembered for their request ids:
 /// - `ledger-2026-12.log`: the demo's day (`passnum demo`), a site import, a credential
 ///   issued then revoked;
 /// - `ledger-2026-12-clearing.log`: written by a test's server on its own clock: IBANs
@@ -345,7 +345,10 @@ mod any_tail {
 /// - `ledger-2026-12-offline.log`: the same way: the open-data file imported, then again
 ///   with a site's opening hours changed; a bus's credential valid 30 days and one asked
 ///   for 401 days; a bus's offline scans: one two days old, one past the window, one
-///   ahead of the clock.
+///   ahead of the clock;
+/// - `ledger-2026-12-fees.log`: the same way, with a 4 % fee: an order and its fee; a bus
+///   syncs two scans ten days old, reverses one an hour later, and is refused the other's
+///   reversal a day after the sync.
 #[test]
 fn ledgers_written_by_an_earlier_version_still_read_byte_for_byte() {
     let demo = golden(
@@ -419,6 +422,28 @@ fn ledgers_written_by_an_earlier_version_still_read_byte_for_byte() {
             "refused CREDENTIAL_LIFETIME_OUT_OF_RANGE",
             "refused SCAN_IN_FUTURE",
             "refused SCAN_TOO_OLD",
+        ]
+    );
+    let fees = golden(
+        "ledger-2026-12-fees.log",
+        17,
+        "77c5a9f54186ceda65c99bf32b8ed1a9459b8be77f5be21218ae4e98e18f0682",
+    );
+    assert_eq!(
+        fees,
+        [
+            "CommanditaireRegistered",
+            "CredentialExpires",
+            "CredentialIssued",
+            "OrderCreated",
+            "OrderFee",
+            "OrderFunded",
+            "PassRedeemed",
+            "PassesMinted",
+            "RedemptionReversed",
+            "SiteRegistered",
+            "StructureRegistered",
+            "refused REVERSAL_WINDOW_CLOSED",
         ]
     );
 }
