@@ -1457,6 +1457,12 @@ fn a_late_scan_can_be_reversed_for_a_window_after_it_arrives_and_is_cleared_afte
         ],
         "the reversed scan is not paid; the others are, dated by their scans"
     );
+    // Clearing relies on no redemption being dated after its record: the state checks it.
+    let mut broken = w.state.clone();
+    let live = broken.passes.get_mut(&serial(3)).unwrap();
+    live.redeemed.as_mut().unwrap().recorded_at = Timestamp(arrival - 11 * DAY);
+    let e = broken.check_invariants().unwrap_err();
+    assert!(e.contains("redeemed after its record was written"), "{e}");
 }
 
 /// The operator's fee is a rule, recorded with each order when it is created: the joint

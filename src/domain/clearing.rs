@@ -85,9 +85,11 @@ impl Settlement {
 
 /// The reversal window of a redemption recorded at `recorded_at` closed by the cut-off.
 /// `unsettled` is ordered by `recorded_at`, so the redemptions for which this holds are a
-/// prefix of it.
+/// prefix of it. It also means the redemption was made before the cut-off, with no lookup
+/// of the pass: a redemption is dated at or before its record (a scan time ahead is taken
+/// as now), and the window counts as at least 1 ms.
 fn window_closed(recorded_at: Timestamp, cut_off: Timestamp, reversal_window_ms: i64) -> bool {
-    recorded_at.plus_ms(reversal_window_ms) <= cut_off
+    recorded_at.plus_ms(reversal_window_ms.max(1)) <= cut_off
 }
 
 /// The next settlements of a run, and whether eligible redemptions remain after them.
@@ -114,7 +116,6 @@ pub fn next_settlements(
         let mut due = unsettled
             .iter()
             .take_while(|(recorded_at, _)| window_closed(*recorded_at, cut_off, reversal_window_ms))
-            .filter(|(_, serial)| redeemed_at(state, *serial) < cut_off)
             .peekable();
         if due.peek().is_none() {
             continue;
@@ -151,13 +152,6 @@ pub fn next_settlements(
         settlements: out,
         remaining: false,
     }
-}
-
-fn redeemed_at(state: &State, serial: Serial) -> Timestamp {
-    state.passes[&serial]
-        .redemption()
-        .expect("unsettled passes are redeemed")
-        .at
 }
 
 fn line(state: &State, serial: Serial) -> SettlementLine {

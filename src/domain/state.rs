@@ -428,6 +428,16 @@ impl State {
                     pass.serial
                 ));
             }
+            // Clearing relies on it: a redemption whose window closed by a cut-off was made
+            // before it.
+            if let Some(live) = pass.redeemed.as_deref() {
+                if live.redemption.at > live.recorded_at {
+                    return Err(format!(
+                        "pass {} is redeemed after its record was written",
+                        pass.serial
+                    ));
+                }
+            }
             match pass.status {
                 PassStatus::Active => *outstanding.entry(c).or_default() += face,
                 PassStatus::Redeemed => {
