@@ -840,10 +840,5 @@ async fn the_joint_statement_bills_each_orders_fee_at_its_own_rate() {
     assert!(text.contains(", fee 4,00 € HT (4,00 %)"), "{text}");
     t.stop().await;
 
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
-        .args(["serve", "--order-fee-basis-points", "2001"])
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("0..=2000"));
+    serve_refuses("--order-fee-basis-points", "2001", "0..=2000");
 }

@@ -237,12 +237,7 @@ async fn with_the_window_at_zero_only_scans_sent_as_they_happen_redeem() {
     t.stop().await;
 
     // The server's flag is bounded.
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
-        .args(["serve", "--offline-window-days", "61"])
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("0..=60"));
+    serve_refuses("--offline-window-days", "61", "0..=60");
 }
 
 /// A bus syncs scans ten days old on January 31 at noon (UTC). Each can still be reversed for

@@ -208,6 +208,18 @@ impl TestServer {
     }
 }
 
+/// `passnum serve` with a flag's value out of its range: refused before anything starts
+/// (exit 2), naming the range.
+pub fn serve_refuses(flag: &str, value: &str, range: &str) {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+        .args(["serve", flag, value])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "{flag} {value}");
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains(range), "{flag} {value}: {said}");
+}
+
 /// A self-signed certificate for localhost and its key, as PEM.
 pub fn self_signed() -> (String, String) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
