@@ -5,7 +5,7 @@
 //! way, and nothing is redeemed twice.
 
 use crate::client::{CliError, Clients};
-use crate::domain::{parse_instant, Serial, Timestamp};
+use crate::domain::{parse_instant, Timestamp};
 use crate::opendata::{csv_field, records, FileError};
 use crate::rpc::pb;
 use std::time::Duration;
@@ -215,20 +215,11 @@ fn earlier_sync(status: &Status, s: &Scan) -> Option<Answer> {
         && evidence("redeemed_at_ms") == Some(s.scanned_at.0)
         && evidence("site") == i64::try_from(s.site_id).ok();
     ours.then(|| Answer::Redeemed {
-        serial: serial_of(&s.code),
+        // The server checked the code when it redeemed the pass.
+        serial: crate::code::named_serial(&s.code).map_or_else(String::new, |s| s.to_string()),
         redeemed_at_ms: s.scanned_at.0,
         earlier: true,
     })
-}
-
-/// The serial a QR payload (`PN1:SERIAL:CODE`) names, grouped for people; empty if it
-/// names none. The server checked the code when it redeemed the pass.
-fn serial_of(code: &str) -> String {
-    code.trim()
-        .split(':')
-        .nth(1)
-        .and_then(|s| Serial::parse(s).ok())
-        .map_or_else(String::new, |s| s.to_string())
 }
 
 /// The server could not answer now: the same request later may get its answer.
@@ -416,7 +407,7 @@ mod tests {
 
     #[test]
     fn an_earlier_sync_is_told_apart_by_the_refusals_evidence() {
-        use crate::domain::{Refusal, SiteId};
+        use crate::domain::{Refusal, Serial, SiteId};
         use crate::rpc::errors::refused;
         let serial = Serial::from_random(7);
         let text = format!(

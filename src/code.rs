@@ -152,22 +152,7 @@ impl Keyring {
 
     /// Reads a scanned QR payload.
     pub fn parse_scanned(&self, text: &str) -> Result<Serial, CodeError> {
-        let mut parts = text.trim().split(':');
-        let (Some(version), Some(serial), Some(code), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(CodeError::Malformed);
-        };
-        if !version.eq_ignore_ascii_case(VERSION_PREFIX) {
-            return Err(
-                // Bytes, not str slicing: a version field may hold any UTF-8 (fuzzing found it).
-                if version.len() == 3 && version.as_bytes()[..2].eq_ignore_ascii_case(b"PN") {
-                    CodeError::UnknownVersion
-                } else {
-                    CodeError::Malformed
-                },
-            );
-        }
+        let (serial, code) = payload_parts(text)?;
         self.parse_typed(serial, code)
     }
 
@@ -195,6 +180,34 @@ impl Keyring {
         }
         Ok(serial)
     }
+}
+
+/// A QR payload's serial and verification code, as text: `PN1:SERIAL:CODE`.
+fn payload_parts(text: &str) -> Result<(&str, &str), CodeError> {
+    let mut parts = text.trim().split(':');
+    let (Some(version), Some(serial), Some(code), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(CodeError::Malformed);
+    };
+    if !version.eq_ignore_ascii_case(VERSION_PREFIX) {
+        return Err(
+            // Bytes, not str slicing: a version field may hold any UTF-8 (fuzzing found it).
+            if version.len() == 3 && version.as_bytes()[..2].eq_ignore_ascii_case(b"PN") {
+                CodeError::UnknownVersion
+            } else {
+                CodeError::Malformed
+            },
+        );
+    }
+    Ok((serial, code))
+}
+
+/// The serial a QR payload names, unverified: for a client that holds no key, to name a
+/// pass the server already accepted.
+pub fn named_serial(text: &str) -> Option<Serial> {
+    let (serial, _) = payload_parts(text).ok()?;
+    Serial::parse(serial).ok()
 }
 
 /// Lower-case hex. By table, not `format!`: every authenticated request names its scope so.
