@@ -31,7 +31,14 @@ pub struct SettlementLine {
 impl SettlementLine {
     /// The line's leaf in the settlement's Merkle tree: its canonical encoding, hashed.
     pub fn leaf(&self) -> merkle::Hash {
-        merkle::leaf(&postcard::to_allocvec(self).expect("lines always encode"))
+        // Encoded on the stack: a run hashes a million lines. A line made by `decide` fits
+        // (6 integers of at most 10 bytes, 5 for the commune, 65 for the service code);
+        // only one decoded from elsewhere could hold a longer code.
+        let mut buf = [0u8; 160];
+        match postcard::to_slice(self, &mut buf) {
+            Ok(bytes) => merkle::leaf(bytes),
+            Err(_) => merkle::leaf(&postcard::to_allocvec(self).expect("lines always encode")),
+        }
     }
 }
 
@@ -191,5 +198,40 @@ fn settlement(
         lines: lines.into(),
         total,
         status: SettlementStatus::Created,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(service: ServiceCode) -> SettlementLine {
+        SettlementLine {
+            serial: Serial::from_random(u64::MAX),
+            site: SiteId(u64::MAX),
+            commune: InseeCode::parse("2A004").unwrap(),
+            service,
+            redeemed_at: Timestamp(i64::MIN),
+            commanditaire: CommanditaireId(u64::MAX),
+            order: OrderId(u64::MAX),
+            amount: Cents(i64::MIN),
+        }
+    }
+
+    fn leaf_of_encoding(l: &SettlementLine) -> merkle::Hash {
+        merkle::leaf(&postcard::to_allocvec(l).unwrap())
+    }
+
+    #[test]
+    fn a_leaf_hashes_the_lines_encoding_whatever_its_size() {
+        let longest = ServiceCode::parse(&"x".repeat(ServiceCode::LEN_MAX)).unwrap();
+        let l = line(longest);
+        assert_eq!(l.leaf(), leaf_of_encoding(&l));
+        // Only a line decoded from elsewhere can carry a longer code; it still hashes.
+        let decoded: ServiceCode =
+            postcard::from_bytes(&postcard::to_allocvec(&"y".repeat(300)).unwrap()).unwrap();
+        let l = line(decoded);
+        assert!(postcard::to_allocvec(&l).unwrap().len() > 160);
+        assert_eq!(l.leaf(), leaf_of_encoding(&l));
     }
 }

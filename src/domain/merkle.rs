@@ -40,9 +40,21 @@ pub fn root(leaves: &[Hash]) -> Hash {
     if leaves.is_empty() {
         return [0; 32];
     }
-    let mut level = leaves.to_vec();
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    // Each level is built over the one below it in place: a settlement has up to 100 000
+    // leaves, and a fresh vector per level cost more than its hashing.
+    let mut level = up(leaves);
     while level.len() > 1 {
-        level = up(&level);
+        let n = level.len();
+        for i in 0..n / 2 {
+            level[i] = node(&level[2 * i], &level[2 * i + 1]);
+        }
+        if n % 2 == 1 {
+            level[n / 2] = level[n - 1];
+        }
+        level.truncate(n.div_ceil(2));
     }
     level[0]
 }
