@@ -336,7 +336,7 @@ impl State {
 
     /// Changes a pass, and captures its new value for storage at once, while it is in
     /// cache: a clearing record settles 100 000 passes, and looking each up again at the
-    /// record's end missed the cache every time (about 30 % of a run, measured with perf).
+    /// record's end missed the cache every time (a quarter of a run, measured with perf).
     /// A pass changed twice in one record is captured twice; the later value wins.
     fn change_pass<R>(&mut self, serial: Serial, change: impl FnOnce(&mut Pass) -> R) -> R {
         let pass = self
