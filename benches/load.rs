@@ -493,6 +493,7 @@ fn main() {
                         participants: 20,
                         mediator_id: "m".into(),
                         passes,
+                        held_at_ms: 0,
                     };
                     c.redemptions
                         .clone()

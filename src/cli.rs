@@ -1,7 +1,7 @@
 //! Command-line arguments, parsed into plain values. Subcommands stay thin: they call the
 //! server (`client`), the store (`rebuild-index`, `verify-log`) or run it (`serve`).
 
-use crate::domain::FeeRate;
+use crate::domain::{parse_instant, FeeRate, Timestamp};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -475,6 +475,11 @@ pub struct WorkshopArgs {
     /// Scanned codes, one per pass.
     #[arg(long = "code", required = true)]
     pub codes: Vec<String>,
+    /// For a session held offline: when the device recorded its passes
+    /// (2026-01-25T14:30:00+01:00, or ms since 1970). Send it with the request id it was
+    /// given then, so a second sync is answered the same way.
+    #[arg(long, value_parser = parse_instant)]
+    pub held_at: Option<Timestamp>,
     #[arg(long)]
     pub request_id: Option<String>,
     #[command(flatten)]

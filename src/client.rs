@@ -695,6 +695,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 participants: a.participants,
                 mediator_id: a.mediator,
                 passes,
+                held_at_ms: a.held_at.map_or(0, |t| t.0),
             };
             let r = c.redemptions.redeem_workshop(req).await?.into_inner();
             if a.conn.json {

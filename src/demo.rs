@@ -212,6 +212,7 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
                 .iter()
                 .map(|i| scanned(&passes[*i].code).expect("some"))
                 .collect(),
+            held_at_ms: 0,
         })
         .await?
         .into_inner();

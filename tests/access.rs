@@ -104,6 +104,7 @@ async fn every_rpc_with_every_role() {
         participants: 1,
         mediator_id: "m".into(),
         passes: vec![code(2).unwrap()],
+        held_at_ms: 0,
     };
     let table: Vec<(&str, Call, &[&str])> = vec![
         (

@@ -794,11 +794,9 @@ fn only_the_operators_iban_is_verified() {
     assert!(w.state.structures[&StructureId(1)].iban_verified);
 }
 
-#[test]
-fn workshop_gives_one_outcome_per_pass() {
-    let mut w = world();
-    w.run(redeem(4, 1, Place::Site, "x")).unwrap();
-    let workshop = NewWorkshop {
+/// A two-hour session at the workshop site (3) in Bordeaux.
+fn session() -> NewWorkshop {
+    NewWorkshop {
         site: SiteId(3),
         place: Place::Commune(insee("33063")),
         date_days: 20_455,
@@ -807,21 +805,35 @@ fn workshop_gives_one_outcome_per_pass() {
         themes: vec![svc("demarches-en-ligne")],
         participants: 5,
         mediator: label("CNFS-0042"),
-    };
+    }
+}
+
+fn outcome_reasons(passes: &[Result<Redeemed, Refusal>]) -> Vec<&'static str> {
+    passes
+        .iter()
+        .map(|p| p.as_ref().map_or_else(|r| r.reason(), |_| "OK"))
+        .collect()
+}
+
+#[test]
+fn workshop_gives_one_outcome_per_pass() {
+    let mut w = world();
+    w.run(redeem(4, 1, Place::Site, "x")).unwrap();
     let serials = [5, 6, 6, 4, 101, 999, 201].map(serial).to_vec();
     let Outcome::Workshop {
         workshop: id,
         passes,
     } = w
-        .run(Command::RedeemWorkshop { workshop, serials })
+        .run(Command::RedeemWorkshop {
+            workshop: session(),
+            serials,
+            held_at: None,
+        })
         .unwrap()
     else {
         panic!()
     };
-    let reasons: Vec<&str> = passes
-        .iter()
-        .map(|p| p.as_ref().map_or_else(|r| r.reason(), |_| "OK"))
-        .collect();
+    let reasons = outcome_reasons(&passes);
     assert_eq!(
         reasons,
         [
@@ -1232,6 +1244,73 @@ fn scanned(n: u64, at: i64) -> Command {
         service: svc("x"),
         scanned_at: Some(Timestamp(at)),
     }
+}
+
+/// A bus holds a workshop in a village without a network ten days before its passes
+/// expire, and syncs it a fortnight later: the session is judged when it was held.
+#[test]
+fn a_workshop_held_offline_is_judged_when_it_was_held() {
+    let mut w = world();
+    let (window, skew) = (w.rules.offline_window_ms, w.rules.scan_clock_skew_ms);
+    // Order 1 expires at T0 + 396 days.
+    let expiry = T0 + 396 * DAY;
+    let held = expiry - 10 * DAY;
+    let sync = held + 14 * DAY;
+    w.now = Timestamp(sync);
+    let offline = |serials: &[u64], at: i64| Command::RedeemWorkshop {
+        workshop: session(),
+        serials: serials.iter().map(|p| serial(*p)).collect(),
+        held_at: Some(Timestamp(at)),
+    };
+    assert_eq!(
+        w.run(offline(&[1], sync - window - 1))
+            .unwrap_err()
+            .reason(),
+        "SCAN_TOO_OLD"
+    );
+    assert_eq!(
+        w.run(offline(&[1], sync + skew + 1)).unwrap_err().reason(),
+        "SCAN_IN_FUTURE"
+    );
+    assert!(
+        w.state.workshops.is_empty(),
+        "a refused sync records no session"
+    );
+    let Outcome::Workshop { passes, .. } = w.run(offline(&[2], sync)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        outcome_reasons(&passes),
+        ["EXPIRED"],
+        "the same session held at the sync is too late"
+    );
+    let Outcome::Workshop { passes, .. } = w.run(offline(&[1, 2, 2], held)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(outcome_reasons(&passes), ["OK", "OK", "ALREADY_REDEEMED"]);
+    assert_eq!(
+        passes[2],
+        Err(Refusal::AlreadyRedeemed {
+            at: Timestamp(held),
+            site: SiteId(3)
+        }),
+        "a pass scanned twice in the session names the session's time"
+    );
+    for p in [1, 2] {
+        let live = w.state.passes[&serial(p)].redeemed.clone().unwrap();
+        assert_eq!(live.redemption.at, Timestamp(held), "dated by the session");
+        assert_eq!(
+            live.recorded_at,
+            Timestamp(sync),
+            "reversible from the sync"
+        );
+    }
+    w.now = Timestamp(sync + w.rules.reversal_window_ms - 1);
+    w.run(Command::Reverse {
+        serial: serial(1),
+        site: SiteId(3),
+    })
+    .unwrap();
 }
 
 #[test]

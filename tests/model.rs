@@ -26,6 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pass.clone(), 1..=2u64, any::<u64>()).prop_map(|(pass, site, seed)| {
             Op::RedeemOffline { pass, site, ago_ms: Lcg(seed).scan_age() }
         }),
+        2 => (1..=2u64, any::<u64>()).prop_map(|(site, seed)| Lcg(seed).workshop(site)),
         2 => (pass.clone(), 1..=2u64).prop_map(|(pass, site)| Op::Reverse { pass, site }),
         1 => pass.prop_map(|pass| Op::Cancel { pass }),
         2 => (0..ORDERS).prop_map(|order| Op::Fund { order }),

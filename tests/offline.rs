@@ -309,3 +309,108 @@ async fn a_scan_synced_late_can_be_reversed_for_a_day_and_waits_for_the_next_run
     assert_chain_verifies(&t).await;
     t.stop().await;
 }
+
+/// A bus holds a workshop at its Bordeaux stop on January 20, with no network, and syncs it
+/// on January 31: its passes are dated by the session and reversible from the sync, and the
+/// same sync sent again changes nothing. Through gRPC and through `passnum workshop`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workshop_held_offline_is_judged_and_dated_by_its_session() {
+    let t = TestServer::start().await;
+    let (token, p) = bus_and_passes(&t).await;
+    let mut bus = t.client(Some(&token)).await.redemptions;
+    let synced = T0 + 30 * DAY;
+    t.set_now(synced);
+    // 2026-01-20T14:05:00+01:00.
+    let held = T0 + 19 * DAY + (13 * 60 + 5) * 60_000;
+    let session = |codes: &[&str], held_at_ms: i64, date: &str| pb::RedeemWorkshopRequest {
+        site_id: 2,
+        place: stop(0),
+        date: date.into(),
+        held_at_ms,
+        ..workshop_req(codes)
+    };
+
+    let sync = session(&[&p[0].code, &p[1].code], held, "2026-01-20");
+    let r = bus
+        .redeem_workshop(sync.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.redeemed, r.amount_cents), (2, 2000));
+    let before = head(&t.op).await.seq;
+    let again = bus.redeem_workshop(sync).await.unwrap().into_inner();
+    assert_eq!(again, r, "a sync sent again is answered the same way");
+    assert_eq!(head(&t.op).await.seq, before, "and records nothing");
+    let info = passes(&t.op, 1).await;
+    for pass in &info[..2] {
+        let red = pass.redemption.as_ref().unwrap();
+        assert_eq!(
+            (red.at_ms, red.recorded_at_ms),
+            (held, synced),
+            "dated by the session, recorded at the sync"
+        );
+    }
+
+    let too_old = session(&[&p[2].code], synced - 15 * DAY - 1, "2026-01-16");
+    refused(
+        bus.redeem_workshop(too_old).await,
+        Code::FailedPrecondition,
+        "SCAN_TOO_OLD",
+    );
+    for (held_at_ms, date) in [(held, "2026-01-22"), (-5, "2026-01-20")] {
+        let s = refused(
+            bus.redeem_workshop(session(&[&p[2].code], held_at_ms, date))
+                .await,
+            Code::InvalidArgument,
+            "INVALID_FIELDS",
+        );
+        assert!(s.message().contains("held_at_ms"), "{}", s.message());
+    }
+    assert_eq!(
+        head(&t.op).await.seq,
+        before + 1,
+        "the ledger remembers the first refusal for its retries; the invalid ones never reach it"
+    );
+
+    let cli = t.cli_as(&token);
+    let out = cli.ok(&[
+        "workshop",
+        "--site",
+        "2",
+        "--stop",
+        "0",
+        "--date",
+        "2026-01-20",
+        "--start",
+        "14:00",
+        "--duration",
+        "120",
+        "--theme",
+        "aide",
+        "--participants",
+        "1",
+        "--mediator",
+        "CNFS-1",
+        "--code",
+        &p[2].code,
+        "--held-at",
+        "2026-01-20T14:05:00+01:00",
+        "--request-id",
+        "ws-2",
+    ]);
+    let said: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(said["redeemed"], 1, "{out}");
+    let red = passes(&t.op, 1).await[2].redemption.clone().unwrap();
+    assert_eq!(red.at_ms, held);
+
+    t.set_now(synced + DAY - 1);
+    bus.reverse(pb::ReverseRequest {
+        request_id: rid(),
+        pass: scanned(&p[0].code),
+        site_id: 2,
+    })
+    .await
+    .unwrap();
+    assert_chain_verifies(&t).await;
+    t.stop().await;
+}

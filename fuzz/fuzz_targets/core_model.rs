@@ -1,6 +1,6 @@
 //! Fuzz target: the pure core against its reference model. The input bytes seed a sequence
-//! of operations (redemptions valid and not, reversals, cancellations, fundings, clock
-//! moves, sweeps, clearing runs); after each one the core's answer must be the model's, and
+//! of operations (redemptions valid and not, online and offline, workshops, reversals,
+//! cancellations, fundings, clock moves, sweeps, clearing runs); after each one the core's answer must be the model's, and
 //! every invariant of the money and the passes must hold. No disk: decide + apply in memory.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

@@ -137,6 +137,9 @@ pub enum Command {
     RedeemWorkshop {
         workshop: NewWorkshop,
         serials: Vec<Serial>,
+        /// When a device recorded the session's passes offline (a bus in a village without
+        /// a network); None for a session sent as it happens. Judged like a scan's time.
+        held_at: Option<Timestamp>,
     },
     Reverse {
         serial: Serial,

@@ -205,7 +205,14 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             let at = scan_time(rules, now, *scanned_at)?;
             redeem(state, at, *serial, *site, place, service)
         }
-        RedeemWorkshop { workshop, serials } => redeem_workshop(state, now, workshop, serials),
+        RedeemWorkshop {
+            workshop,
+            serials,
+            held_at,
+        } => {
+            let at = scan_time(rules, now, *held_at)?;
+            redeem_workshop(state, at, workshop, serials)
+        }
         Reverse { serial, site } => reverse(state, rules, now, *serial, *site),
         Cancel { target } => cancel(state, target),
         ExpireSweep => Ok(expire_sweep(state, rules, now)),
@@ -619,10 +626,11 @@ fn redeem(
 }
 
 /// A workshop redeems many passes in one session: one outcome per pass, in the order
-/// given. The session is recorded even if every pass is refused: it took place.
+/// given. The session is recorded even if every pass is refused: it took place. Every
+/// rule is judged `at` the session: now, or when a device recorded it offline.
 fn redeem_workshop(
     state: &State,
-    now: Timestamp,
+    at: Timestamp,
     w: &NewWorkshop,
     serials: &[Serial],
 ) -> Result<Step, Refusal> {
@@ -650,16 +658,13 @@ fn redeem_workshop(
     let mut seen = HashSet::with_capacity(serials.len());
     for serial in serials {
         if !seen.insert(*serial) {
-            outcomes.push(Err(Refusal::AlreadyRedeemed {
-                at: now,
-                site: w.site,
-            }));
+            outcomes.push(Err(Refusal::AlreadyRedeemed { at, site: w.site }));
             continue;
         }
-        match check_redeemable(state, now, &venue, *serial, &w.themes) {
+        match check_redeemable(state, at, &venue, *serial, &w.themes) {
             Ok(order) => {
                 let (fact, more, redeemed) =
-                    redemption_effects(order, &venue, now, *serial, service, Some(id));
+                    redemption_effects(order, &venue, at, *serial, service, Some(id));
                 facts.push(fact);
                 postings.extend(more);
                 outcomes.push(Ok(redeemed));

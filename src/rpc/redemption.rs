@@ -100,17 +100,7 @@ impl Redemptions for RedemptionService {
         let mut v = Violations::default();
         let place = convert::place(&mut v, r.place.as_ref());
         let service = v.check("service", ServiceCode::parse(&r.service));
-        let scanned_at = match r.scanned_at_ms {
-            0 => None,
-            ms if ms < 0 => {
-                v.add(
-                    "scanned_at_ms",
-                    "milliseconds since 1970, or 0 for a scan made now",
-                );
-                None
-            }
-            ms => Some(Timestamp(ms)),
-        };
+        let scanned_at = offline_time(&mut v, "scanned_at_ms", r.scanned_at_ms);
         v.into_result()?;
         let cmd = Command::Redeem {
             serial,
@@ -146,7 +136,7 @@ impl Redemptions for RedemptionService {
             ));
         }
         let site = self.site_for(&who, r.site_id)?;
-        let workshop = workshop(&mut Violations::default(), limits, r, site)?;
+        let (workshop, held_at) = workshop(&mut Violations::default(), limits, r, site)?;
         // A code that fails its check is that pass's outcome; the others still go through.
         let parsed: Vec<Result<Serial, Box<pb::PassOutcome>>> = r
             .passes
@@ -173,6 +163,7 @@ impl Redemptions for RedemptionService {
         let cmd = Command::RedeemWorkshop {
             workshop,
             serials: serials.clone(),
+            held_at,
         };
         let Outcome::Workshop {
             workshop: id,
@@ -233,12 +224,25 @@ impl Redemptions for RedemptionService {
     }
 }
 
+/// When a device did something offline: `None` for 0 (done as it is sent).
+fn offline_time(v: &mut Violations, field: &str, ms: i64) -> Option<Timestamp> {
+    match ms {
+        0 => None,
+        ms if ms < 0 => {
+            v.add(field, "milliseconds since 1970, or 0 for now");
+            None
+        }
+        ms => Some(Timestamp(ms)),
+    }
+}
+
+/// The session, and when it was held if a device recorded it offline.
 fn workshop(
     v: &mut Violations,
     limits: &crate::config::Limits,
     r: &pb::RedeemWorkshopRequest,
     site: SiteId,
-) -> Result<NewWorkshop, Status> {
+) -> Result<(NewWorkshop, Option<Timestamp>), Status> {
     let place = convert::place(v, r.place.as_ref());
     let date = v.check("date", parse_date(&r.date));
     let start = v.check("start", parse_hhmm(&r.start));
@@ -261,8 +265,16 @@ fn workshop(
     if r.passes.is_empty() {
         v.add("passes", "a workshop redeems at least one pass");
     }
+    let held_at = offline_time(v, "held_at_ms", r.held_at_ms);
+    if let (Some(at), Some(day)) = (held_at, date) {
+        // The session's date is local, `held_at` UTC: a day either way covers every zone
+        // of France, overseas included.
+        if (at.0.div_euclid(Timestamp::MS_PER_DAY) - i64::from(day)).abs() > 1 {
+            v.add("held_at_ms", "must fall within a day of the session's date");
+        }
+    }
     std::mem::take(v).into_result()?;
-    Ok(NewWorkshop {
+    let session = NewWorkshop {
         site,
         place,
         date_days: date.expect("checked"),
@@ -271,7 +283,8 @@ fn workshop(
         themes,
         participants: r.participants as u16,
         mediator: mediator.expect("checked"),
-    })
+    };
+    Ok((session, held_at))
 }
 
 fn parse_hhmm(s: &str) -> Result<u16, &'static str> {

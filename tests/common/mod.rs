@@ -302,6 +302,7 @@ pub fn workshop_req(codes: &[&str]) -> pb::RedeemWorkshopRequest {
         participants: codes.len() as u32,
         mediator_id: "CNFS-33-0042".into(),
         passes: codes.iter().map(|c| scanned(c).unwrap()).collect(),
+        held_at_ms: 0,
     }
 }
 

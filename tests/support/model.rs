@@ -29,6 +29,13 @@ pub enum Op {
         site: u64,
         ago_ms: i64,
     },
+    /// A workshop at `site` redeeming `passes` (a pass may come twice), sent as it
+    /// happens or (`ago_ms`) recorded offline that long before now.
+    Workshop {
+        passes: Vec<u64>,
+        site: u64,
+        ago_ms: Option<i64>,
+    },
     Reverse {
         pass: u64,
         site: u64,
@@ -84,20 +91,29 @@ impl Model {
         T0 + VALID_MS + i64::from(GRACE_DAYS) * 24 * HOUR
     }
 
-    /// The reason the ledger must give, or "OK".
-    pub fn step(&mut self, op: &Op) -> &'static str {
+    /// The reason the ledger must give, or "OK"; for a workshop, each pass's (`reason`).
+    pub fn step(&mut self, op: &Op) -> String {
+        match *op {
+            Op::Workshop {
+                ref passes,
+                site,
+                ago_ms,
+            } => match self.judged_at(ago_ms) {
+                Ok(at) => self.workshop(passes, site, at),
+                Err(reason) => reason.into(),
+            },
+            Op::Faulted { ref inner, .. } => self.step(inner),
+            _ => self.step_one(op).into(),
+        }
+    }
+
+    fn step_one(&mut self, op: &Op) -> &'static str {
         match *op {
             Op::Redeem { pass, site } => self.redeem(pass as usize, site, self.now),
-            Op::RedeemOffline { pass, site, ago_ms } => {
-                let at = self.now - ago_ms;
-                if at > self.now + SCAN_SKEW_MS {
-                    return "SCAN_IN_FUTURE";
-                }
-                if at < self.now - OFFLINE_WINDOW_MS {
-                    return "SCAN_TOO_OLD";
-                }
-                self.redeem(pass as usize, site, at.min(self.now))
-            }
+            Op::RedeemOffline { pass, site, ago_ms } => match self.judged_at(Some(ago_ms)) {
+                Ok(at) => self.redeem(pass as usize, site, at),
+                Err(reason) => reason,
+            },
             Op::Reverse { pass, site } => self.reverse(pass as usize, site),
             Op::Cancel { pass } => match self.passes[pass as usize] {
                 MStatus::Minted | MStatus::Active => {
@@ -149,8 +165,40 @@ impl Model {
                 "OK"
             }
             Op::Advance { .. } | Op::Restart { .. } => "OK",
-            Op::Faulted { ref inner, .. } => self.step(inner),
+            Op::Workshop { .. } | Op::Faulted { .. } => unreachable!("answered by step"),
         }
+    }
+
+    /// When something done `ago_ms` before now (None: now) is judged, or why it is not.
+    fn judged_at(&self, ago_ms: Option<i64>) -> Result<i64, &'static str> {
+        let Some(ago_ms) = ago_ms else {
+            return Ok(self.now);
+        };
+        let at = self.now - ago_ms;
+        if at > self.now + SCAN_SKEW_MS {
+            return Err("SCAN_IN_FUTURE");
+        }
+        if at < self.now - OFFLINE_WINDOW_MS {
+            return Err("SCAN_TOO_OLD");
+        }
+        Ok(at.min(self.now))
+    }
+
+    /// Each pass in turn, judged at the session's time; a pass given twice is refused
+    /// the second time, whatever the first answer was.
+    fn workshop(&mut self, passes: &[u64], site: u64, at: i64) -> String {
+        let mut seen = vec![];
+        let each: Vec<&str> = passes
+            .iter()
+            .map(|&p| {
+                if seen.contains(&p) {
+                    return "ALREADY_REDEEMED";
+                }
+                seen.push(p);
+                self.redeem(p as usize, site, at)
+            })
+            .collect();
+        workshop_reasons(&each)
     }
 
     fn order_passes(&self, order: u64) -> std::ops::Range<usize> {
@@ -297,6 +345,28 @@ pub fn command(op: &Op, now: i64) -> Option<Command> {
             service: svc,
             scanned_at: Some(Timestamp(now - ago_ms)),
         },
+        Op::Workshop {
+            ref passes,
+            site,
+            ago_ms,
+        } => {
+            let held_at = ago_ms.map(|ago| Timestamp(now - ago));
+            let day = held_at.map_or(now, |t| t.0).div_euclid(24 * HOUR);
+            Command::RedeemWorkshop {
+                workshop: NewWorkshop {
+                    site: SiteId(site),
+                    place: Place::Site,
+                    date_days: day as i32,
+                    start_minute: 14 * 60,
+                    duration_minutes: 120,
+                    themes: vec![svc],
+                    participants: passes.len() as u16,
+                    mediator: Label::parse("CNFS-0042").unwrap(),
+                },
+                serials: passes.iter().map(|p| serial(*p)).collect(),
+                held_at,
+            }
+        }
         Op::Reverse { pass, site } => Command::Reverse {
             serial: serial(pass),
             site: SiteId(site),
@@ -318,8 +388,23 @@ pub fn command(op: &Op, now: i64) -> Option<Command> {
     })
 }
 
-pub fn reason(answer: &Result<Outcome, Refusal>) -> &'static str {
-    answer.as_ref().map_or_else(|r| r.reason(), |_| "OK")
+/// The ledger's answer in the model's words: a reason, "OK", or a workshop's list.
+pub fn reason(answer: &Result<Outcome, Refusal>) -> String {
+    match answer {
+        Err(refusal) => refusal.reason().into(),
+        Ok(Outcome::Workshop { passes, .. }) => {
+            let each: Vec<&str> = passes
+                .iter()
+                .map(|p| p.as_ref().map_or_else(|r| r.reason(), |_| "OK"))
+                .collect();
+            workshop_reasons(&each)
+        }
+        Ok(_) => "OK".into(),
+    }
+}
+
+fn workshop_reasons(each: &[&str]) -> String {
+    format!("WORKSHOP[{}]", each.join(","))
 }
 
 impl Model {
@@ -356,10 +441,23 @@ impl Lcg {
         }
     }
 
+    /// Up to four passes, one of them perhaps twice; a third of them held offline.
+    pub fn workshop(&mut self, site: u64) -> Op {
+        let passes = (0..1 + self.below(4))
+            .map(|_| self.below(ORDERS * PASSES_PER_ORDER))
+            .collect();
+        let ago_ms = (self.below(3) == 0).then(|| self.scan_age());
+        Op::Workshop {
+            passes,
+            site,
+            ago_ms,
+        }
+    }
+
     pub fn op(&mut self) -> Op {
         let pass = self.below(ORDERS * PASSES_PER_ORDER);
         let site = 1 + self.below(2);
-        match self.below(23) {
+        match self.below(25) {
             0..=5 => Op::Redeem { pass, site },
             6..=7 => Op::Reverse { pass, site },
             8 => Op::Cancel { pass },
@@ -379,6 +477,7 @@ impl Lcg {
                 site,
                 ago_ms: self.scan_age(),
             },
+            19..=20 => self.workshop(site),
             _ => {
                 let inner = Box::new(self.op());
                 let keep = self.below(200) as usize;
