@@ -28,6 +28,8 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         2 => (1..=2u64, any::<u64>()).prop_map(|(site, seed)| Lcg(seed).workshop(site)),
         2 => (pass.clone(), 1..=2u64).prop_map(|(pass, site)| Op::Reverse { pass, site }),
+        1 => (1..=4u64, any::<bool>()).prop_map(|(settlement, whole)| Op::Pay { settlement, whole }),
+        1 => (1..=4u64).prop_map(|settlement| Op::Reject { settlement }),
         1 => pass.prop_map(|pass| Op::Cancel { pass }),
         2 => (0..ORDERS).prop_map(|order| Op::Fund { order }),
         2 => (1..72i64).prop_map(|hours| Op::Advance { hours }),
@@ -100,8 +102,9 @@ fn check_run(ops: &[Op]) -> Result<(), String> {
             }
             _ => {}
         }
+        let cmd = command(op, &model);
         let expected = model.step(op);
-        if let Some(cmd) = command(op, model.now) {
+        if let Some(cmd) = cmd {
             let answer = run(&mut ledger, model.now, cmd);
             ensure!(
                 reason(&answer) == expected,
@@ -117,20 +120,26 @@ fn check_run(ops: &[Op]) -> Result<(), String> {
 fn check_state(ledger: &Ledger, model: &Model) -> Result<(), String> {
     let state = ledger.state();
     state.check_invariants()?;
-    let count = |settled: bool| {
-        model
-            .passes
-            .iter()
-            .filter(|p| matches!(p, MStatus::Redeemed { settled: s, .. } if *s == settled))
-            .count() as i64
-    };
+    let (payable, in_payment) = model.payable_and_in_payment();
     ensure!(
-        state.balance(Account::Payable(StructureId(1))) == -1000 * count(false),
+        state.balance(Account::Payable(StructureId(1))) == -payable,
         "payable differs from the model"
     );
     ensure!(
-        state.balance(Account::InPayment(StructureId(1))) == -1000 * count(true),
+        state.balance(Account::InPayment(StructureId(1))) == -in_payment,
         "in payment differs from the model"
+    );
+    let paid: i64 = model
+        .settlements
+        .iter()
+        .filter(|s| s.status == SStatus::Paid)
+        .map(|s| 1000 * s.passes.len() as i64)
+        .sum();
+    let funded = model.funded.iter().filter(|f| **f).count() as i64;
+    ensure!(
+        state.balance(Account::Funds(CommanditaireId(1)))
+            == 1000 * PASSES_PER_ORDER as i64 * funded - paid,
+        "the commanditaire's funds differ from the model"
     );
     Ok(())
 }
@@ -167,7 +176,7 @@ fn faulted(
     let (before, head) = (ledger.state().clone(), ledger.head());
     let mut after = model.clone();
     let expected = after.step(op);
-    let Some(cmd) = command(op, model.now) else {
+    let Some(cmd) = command(op, model) else {
         *model = after;
         return Ok(ledger);
     };

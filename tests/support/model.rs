@@ -1,7 +1,8 @@
 //! The reference model of the ledger, shared by the model test, the deterministic
 //! simulation (tests/model.rs) and the core-against-model fuzz target (fuzz/): three orders
-//! of five passes, two sites (one outside the perimeter), one structure. `step` says what
-//! the ledger must answer to each operation.
+//! of five passes, two sites (one outside the perimeter), one structure, and the
+//! settlements clearing makes of its redemptions. `step` says what the ledger must answer
+//! to each operation.
 #![allow(dead_code)]
 
 use passnum::domain::*;
@@ -52,6 +53,15 @@ pub enum Op {
     Sweep,
     /// A clearing run with the cut-off at the current time.
     Clear,
+    /// The bank executed settlement `settlement` (perhaps unknown), for its total or not.
+    Pay {
+        settlement: u64,
+        whole: bool,
+    },
+    /// The bank returned settlement `settlement`: its lines go back to the next run.
+    Reject {
+        settlement: u64,
+    },
     Restart {
         drop_index: bool,
     },
@@ -72,15 +82,31 @@ pub enum MStatus {
         site: u64,
         at: i64,
         recorded: i64,
-        settled: bool,
+        /// The settlement that took it (an index into `Model::settlements`).
+        settlement: Option<usize>,
     },
     Cancelled,
     Expired,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SStatus {
+    Open,
+    Paid,
+    Rejected,
+}
+
+/// A settlement: its passes and where its payment stands. Settlement `k + 1` of the ledger.
+#[derive(Clone, Debug)]
+pub struct MSettlement {
+    pub passes: Vec<usize>,
+    pub status: SStatus,
+}
+
 #[derive(Clone)]
 pub struct Model {
     pub passes: Vec<MStatus>,
+    pub settlements: Vec<MSettlement>,
     pub funded: Vec<bool>,
     pub swept: Vec<bool>,
     pub now: i64,
@@ -148,25 +174,81 @@ impl Model {
                 "OK"
             }
             Op::Clear => {
-                let now = self.now;
-                for p in &mut self.passes {
+                let (now, next) = (self.now, self.settlements.len());
+                let mut taken = vec![];
+                for (i, p) in self.passes.iter_mut().enumerate() {
                     if let MStatus::Redeemed {
                         at,
                         recorded,
-                        settled,
+                        settlement: settlement @ None,
                         ..
                     } = p
                     {
                         if *at < now && *recorded + 24 * HOUR <= now {
-                            *settled = true;
+                            *settlement = Some(next);
+                            taken.push(i);
                         }
                     }
                 }
+                if !taken.is_empty() {
+                    self.settlements.push(MSettlement {
+                        passes: taken,
+                        status: SStatus::Open,
+                    });
+                }
                 "OK"
             }
+            Op::Pay { settlement, whole } => match self.open_settlement(settlement) {
+                Err(reason) => reason,
+                Ok(_) if !whole => "PAYMENT_AMOUNT_MISMATCH",
+                Ok(k) => {
+                    self.settlements[k].status = SStatus::Paid;
+                    "OK"
+                }
+            },
+            Op::Reject { settlement } => match self.open_settlement(settlement) {
+                Err(reason) => reason,
+                Ok(k) => {
+                    self.settlements[k].status = SStatus::Rejected;
+                    for &p in &self.settlements[k].passes {
+                        if let MStatus::Redeemed { settlement, .. } = &mut self.passes[p] {
+                            *settlement = None;
+                        }
+                    }
+                    "OK"
+                }
+            },
             Op::Advance { .. } | Op::Restart { .. } => "OK",
             Op::Workshop { .. } | Op::Faulted { .. } => unreachable!("answered by step"),
         }
+    }
+
+    /// The index of the ledger's settlement `id`, if it is open.
+    fn open_settlement(&self, id: u64) -> Result<usize, &'static str> {
+        match self.settlements.get((id as usize).wrapping_sub(1)) {
+            None => Err("UNKNOWN_SETTLEMENT"),
+            Some(s) if s.status != SStatus::Open => Err("SETTLEMENT_NOT_OPEN"),
+            Some(_) => Ok(id as usize - 1),
+        }
+    }
+
+    /// What the structure is owed for redemptions not yet settled, and what its open
+    /// settlements hold, in cents.
+    pub fn payable_and_in_payment(&self) -> (i64, i64) {
+        let (mut payable, mut in_payment) = (0, 0);
+        for p in &self.passes {
+            match p {
+                MStatus::Redeemed {
+                    settlement: None, ..
+                } => payable += 1000,
+                MStatus::Redeemed {
+                    settlement: Some(k),
+                    ..
+                } if self.settlements[*k].status == SStatus::Open => in_payment += 1000,
+                _ => {}
+            }
+        }
+        (payable, in_payment)
     }
 
     /// When something done `ago_ms` before now (None: now) is judged, or why it is not.
@@ -230,7 +312,7 @@ impl Model {
             site,
             at,
             recorded: self.now,
-            settled: false,
+            settlement: None,
         };
         "OK"
     }
@@ -239,7 +321,7 @@ impl Model {
         let MStatus::Redeemed {
             site: at_site,
             recorded,
-            settled,
+            settlement,
             ..
         } = self.passes[p]
         else {
@@ -248,7 +330,7 @@ impl Model {
         if at_site != site {
             return "WRONG_SITE";
         }
-        if settled {
+        if settlement.is_some() {
             return "ALREADY_SETTLED";
         }
         if self.now >= recorded + 24 * HOUR {
@@ -328,7 +410,9 @@ pub fn setup(run: &mut dyn FnMut(i64, Command) -> Result<Outcome, Refusal>, now:
     }
 }
 
-pub fn command(op: &Op, now: i64) -> Option<Command> {
+/// The command for `op`, made from the model as it stands before `op`.
+pub fn command(op: &Op, model: &Model) -> Option<Command> {
+    let now = model.now;
     let svc = ServiceCode::parse("aide").unwrap();
     Some(match *op {
         Op::Redeem { pass, site } => Command::Redeem {
@@ -383,8 +467,24 @@ pub fn command(op: &Op, now: i64) -> Option<Command> {
         Op::Clear => Command::RunClearing {
             cut_off: Timestamp(now),
         },
+        Op::Pay { settlement, whole } => {
+            let lines = model
+                .settlements
+                .get((settlement as usize).wrapping_sub(1))
+                .map_or(0, |s| s.passes.len() as i64);
+            Command::RecordPayment {
+                settlement: SettlementId(settlement),
+                bank_reference: Label::parse("BANK-1").unwrap(),
+                executed_on_days: now.div_euclid(24 * HOUR) as i32,
+                amount: Cents(1000 * lines - i64::from(!whole)),
+            }
+        }
+        Op::Reject { settlement } => Command::RecordRejection {
+            settlement: SettlementId(settlement),
+            reason: Label::parse("compte clos").unwrap(),
+        },
         Op::Advance { .. } | Op::Restart { .. } => return None,
-        Op::Faulted { ref inner, .. } => return command(inner, now),
+        Op::Faulted { ref inner, .. } => return command(inner, model),
     })
 }
 
@@ -411,6 +511,7 @@ impl Model {
     pub fn new() -> Model {
         Model {
             passes: vec![MStatus::Minted; (ORDERS * PASSES_PER_ORDER) as usize],
+            settlements: vec![],
             funded: vec![false; ORDERS as usize],
             swept: vec![false; ORDERS as usize],
             now: T0 + HOUR,
@@ -441,6 +542,15 @@ impl Lcg {
         }
     }
 
+    /// A settlement a run may have made (runs are few: mostly the first two), or one past
+    /// them (unknown).
+    pub fn settlement(&mut self) -> u64 {
+        match self.below(4) {
+            0 => 3 + self.below(2),
+            _ => 1 + self.below(2),
+        }
+    }
+
     /// Up to four passes, one of them perhaps twice; a third of them held offline.
     pub fn workshop(&mut self, site: u64) -> Op {
         let passes = (0..1 + self.below(4))
@@ -457,7 +567,7 @@ impl Lcg {
     pub fn op(&mut self) -> Op {
         let pass = self.below(ORDERS * PASSES_PER_ORDER);
         let site = 1 + self.below(2);
-        match self.below(25) {
+        match self.below(27) {
             0..=5 => Op::Redeem { pass, site },
             6..=7 => Op::Reverse { pass, site },
             8 => Op::Cancel { pass },
@@ -478,6 +588,13 @@ impl Lcg {
                 ago_ms: self.scan_age(),
             },
             19..=20 => self.workshop(site),
+            21 => Op::Pay {
+                settlement: self.settlement(),
+                whole: self.below(4) != 0,
+            },
+            22 => Op::Reject {
+                settlement: self.settlement(),
+            },
             _ => {
                 let inner = Box::new(self.op());
                 let keep = self.below(200) as usize;
