@@ -5,7 +5,8 @@
 //! `HashMap`, which doubles in one step; `ShardedMap` is what the state uses.
 //!
 //! Then memory: the heap bytes one entry costs (a redeemed pass, an active pass, a
-//! remembered request), against the same entry's encoded size.
+//! remembered request), against the same entry's encoded size. Last, the pause of
+//! forgetting a credential's requests, which reads them all.
 //!
 //! `cargo bench --bench growth`
 
@@ -98,24 +99,73 @@ fn pass(i: u64) -> (Serial, Pass) {
     (pass.serial, pass)
 }
 
+/// The hashes of the credentials the requests come from: one per site, 100 sites.
+fn credential(i: u64) -> [u8; 32] {
+    [(i % 100) as u8 + 1; 32]
+}
+
 fn request(i: u64) -> (RequestDigest, Remembered) {
-    let r = Remembered {
-        fingerprint: [i as u8; 32],
-        seq: i,
-        result: Ok(Outcome::Redeemed(Redeemed {
-            serial: spread_serial(i),
-            order: OrderId(1),
-            amount: Cents(1000),
-            at: Timestamp(i as i64),
-            site: SiteId(1),
-        })),
-    };
     let key = RequestKey {
-        scope: format!("s:structure-{}", i % 100),
+        scope: credential(i)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         id: format!("{i:032x}"),
-        fingerprint: r.fingerprint,
+        fingerprint: [i as u8; 32],
     };
-    (key.digest(), r)
+    let answer = Ok(Outcome::Redeemed(Redeemed {
+        serial: spread_serial(i),
+        order: OrderId(1),
+        amount: Cents(1000),
+        at: Timestamp(i as i64),
+        site: SiteId(1),
+    }));
+    (key.digest(), Remembered::of(i, &key, answer))
+}
+
+/// The pause of forgetting one credential's requests (1 % of them, `Fact::RequestsForgotten`)
+/// under the writer's lock, against the baseline of reading every remembered request once.
+fn forgetting(n: u64) {
+    let mut state = State::default();
+    for i in 0..100 {
+        let site = Role::Site(SiteId(i + 1));
+        state.credentials.insert(
+            credential(i),
+            Credential {
+                role: site,
+                revoked_at: Some(Timestamp(0)),
+                expires_at: None,
+                requests_forgotten: false,
+            },
+        );
+    }
+    state.requests = (0..n).map(request).collect();
+    let t = Instant::now();
+    let seqs: u64 = state.requests.values().map(|r| r.seq).sum();
+    let read = t.elapsed();
+    let body = RecordBody {
+        request: None,
+        facts: vec![Fact::RequestsForgotten {
+            token_hashes: vec![credential(7)],
+        }],
+        postings: vec![],
+        result: Ok(Outcome::RequestsForgotten { credentials: 1 }),
+    };
+    let t = Instant::now();
+    state.apply(1, Timestamp(1), &body);
+    let forget = t.elapsed();
+    assert_eq!(
+        state.requests.len() as u64,
+        n - n / 100,
+        "1 % forgotten ({seqs})"
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "forget    1 credential of 100 over {n} requests: {:>7.1} ms; reading every one {:>7.1} ms; ratio {:.2}",
+        ms(forget),
+        ms(read),
+        ms(forget) / ms(read)
+    );
 }
 
 fn report(what: &str, n: u64, base: &Growth, sharded: &Growth) {
@@ -159,6 +209,7 @@ fn main() {
     memory("requests", n, request, |(k, r)| {
         k.0.len() + postcard::to_allocvec(r).unwrap().len()
     });
+    forgetting(n);
 }
 
 /// Heap bytes per entry of a `ShardedMap` grown to `n` entries, against the baseline of the

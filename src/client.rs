@@ -814,10 +814,15 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 .into_inner();
             out(
                 &conn,
-                json!({"expired": r.expired, "credited_cents": r.credited_cents}),
+                json!({
+                    "expired": r.expired,
+                    "credited_cents": r.credited_cents,
+                    "credentials_forgotten": r.credentials_forgotten,
+                    "requests_remembered": r.requests_remembered,
+                }),
                 format!(
-                    "{} passes expired, {} cents credited back",
-                    r.expired, r.credited_cents
+                    "{} passes expired, {} cents credited back; {} credentials' requests forgotten, {} requests remembered",
+                    r.expired, r.credited_cents, r.credentials_forgotten, r.requests_remembered
                 ),
             );
         }

@@ -333,8 +333,14 @@ async fn sweep_periodically(ctx: Arc<Ctx>, every_ms: u64) {
     loop {
         tick.tick().await;
         match ctx.sweep().await {
-            Ok((0, _)) => {}
-            Ok((passes, cents)) => tracing::info!(passes, cents, "expiry sweep"),
+            Ok(s) if s.passes == 0 && s.credentials_forgotten == 0 => {}
+            Ok(s) => tracing::info!(
+                passes = s.passes,
+                cents = s.cents,
+                credentials_forgotten = s.credentials_forgotten,
+                requests_remembered = s.requests_remembered,
+                "expiry sweep"
+            ),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
     }

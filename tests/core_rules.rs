@@ -878,7 +878,7 @@ fn changes_carry_each_value_as_the_record_left_it() {
     assert_eq!(changes.passes[0].status, PassStatus::Redeemed);
     assert_eq!(
         changes.requests,
-        vec![(key.digest(), w.state.requests[&key.digest()].clone())]
+        vec![(key.digest(), Some(w.state.requests[&key.digest()].clone()))]
     );
     let mut keys = changes.keys.clone();
     keys.dedup();
@@ -928,6 +928,133 @@ fn request_ids_replay_answers_and_refuse_reuse() {
     assert_eq!(refused, Err(Refusal::NotActivated));
     w.fund(OrderId(2));
     assert_eq!(w.run_as(k2, redeem(101, 1, Place::Site, "x")), refused);
+}
+
+/// A credential refused for good (revoked or expired) can send nothing more, so the
+/// answers remembered for its requests go: at the first sweep of the second day after its
+/// end (once a day at most). Everyone else's stay, and their retries get their first answer.
+#[test]
+fn a_credential_refused_for_good_has_its_requests_forgotten_two_days_on() {
+    let mut w = world();
+    let issue = |b: u8, role: Role, lifetime: Lifetime| Command::IssueCredential {
+        token_hash: [b; 32],
+        role,
+        lifetime,
+    };
+    let site = || Role::Site(SiteId(1));
+    w.run(issue(0x44, Role::Operator, Lifetime::Never)).unwrap();
+    w.run(issue(0x11, site(), Lifetime::Longest)).unwrap();
+    w.run(issue(0x22, site(), Lifetime::Ms(DAY))).unwrap();
+    w.run(issue(0x33, site(), Lifetime::Longest)).unwrap();
+    let key = |scope: String, id: &str| RequestKey {
+        scope,
+        id: id.into(),
+        fingerprint: [9; 32],
+    };
+    let of = |b: u8, id: &str| key(format!("{b:02x}").repeat(8), id);
+    // Each credential (and a scope that names none) redeems a pass and is refused once.
+    let scopes = [
+        of(0x11, ""),
+        of(0x22, ""),
+        of(0x33, ""),
+        of(0x44, ""),
+        key("site:1".into(), ""),
+    ];
+    for (n, scope) in (1..).zip(&scopes) {
+        let ok = RequestKey {
+            id: "ok".into(),
+            ..scope.clone()
+        };
+        let no = RequestKey {
+            id: "no".into(),
+            ..scope.clone()
+        };
+        w.run_as(Some(ok), redeem(n, 1, Place::Site, "x")).unwrap();
+        w.run_as(Some(no), redeem(n, 1, Place::Site, "x"))
+            .unwrap_err();
+    }
+    assert_eq!(w.state.requests.len(), 10);
+    w.run(Command::RevokeCredential {
+        token_hash: [0x11; 32],
+    })
+    .unwrap();
+    w.state.take_changes();
+
+    let forget = |w: &mut World, at: i64| {
+        w.now = Timestamp(at);
+        let seq = w.state.seq;
+        match w.run(Command::ForgetRequests) {
+            Ok(Outcome::RequestsForgotten { credentials }) => {
+                assert_eq!(
+                    w.state.seq - seq,
+                    u64::from(credentials.min(1)),
+                    "a record if any"
+                );
+                credentials
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // Revoked at the start of day 1; expired at the start of day 2.
+    assert_eq!(forget(&mut w, T0 + DAY), 0, "revoked today");
+    assert_eq!(
+        forget(&mut w, T0 + 3 * DAY - 1),
+        0,
+        "and to the end of the next day"
+    );
+    assert_eq!(forget(&mut w, T0 + 3 * DAY), 1, "the revoked one, on day 3");
+    assert_eq!(
+        w.last_facts,
+        [Fact::RequestsForgotten {
+            token_hashes: vec![[0x11; 32]]
+        }]
+    );
+    assert_eq!(w.state.requests.len(), 8);
+    let changes = w.state.take_changes();
+    let gone: Vec<_> = changes
+        .requests
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .collect();
+    assert_eq!(gone.len(), 2, "storage is told of both");
+    assert!(changes.keys.contains(&Key::Credential([0x11; 32])));
+    assert_eq!(forget(&mut w, T0 + 3 * DAY + 1), 0, "once only");
+    assert_eq!(forget(&mut w, T0 + 4 * DAY), 1, "the expired one, on day 4");
+    assert_eq!(w.state.requests.len(), 6);
+    assert!(w.state.credentials[&[0x22; 32]].requests_forgotten);
+    assert_eq!(forget(&mut w, T0 + 300 * DAY), 0, "the live ones stay");
+    for scope in &scopes[2..] {
+        let retry = RequestKey {
+            id: "ok".into(),
+            ..scope.clone()
+        };
+        let seq = w.state.seq;
+        assert!(w
+            .run_as(Some(retry), redeem(99, 1, Place::Site, "x"))
+            .is_ok());
+        assert_eq!(
+            w.state.seq, seq,
+            "{}: a retry, answered from memory",
+            scope.scope
+        );
+    }
+    assert_eq!(
+        forget(&mut w, T0 + 1000 * DAY),
+        1,
+        "the third, once expired"
+    );
+    let kept: BTreeSet<bool> = w
+        .state
+        .requests
+        .values()
+        .map(|r| r.credential.is_some())
+        .collect();
+    assert_eq!(w.state.requests.len(), 4);
+    assert_eq!(
+        kept,
+        BTreeSet::from([true, false]),
+        "the operator's never expires; site:1 names none"
+    );
 }
 
 #[test]

@@ -244,3 +244,80 @@ async fn the_longest_lifetime_is_the_servers_and_the_cli_shows_lifetimes() {
         serve_refuses("--credential-days", days, "1..=1830");
     }
 }
+
+/// A revoked credential can send nothing more, so the answers remembered for its requests
+/// (memory that would otherwise grow with every request ever made) go at the sweep of the
+/// second day after; its token is still refused, the other credentials' retries still get
+/// their first answers, and the ledger agrees when restarted from its index or its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_credentials_requests_are_forgotten_by_the_sweep_two_days_on() {
+    let mut t = TestServer::start().await;
+    let now = T0 + DAY;
+    registry(&t).await;
+    let (_, p) = order(&t, 1, 10, true).await;
+    let mut reg = t.op.registry.clone();
+    let lost = reg.issue_credential(issue(pb::Role::Site, 1, 0)).await;
+    let lost = lost.unwrap().into_inner();
+    let kept = reg.issue_credential(issue(pb::Role::Site, 1, 0)).await;
+    let kept = kept.unwrap().into_inner();
+    let with_id = |code: &str, id: &str| pb::RedeemRequest {
+        request_id: id.into(),
+        ..redeem_req(code, 1, None, "aide")
+    };
+    let mut tablet = t.client(Some(&lost.token)).await.redemptions;
+    tablet.redeem(with_id(&p[0].code, "a1")).await.unwrap();
+    tablet.redeem(with_id(&p[1].code, "a2")).await.unwrap();
+    let mut desk = t.client(Some(&kept.token)).await.redemptions;
+    let first = desk.redeem(with_id(&p[2].code, "b1")).await.unwrap();
+    let sweep = |t: &TestServer| {
+        let mut issuance = t.op.issuance.clone();
+        async move {
+            let r = issuance.run_expiry_sweep(pb::RunExpirySweepRequest {});
+            let r = r.await.unwrap().into_inner();
+            (r.credentials_forgotten, r.requests_remembered)
+        }
+    };
+    let (_, all) = sweep(&t).await;
+    reg.revoke_credential(pb::RevokeCredentialRequest {
+        request_id: rid(),
+        credential_id: lost.credential_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        sweep(&t).await,
+        (0, all + 1),
+        "the revocation is remembered too"
+    );
+    t.set_now(now + 2 * DAY - 1);
+    assert_eq!(
+        sweep(&t).await,
+        (0, all + 1),
+        "kept until the second day after"
+    );
+    t.set_now(now + 2 * DAY);
+    assert_eq!(
+        sweep(&t).await,
+        (1, all - 1),
+        "the tablet's two requests are gone"
+    );
+    assert_eq!(sweep(&t).await, (0, all - 1), "once");
+    let retried = tablet.redeem(with_id(&p[0].code, "a1")).await;
+    refused(retried, Code::Unauthenticated, "TOKEN_REVOKED");
+    let seq = head(&t.op).await.seq;
+    let again = desk.redeem(with_id(&p[2].code, "b1")).await.unwrap();
+    assert_eq!(
+        again.into_inner(),
+        first.into_inner(),
+        "the desk's first answer"
+    );
+    assert_eq!(head(&t.op).await.seq, seq, "answered from memory");
+
+    t.restart().await;
+    assert_eq!(sweep(&t).await, (0, all - 1), "restarted from the index");
+    t.restart_after(|dir| std::fs::remove_dir_all(dir.join("index")).unwrap())
+        .await;
+    assert_eq!(sweep(&t).await, (0, all - 1), "replayed from the log");
+    assert_chain_verifies(&t).await;
+    t.stop().await;
+}

@@ -36,6 +36,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Sweep),
         1 => Just(Op::Clear),
         1 => any::<bool>().prop_map(|drop_index| Op::Restart { drop_index }),
+        1 => (0..DEVICES).prop_map(|device| Op::Retire { device }),
+        1 => Just(Op::Forget),
+        1 => (0..1_000u64).prop_map(|nth| Op::Retry { nth }),
     ]
 }
 
@@ -44,6 +47,10 @@ fn run(ledger: &mut Ledger, now: i64, command: Command) -> Result<Outcome, Refus
         request: None,
         command,
     };
+    send(ledger, now, env)
+}
+
+fn send(ledger: &mut Ledger, now: i64, env: Envelope) -> Result<Outcome, Refusal> {
     ledger
         .execute_batch(Timestamp(now), &[&env])
         .expect("disk takes the batch")
@@ -102,10 +109,10 @@ fn check_run(ops: &[Op]) -> Result<(), String> {
             }
             _ => {}
         }
-        let cmd = command(op, &model);
+        let env = envelope(op, &model);
         let expected = model.step(op);
-        if let Some(cmd) = cmd {
-            let answer = run(&mut ledger, model.now, cmd);
+        if let Some(env) = env {
+            let answer = send(&mut ledger, model.now, env);
             ensure!(
                 reason(&answer) == expected,
                 "step {i} {op:?}: got {}, model says {expected}",
@@ -120,6 +127,12 @@ fn check_run(ops: &[Op]) -> Result<(), String> {
 fn check_state(ledger: &Ledger, model: &Model) -> Result<(), String> {
     let state = ledger.state();
     state.check_invariants()?;
+    ensure!(
+        state.requests.len() == model.remembered.len(),
+        "{} requests remembered, the model says {}",
+        state.requests.len(),
+        model.remembered.len()
+    );
     let (payable, in_payment) = model.payable_and_in_payment();
     ensure!(
         state.balance(Account::Payable(StructureId(1))) == -payable,
@@ -176,17 +189,13 @@ fn faulted(
     let (before, head) = (ledger.state().clone(), ledger.head());
     let mut after = model.clone();
     let expected = after.step(op);
-    let Some(cmd) = command(op, model) else {
+    let Some(env) = envelope(op, model) else {
         *model = after;
         return Ok(ledger);
     };
     let faults = Faults::default();
     faults.arm(fault);
     ledger.inject_faults(faults.clone());
-    let env = Envelope {
-        request: None,
-        command: cmd,
-    };
     let result = ledger.execute_batch(Timestamp(model.now), &[&env]);
     faults.clear();
     match result {

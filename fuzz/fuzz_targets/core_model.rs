@@ -1,6 +1,7 @@
 //! Fuzz target: the pure core against its reference model. The input bytes seed a sequence
 //! of operations (redemptions valid and not, online and offline, workshops, reversals,
-//! cancellations, fundings, clock moves, sweeps, clearing runs, payments and rejections);
+//! cancellations, fundings, clock moves, sweeps, clearing runs, payments and rejections,
+//! tablets retired and their requests forgotten, retries);
 //! after each one the core's answer must be the model's, and every invariant of the money
 //! and the passes must hold. No disk: decide + apply in memory.
 #![no_main]
@@ -22,6 +23,10 @@ impl Core {
             request: None,
             command,
         };
+        self.send(now, env)
+    }
+
+    fn send(&mut self, now: i64, env: Envelope) -> Result<Outcome, Refusal> {
         match decide(&self.state, &self.rules, Timestamp(now), &env) {
             Decision::Answer(a) => a,
             Decision::Record(body) => {
@@ -56,12 +61,13 @@ fuzz_target!(|data: &[u8]| {
         if let Op::Advance { hours } = op {
             m.now += hours * HOUR;
         }
-        let cmd = command(&op, &m);
+        let env = envelope(&op, &m);
         let expected = m.step(&op);
-        if let Some(cmd) = cmd {
-            let answer = core.run(m.now, cmd);
+        if let Some(env) = env {
+            let answer = core.send(m.now, env);
             assert_eq!(reason(&answer), expected, "{op:?}");
         }
         core.state.check_invariants().unwrap();
+        assert_eq!(core.state.requests.len(), m.remembered.len(), "remembered requests");
     }
 });

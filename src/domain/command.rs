@@ -31,6 +31,32 @@ impl RequestKey {
         d.copy_from_slice(&h.finalize().as_bytes()[..16]);
         RequestDigest(d)
     }
+
+    /// The credential the request came from, if its scope names one: the service scopes
+    /// every request by its credential's id, the first 8 bytes of its token's hash in
+    /// lower-case hex (`rpc::auth::credential_id`).
+    pub fn credential(&self) -> Option<CredentialTag> {
+        let hex = self.scope.as_bytes();
+        let is_id = hex.len() == 16 && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        is_id
+            .then(|| u64::from_str_radix(&self.scope, 16).ok())
+            .flatten()
+            .and_then(std::num::NonZeroU64::new)
+            .map(CredentialTag)
+    }
+}
+
+/// The 8 bytes of a token's hash that name its credential, as a number. Kept with every
+/// remembered request so that a credential refused for good can have its requests
+/// forgotten. (A hash whose first 8 bytes are zero names none: its requests are kept.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CredentialTag(pub std::num::NonZeroU64);
+
+impl CredentialTag {
+    pub fn of(token_hash: &[u8; 32]) -> Option<CredentialTag> {
+        let first: [u8; 8] = token_hash[..8].try_into().expect("8 of 32 bytes");
+        std::num::NonZeroU64::new(u64::from_be_bytes(first)).map(CredentialTag)
+    }
 }
 
 /// A remembered request's key: 128 bits of blake3 over its scope and id. The map of every
@@ -176,6 +202,9 @@ pub enum Command {
     RevokeCredential {
         token_hash: [u8; 32],
     },
+    /// Forgets the remembered requests of credentials refused for good before yesterday
+    /// (at most once a day: it reads every remembered request).
+    ForgetRequests,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +232,24 @@ mod tests {
         let mut retry = key("s", "r1");
         retry.fingerprint = [1; 32];
         assert_eq!(retry.digest(), key("s", "r1").digest());
+    }
+
+    #[test]
+    fn a_request_scoped_by_a_credential_id_names_that_credential() {
+        let hash = [0xab; 32];
+        let tag = CredentialTag::of(&hash).unwrap();
+        assert_eq!(key("abababababababab", "r").credential(), Some(tag));
+        assert_eq!(CredentialTag::of(&[0; 32]), None);
+        for other in [
+            "ABABABABABABABAB",
+            "+bababababababab",
+            "abababababababa",
+            "site:0102",
+            "",
+        ] {
+            assert_eq!(key(other, "r").credential(), None, "{other:?}");
+        }
+        assert_eq!(key("0000000000000000", "r").credential(), None);
     }
 
     /// The digest keys the index on disk: changing it needs a new index layout version.

@@ -5,6 +5,7 @@ use super::command::*;
 use super::entities::*;
 use super::record::*;
 use super::refusal::Refusal;
+use super::retention;
 use super::rules::{check_redeemable, check_reversible, resolve_venue, Venue};
 use super::serial::Serial;
 use super::state::State;
@@ -87,7 +88,7 @@ enum Step {
 pub fn decide(state: &State, rules: &Rules, now: Timestamp, envelope: &Envelope) -> Decision {
     if let Some(req) = &envelope.request {
         if let Some(seen) = state.requests.get(&req.digest()) {
-            if seen.fingerprint != req.fingerprint {
+            if !seen.is_retry_of(req) {
                 return Decision::Answer(Err(Refusal::RequestIdReused));
             }
             return Decision::Answer(seen.result.clone());
@@ -187,6 +188,10 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             lifetime,
         } => issue_credential(state, rules, now, token_hash, role, *lifetime),
         RevokeCredential { token_hash } => revoke_credential(state, token_hash),
+        ForgetRequests => Ok(match retention::forget(retention::due(state, now)) {
+            Some((fact, outcome)) => change(vec![fact], outcome),
+            None => Step::NoChange(Outcome::RequestsForgotten { credentials: 0 }),
+        }),
         CreateOrder(new) => create_order(state, now, rules.order_fee, new),
         Mint { order, serials } => mint(state, *order, serials),
         RecordFunding {

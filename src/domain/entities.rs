@@ -251,6 +251,9 @@ pub struct Credential {
     pub role: Role,
     pub revoked_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
+    /// The answers remembered for its requests were forgotten (`Fact::RequestsForgotten`):
+    /// it was refused for good, so none of them can be asked for again.
+    pub requests_forgotten: bool,
 }
 
 impl Credential {
@@ -261,6 +264,14 @@ impl Credential {
     /// When its token expired, if it has by `now` (it is refused from its expiry on).
     pub fn expired(&self, now: Timestamp) -> Option<Timestamp> {
         self.expires_at.filter(|at| now >= *at)
+    }
+
+    /// From when its token is refused for good (revoked or expired), if it ever is.
+    pub fn refused_from(&self) -> Option<Timestamp> {
+        match (self.revoked_at, self.expires_at) {
+            (Some(r), Some(e)) => Some(r.min(e)),
+            (r, e) => r.or(e),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod proof;
 pub mod record;
 pub mod refusal;
 pub mod reports;
+pub mod retention;
 pub mod rules;
 pub mod serial;
 pub mod sharded;

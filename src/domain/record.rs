@@ -82,6 +82,11 @@ pub enum Fact {
         order: OrderId,
         rate: FeeRate,
     },
+    /// The answers remembered for these credentials' requests are forgotten: each was
+    /// refused for good (revoked or expired), so no request of theirs can come again.
+    RequestsForgotten {
+        token_hashes: Vec<[u8; 32]>,
+    },
 }
 
 /// The answer to an accepted command, remembered for retries.
@@ -136,6 +141,10 @@ pub enum Outcome {
         credited: Cents,
     },
     CredentialRevoked,
+    /// This many credentials' remembered requests were forgotten.
+    RequestsForgotten {
+        credentials: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

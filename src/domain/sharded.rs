@@ -96,6 +96,20 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         old
     }
 
+    /// Keeps the entries `keep` says to. A shard left under a quarter full gives back
+    /// half its room: forgetting most of a map frees memory, forgetting a little moves
+    /// nothing.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        for shard in &mut self.shards {
+            let before = shard.len();
+            shard.retain(|k, v| keep(k, v));
+            self.len -= before - shard.len();
+            if shard.len() < shard.capacity() / 4 {
+                shard.shrink_to(shard.capacity() / 2);
+            }
+        }
+    }
+
     /// Every entry, in no particular order (as a `HashMap`).
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.shards.iter().flat_map(|s| s.iter())
@@ -156,13 +170,17 @@ mod tests {
     proptest! {
         /// Any sequence of inserts and removes leaves the same entries as a `HashMap`.
         #[test]
-        fn behaves_as_a_hash_map(ops in proptest::collection::vec((any::<bool>(), 0u16..300, any::<u32>()), 0..600)) {
+        fn behaves_as_a_hash_map(ops in proptest::collection::vec((0u8..9, 0u16..300, any::<u32>()), 0..600)) {
             let (mut model, mut map) = (HashMap::new(), ShardedMap::new());
-            for (insert, k, v) in ops {
-                if insert {
-                    prop_assert_eq!(map.insert(k, v), model.insert(k, v));
-                } else {
-                    prop_assert_eq!(map.remove(&k), model.remove(&k));
+            for (op, k, v) in ops {
+                match op {
+                    0..=4 => prop_assert_eq!(map.insert(k, v), model.insert(k, v)),
+                    5..=7 => prop_assert_eq!(map.remove(&k), model.remove(&k)),
+                    _ => {
+                        // Keeps the keys on one side of k, so some retains empty the map.
+                        map.retain(|key, _| *key < k);
+                        model.retain(|key, _| *key < k);
+                    }
                 }
                 prop_assert_eq!(map.len(), model.len());
             }
@@ -189,6 +207,23 @@ mod tests {
         c.remove("r7");
         assert_ne!(a, c, "a missing entry makes them differ");
         assert!(a.contains_key("r999") && !a.contains_key("r1000"));
+    }
+
+    #[test]
+    fn a_map_mostly_forgotten_gives_its_room_back() {
+        let mut map: ShardedMap<u64, u64> = (0..(SHARDS as u64 * 64)).map(|i| (i, i)).collect();
+        let room = |m: &ShardedMap<u64, u64>| m.shards.iter().map(HashMap::capacity).sum::<usize>();
+        let full = room(&map);
+        map.retain(|k, _| k % 4 != 0);
+        // (`capacity` counts a slot left as a tombstone as taken, so it may drop a little.)
+        assert!(
+            room(&map) > full * 3 / 4,
+            "three quarters kept: no shard shrinks"
+        );
+        map.retain(|k, _| k % 64 == 1);
+        assert_eq!(map.len(), SHARDS);
+        assert!(room(&map) <= full / 2, "{} of {full}", room(&map));
+        assert!((1..SHARDS as u64 * 64).step_by(64).all(|k| map[&k] == k));
     }
 
     #[test]

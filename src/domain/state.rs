@@ -3,7 +3,7 @@
 //! rebuilt from the log is the state that was acknowledged.
 
 use super::clearing::{Settlement, SettlementStatus};
-use super::command::{RequestDigest, RequestKey};
+use super::command::{CredentialTag, RequestDigest, RequestKey};
 use super::entities::*;
 use super::record::{Fact, Outcome, RecordBody};
 use super::refusal::Refusal;
@@ -13,12 +13,38 @@ use super::types::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// What the core remembers of a request id: the content it came with and the answer.
+/// What the core remembers of a request id: the content it came with, who sent it, and
+/// the answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remembered {
-    pub fingerprint: [u8; 32],
+    /// The first half of the request's fingerprint: 128 bits tell a retry from another
+    /// request under the same id as surely as 256, in 16 bytes less per entry.
+    pub fingerprint: [u8; 16],
     pub seq: u64,
+    /// Its credential, so that its answer is forgotten once the credential is refused for
+    /// good (`Fact::RequestsForgotten`).
+    pub credential: Option<CredentialTag>,
     pub result: Result<Outcome, Refusal>,
+}
+
+impl Remembered {
+    pub fn of(seq: u64, req: &RequestKey, result: Result<Outcome, Refusal>) -> Remembered {
+        Remembered {
+            fingerprint: Self::half(&req.fingerprint),
+            seq,
+            credential: req.credential(),
+            result,
+        }
+    }
+
+    /// Whether `req` comes with the content this request came with (a retry).
+    pub fn is_retry_of(&self, req: &RequestKey) -> bool {
+        self.fingerprint == Self::half(&req.fingerprint)
+    }
+
+    fn half(fingerprint: &[u8; 32]) -> [u8; 16] {
+        fingerprint[..16].try_into().expect("16 of 32 bytes")
+    }
 }
 
 /// A piece of state that a record changed, other than a pass or a remembered request (whose
@@ -98,8 +124,8 @@ pub struct Changes {
     pub keys: Vec<Key>,
     /// In the order applied: a later value of a pass replaces an earlier one.
     pub passes: Vec<Pass>,
-    /// In the order applied, under their `RequestKey::digest`.
-    pub requests: Vec<(RequestDigest, Remembered)>,
+    /// In the order applied, under their `RequestKey::digest`; None: forgotten.
+    pub requests: Vec<(RequestDigest, Option<Remembered>)>,
 }
 
 impl Changes {
@@ -133,14 +159,35 @@ impl State {
     }
 
     fn remember(&mut self, seq: u64, req: &RequestKey, result: Result<Outcome, Refusal>) {
-        let remembered = Remembered {
-            fingerprint: req.fingerprint,
-            seq,
-            result,
-        };
+        let remembered = Remembered::of(seq, req, result);
         let key = req.digest();
-        self.dirty.changes.requests.push((key, remembered.clone()));
+        self.dirty
+            .changes
+            .requests
+            .push((key, Some(remembered.clone())));
         self.requests.insert(key, remembered);
+    }
+
+    /// Forgets every remembered request of these credentials, and marks them so. Reads the
+    /// whole map: `decide` asks for it at most once a day.
+    fn forget_requests(&mut self, token_hashes: &[[u8; 32]]) {
+        let mut tags = std::collections::HashSet::with_capacity(token_hashes.len());
+        for hash in token_hashes {
+            self.credentials
+                .get_mut(hash)
+                .expect("fact names a known credential")
+                .requests_forgotten = true;
+            self.mark(Key::Credential(*hash));
+            tags.extend(CredentialTag::of(hash));
+        }
+        let forgotten = &mut self.dirty.changes.requests;
+        self.requests.retain(|digest, remembered| {
+            let keep = !remembered.credential.is_some_and(|t| tags.contains(&t));
+            if !keep {
+                forgotten.push((*digest, None));
+            }
+            keep
+        });
     }
 
     fn apply_fact(&mut self, at: Timestamp, fact: &Fact) {
@@ -183,6 +230,7 @@ impl State {
                     role: role.clone(),
                     revoked_at: None,
                     expires_at: None,
+                    requests_forgotten: false,
                 };
                 self.credentials.insert(*token_hash, c);
                 self.mark(Key::Credential(*token_hash));
@@ -204,6 +252,7 @@ impl State {
                     .expires_at = Some(*expires);
                 self.mark(Key::Credential(*token_hash));
             }
+            Fact::RequestsForgotten { token_hashes } => self.forget_requests(token_hashes),
             Fact::OrderCreated(o) => {
                 self.orders.insert(o.id, o.clone());
                 self.mark(Key::Order(o.id));
@@ -502,7 +551,31 @@ impl State {
                 sent,
             )?;
         }
-        Ok(())
+        self.check_forgotten()
+    }
+
+    /// No request is remembered for a credential whose requests were forgotten.
+    fn check_forgotten(&self) -> Result<(), String> {
+        let forgotten: std::collections::HashSet<CredentialTag> = self
+            .credentials
+            .iter()
+            .filter(|(_, c)| c.requests_forgotten)
+            .filter_map(|(hash, _)| CredentialTag::of(hash))
+            .collect();
+        if forgotten.is_empty() {
+            return Ok(());
+        }
+        match self
+            .requests
+            .values()
+            .find(|r| r.credential.is_some_and(|t| forgotten.contains(&t)))
+        {
+            Some(r) => Err(format!(
+                "the request of record {} is remembered, but its credential's were forgotten",
+                r.seq
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Each settlement's total is the sum of its lines and its root their Merkle root; an
@@ -598,7 +671,7 @@ mod tests {
         );
         assert!(pass <= 56, "a pass's entry takes {pass} bytes");
         assert!(
-            request <= 104,
+            request <= 96,
             "a remembered request's entry takes {request} bytes"
         );
     }

@@ -184,23 +184,37 @@ impl Ctx {
         .map_err(|r| errors::refused(&r))
     }
 
-    /// Runs the expiry sweep until no order is left to sweep; returns passes and cents.
-    pub async fn sweep(&self) -> Result<(u32, i64), Status> {
-        let (mut passes, mut cents) = (0, 0);
+    /// Runs the expiry sweep until no order is left to sweep, then forgets the requests of
+    /// credentials refused for good (`domain::retention`).
+    pub async fn sweep(&self) -> Result<Swept, Status> {
+        let mut swept = Swept::default();
         loop {
             match self.submit_unkeyed(Command::ExpireSweep).await? {
-                Outcome::Expired { passes: 0, .. } => return Ok((passes, cents)),
-                Outcome::Expired {
-                    passes: p,
-                    credited,
-                } => {
-                    passes += p;
-                    cents += credited.0;
+                Outcome::Expired { passes: 0, .. } => break,
+                Outcome::Expired { passes, credited } => {
+                    swept.passes += passes;
+                    swept.cents += credited.0;
                 }
                 o => return Err(errors::unexpected(o)),
             }
         }
+        match self.submit_unkeyed(Command::ForgetRequests).await? {
+            Outcome::RequestsForgotten { credentials } => swept.credentials_forgotten = credentials,
+            o => return Err(errors::unexpected(o)),
+        }
+        swept.requests_remembered = self.read()?.requests.len() as u64;
+        self.settle().await?;
+        Ok(swept)
     }
+}
+
+/// What a sweep did, and the remembered requests it left.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Swept {
+    pub passes: u32,
+    pub cents: i64,
+    pub credentials_forgotten: u32,
+    pub requests_remembered: u64,
 }
 
 /// A server-streamed file.

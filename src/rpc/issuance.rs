@@ -405,10 +405,12 @@ impl Issuance for IssuanceService {
     ) -> Result<Response<pb::RunExpirySweepResponse>, Status> {
         let who = self.0.auth(&req)?;
         who.require_operator()?;
-        let (expired, credited_cents) = self.0.sweep().await?;
+        let swept = self.0.sweep().await?;
         Ok(Response::new(pb::RunExpirySweepResponse {
-            expired,
-            credited_cents,
+            expired: swept.passes,
+            credited_cents: swept.cents,
+            credentials_forgotten: swept.credentials_forgotten,
+            requests_remembered: swept.requests_remembered,
         }))
     }
 }

@@ -14,7 +14,8 @@
 //! costs about as much per key as a redemption does in all, so entries travel in blobs, not
 //! one sled key each; and sled rewrites its values over and over, so blobs live in files.
 //! The state is the base, then every delta in id order, a later value replacing an earlier
-//! one. A checkpoint writes its run, then one sled batch: its key and the new position.
+//! one, and an empty value in a delta removing it (a forgotten request). A checkpoint
+//! writes its run, then one sled batch: its key and the new position.
 //! Compaction folds the deltas into the next base generation's runs, then switches to it in
 //! one batch that also drops the old chunks and the folded deltas, flushes sled, and only
 //! then removes their files. Runs sled does not name are removed at load.
@@ -30,7 +31,7 @@
 //! | `l`    | order id BE         | Vec<Serial> (mint order)  |
 //! | `p`    | serial BE           | Pass                      |
 //! | `w`    | workshop id BE      | WorkshopSession           |
-//! | `r`    | request digest (16) | Remembered                |
+//! | `r`    | request digest (16) | Remembered (empty: forgotten, deltas only) |
 //! | `a`    | postcard(Account)   | i64 balance               |
 //! | `k`    | token hash          | Credential (role, revoked at, expires at) |
 //! | `x`    | settlement id BE    | Settlement                |
@@ -174,7 +175,10 @@ impl IndexBatchBuilder {
             }
         }
         for (key, remembered) in &changes.requests {
-            blob.push_encoded(&request_key(key), remembered);
+            match remembered {
+                Some(r) => blob.push_encoded(&request_key(key), r),
+                None => blob.push(&request_key(key), FORGOTTEN),
+            }
         }
         IndexBatch {
             delta: blob.finish_sorted(),
@@ -206,7 +210,10 @@ fn value_of(state: &State, key: &Key) -> Encode {
 }
 
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
-const FORMAT: u32 = 8;
+const FORMAT: u32 = 9;
+/// A delta's value for a request forgotten since the last checkpoint (no encoded value is
+/// empty). Compaction drops it with what it removes: a base holds only what the state does.
+const FORGOTTEN: &[u8] = &[];
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.
@@ -515,7 +522,10 @@ fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
             let digest = k[1..]
                 .try_into()
                 .map_err(|_| blob_error(k, "a request's key is 17 bytes"))?;
-            state.requests.insert(RequestDigest(digest), dec(k, v)?);
+            match v {
+                FORGOTTEN => drop(state.requests.remove(&RequestDigest(digest))),
+                v => drop(state.requests.insert(RequestDigest(digest), dec(k, v)?)),
+            }
         }
         Some(b'a') => drop(state.balances.insert(dec(k, &k[1..])?, dec(k, v)?)),
         Some(b'k') => drop(
@@ -582,6 +592,9 @@ impl<'r> ChunkWriter<'r> {
     }
 
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), IndexError> {
+        if value == FORGOTTEN {
+            return Ok(());
+        }
         self.blob.push(key, value);
         if self.blob.bytes() >= CHUNK_BYTES {
             self.flush_chunk()?;
@@ -718,17 +731,69 @@ mod tests {
         }
     }
 
+    fn remembered(seq: u64) -> Remembered {
+        Remembered {
+            fingerprint: [7; 16],
+            seq,
+            credential: None,
+            result: Err(Refusal::RequestIdReused),
+        }
+    }
+
+    fn requests(index: &Index, seq: u64, requests: Vec<(RequestDigest, Option<Remembered>)>) {
+        let changes = Changes {
+            requests,
+            ..Changes::default()
+        };
+        let batch = IndexBatch::of(&State::default(), &changes, seq, [seq as u8; 32]);
+        index.apply(batch).unwrap();
+    }
+
+    #[test]
+    fn a_forgotten_request_leaves_the_loaded_state_and_the_next_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let (a, b, c) = (
+            RequestDigest([1; 16]),
+            RequestDigest([2; 16]),
+            RequestDigest([3; 16]),
+        );
+        requests(
+            &index,
+            1,
+            vec![(a, Some(remembered(1))), (b, Some(remembered(1)))],
+        );
+        index.compact().unwrap();
+        // a: in the base, forgotten in a delta; c: remembered and forgotten in one delta;
+        // b: forgotten, then remembered again in the same delta (the later wins).
+        requests(
+            &index,
+            2,
+            vec![(a, None), (c, Some(remembered(2))), (c, None)],
+        );
+        requests(&index, 3, vec![(b, None), (b, Some(remembered(3)))]);
+        let loaded = index.load_state().unwrap();
+        assert_eq!(loaded.requests.len(), 1);
+        assert_eq!(loaded.requests[&b], remembered(3));
+        index.compact().unwrap();
+        let base = index
+            .named(&id_key(b'b', index.generation().unwrap()))
+            .unwrap();
+        let mut entries = vec![];
+        for (k, run) in &base {
+            let blob = index.read_run(k, run).unwrap();
+            entries.extend(blob::entries(&blob).map(|e| e.unwrap().0.to_vec()));
+        }
+        assert_eq!(entries, vec![request_key(&b)], "no tombstone in a base");
+        assert_eq!(index.load_state().unwrap().requests, loaded.requests);
+    }
+
     #[test]
     fn an_index_in_another_layout_is_cleared_for_a_rebuild() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(dir.path()).unwrap();
-        let remembered = Remembered {
-            fingerprint: [7; 32],
-            seq: 2,
-            result: Err(Refusal::RequestIdReused),
-        };
         let changes = Changes {
-            requests: vec![(RequestDigest([9; 16]), remembered)],
+            requests: vec![(RequestDigest([9; 16]), Some(remembered(2)))],
             ..Changes::default()
         };
         index
@@ -759,15 +824,10 @@ mod tests {
             redeemed: None,
             closed_at: None,
         };
-        let remembered = Remembered {
-            fingerprint: [7; 32],
-            seq: 2,
-            result: Err(Refusal::RequestIdReused),
-        };
         let changes = Changes {
             keys: vec![],
             passes: vec![pass(PassStatus::Minted), pass(PassStatus::Active)],
-            requests: vec![(RequestDigest([9; 16]), remembered.clone())],
+            requests: vec![(RequestDigest([9; 16]), Some(remembered(2)))],
         };
         let batch = IndexBatch::of(&State::default(), &changes, 2, [2; 32]);
         let entries = blob::entries(&batch.delta).count();
@@ -775,7 +835,7 @@ mod tests {
         index.apply(batch).unwrap();
         let state = index.load_state().unwrap();
         assert_eq!(state.passes[&serial].status, PassStatus::Active);
-        assert_eq!(state.requests[&RequestDigest([9; 16])], remembered);
+        assert_eq!(state.requests[&RequestDigest([9; 16])], remembered(2));
         assert_eq!((state.seq, state.head_hash), (2, [2; 32]));
     }
 

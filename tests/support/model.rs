@@ -65,6 +65,18 @@ pub enum Op {
     Restart {
         drop_index: bool,
     },
+    /// The site's tablet `device` is lost: its credential is revoked, and the tablet's
+    /// next generation (issued at setup) sends from then on.
+    Retire {
+        device: u64,
+    },
+    /// The sweep's second step: the requests of credentials revoked before yesterday are
+    /// forgotten.
+    Forget,
+    /// A tablet sends again the `nth` request (modulo those remembered), with its id.
+    Retry {
+        nth: u64,
+    },
     /// The inner operation's batch meets a storage fault; the ledger is then restarted.
     Faulted {
         inner: Box<Op>,
@@ -103,6 +115,29 @@ pub struct MSettlement {
     pub status: SStatus,
 }
 
+/// Tablets, one credential each at a time; a redemption is sent by tablet `pass % DEVICES`
+/// with a request id. Each has `GENERATIONS` credentials issued at setup, used in turn.
+pub const DEVICES: u64 = 3;
+pub const GENERATIONS: u32 = 4;
+
+/// A request the ledger remembers: who sent it, what, and the answer a retry must get.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub credential: [u8; 32],
+    pub id: u64,
+    pub pass: u64,
+    pub site: u64,
+    pub answer: String,
+}
+
+/// A revoked credential: when, and whether its requests were forgotten since.
+#[derive(Clone, Debug)]
+pub struct Retired {
+    pub credential: [u8; 32],
+    pub at: i64,
+    pub forgotten: bool,
+}
+
 #[derive(Clone)]
 pub struct Model {
     pub passes: Vec<MStatus>,
@@ -110,6 +145,21 @@ pub struct Model {
     pub funded: Vec<bool>,
     pub swept: Vec<bool>,
     pub now: i64,
+    /// Each tablet's credential in use (its generation).
+    pub generations: Vec<u32>,
+    pub retired: Vec<Retired>,
+    pub remembered: Vec<Sent>,
+    /// Request ids given so far: the next one is this.
+    pub sent: u64,
+}
+
+/// The token hash of tablet `device`'s credential of `generation`.
+pub fn credential(device: u64, generation: u32) -> [u8; 32] {
+    let mut hash = [0; 32];
+    hash[0] = 0x5a;
+    hash[1] = device as u8;
+    hash[2..6].copy_from_slice(&generation.to_be_bytes());
+    hash
 }
 
 impl Model {
@@ -129,8 +179,61 @@ impl Model {
                 Err(reason) => reason.into(),
             },
             Op::Faulted { ref inner, .. } => self.step(inner),
+            Op::Redeem { pass, site } => {
+                let answer = self.step_one(op).to_string();
+                let device = pass % DEVICES;
+                self.remembered.push(Sent {
+                    credential: credential(device, self.generations[device as usize]),
+                    id: self.sent,
+                    pass,
+                    site,
+                    answer: answer.clone(),
+                });
+                self.sent += 1;
+                answer
+            }
+            Op::Retire { device } => {
+                let g = &mut self.generations[device as usize];
+                if *g + 1 < GENERATIONS {
+                    self.retired.push(Retired {
+                        credential: credential(device, *g),
+                        at: self.now,
+                        forgotten: false,
+                    });
+                    *g += 1;
+                }
+                "OK".into()
+            }
+            Op::Forget => {
+                let day = 24 * HOUR;
+                let before = self.now - self.now.rem_euclid(day) - day;
+                let mut gone = vec![];
+                for r in self
+                    .retired
+                    .iter_mut()
+                    .filter(|r| !r.forgotten && r.at < before)
+                {
+                    r.forgotten = true;
+                    gone.push(r.credential);
+                }
+                self.remembered.retain(|s| !gone.contains(&s.credential));
+                forgot(gone.len() as u32)
+            }
+            Op::Retry { nth } => match self.retry(nth) {
+                Some(sent) => sent.answer.clone(),
+                None => "OK".into(),
+            },
             _ => self.step_one(op).into(),
         }
+    }
+
+    /// The remembered request a retry resends, unless its tablet's credential was revoked
+    /// (authentication refuses it: nothing reaches the core).
+    fn retry(&self, nth: u64) -> Option<&Sent> {
+        let n = self.remembered.len() as u64;
+        let sent = self.remembered.get(nth.checked_rem(n)? as usize)?;
+        let revoked = self.retired.iter().any(|r| r.credential == sent.credential);
+        (!revoked).then_some(sent)
     }
 
     fn step_one(&mut self, op: &Op) -> &'static str {
@@ -219,7 +322,11 @@ impl Model {
                 }
             },
             Op::Advance { .. } | Op::Restart { .. } => "OK",
-            Op::Workshop { .. } | Op::Faulted { .. } => unreachable!("answered by step"),
+            Op::Workshop { .. }
+            | Op::Faulted { .. }
+            | Op::Retire { .. }
+            | Op::Forget
+            | Op::Retry { .. } => unreachable!("answered by step"),
         }
     }
 
@@ -379,6 +486,16 @@ pub fn setup(run: &mut dyn FnMut(i64, Command) -> Result<Outcome, Refusal>, now:
         )
         .unwrap();
     }
+    for device in 0..DEVICES {
+        for generation in 0..GENERATIONS {
+            let issue = Command::IssueCredential {
+                token_hash: credential(device, generation),
+                role: Role::Site(SiteId(1 + device % 2)),
+                lifetime: Lifetime::Longest,
+            };
+            run(now, issue).unwrap();
+        }
+    }
     for o in 0..ORDERS {
         let new = NewOrder {
             commanditaire: CommanditaireId(1),
@@ -410,8 +527,46 @@ pub fn setup(run: &mut dyn FnMut(i64, Command) -> Result<Outcome, Refusal>, now:
     }
 }
 
+/// The request `op` is sent as, made from the model as it stands before `op`: a
+/// redemption carries its tablet's credential and a new request id, a retry an old one's.
+pub fn envelope(op: &Op, model: &Model) -> Option<Envelope> {
+    let keyed = |credential: [u8; 32], id: u64, pass: u64, site: u64| {
+        let scope: String = credential[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let mut fingerprint = [0; 32];
+        fingerprint[..8].copy_from_slice(&pass.to_le_bytes());
+        fingerprint[8..16].copy_from_slice(&site.to_le_bytes());
+        Some(RequestKey {
+            scope,
+            id: format!("r{id}"),
+            fingerprint,
+        })
+    };
+    let (request, op) = match *op {
+        Op::Redeem { pass, site } => {
+            let device = pass % DEVICES;
+            let credential = credential(device, model.generations[device as usize]);
+            (keyed(credential, model.sent, pass, site), op.clone())
+        }
+        Op::Retry { nth } => {
+            let sent = model.retry(nth)?;
+            let request = keyed(sent.credential, sent.id, sent.pass, sent.site);
+            (
+                request,
+                Op::Redeem {
+                    pass: sent.pass,
+                    site: sent.site,
+                },
+            )
+        }
+        Op::Faulted { ref inner, .. } => return envelope(inner, model),
+        _ => (None, op.clone()),
+    };
+    let command = command(&op, model)?;
+    Some(Envelope { request, command })
+}
+
 /// The command for `op`, made from the model as it stands before `op`.
-pub fn command(op: &Op, model: &Model) -> Option<Command> {
+fn command(op: &Op, model: &Model) -> Option<Command> {
     let now = model.now;
     let svc = ServiceCode::parse("aide").unwrap();
     Some(match *op {
@@ -483,7 +638,17 @@ pub fn command(op: &Op, model: &Model) -> Option<Command> {
             settlement: SettlementId(settlement),
             reason: Label::parse("compte clos").unwrap(),
         },
-        Op::Advance { .. } | Op::Restart { .. } => return None,
+        Op::Retire { device } => {
+            let generation = model.generations[device as usize];
+            if generation + 1 >= GENERATIONS {
+                return None;
+            }
+            Command::RevokeCredential {
+                token_hash: credential(device, generation),
+            }
+        }
+        Op::Forget => Command::ForgetRequests,
+        Op::Advance { .. } | Op::Restart { .. } | Op::Retry { .. } => return None,
         Op::Faulted { ref inner, .. } => return command(inner, model),
     })
 }
@@ -499,8 +664,13 @@ pub fn reason(answer: &Result<Outcome, Refusal>) -> String {
                 .collect();
             workshop_reasons(&each)
         }
+        Ok(Outcome::RequestsForgotten { credentials }) => forgot(*credentials),
         Ok(_) => "OK".into(),
     }
+}
+
+fn forgot(credentials: u32) -> String {
+    format!("FORGOT[{credentials}]")
 }
 
 fn workshop_reasons(each: &[&str]) -> String {
@@ -515,6 +685,10 @@ impl Model {
             funded: vec![false; ORDERS as usize],
             swept: vec![false; ORDERS as usize],
             now: T0 + HOUR,
+            generations: vec![0; DEVICES as usize],
+            retired: vec![],
+            remembered: vec![],
+            sent: 0,
         }
     }
 }
@@ -567,7 +741,7 @@ impl Lcg {
     pub fn op(&mut self) -> Op {
         let pass = self.below(ORDERS * PASSES_PER_ORDER);
         let site = 1 + self.below(2);
-        match self.below(27) {
+        match self.below(30) {
             0..=5 => Op::Redeem { pass, site },
             6..=7 => Op::Reverse { pass, site },
             8 => Op::Cancel { pass },
@@ -594,6 +768,13 @@ impl Lcg {
             },
             22 => Op::Reject {
                 settlement: self.settlement(),
+            },
+            23 => Op::Retire {
+                device: self.below(DEVICES),
+            },
+            24 => Op::Forget,
+            25 => Op::Retry {
+                nth: self.below(1_000),
             },
             _ => {
                 let inner = Box::new(self.op());
