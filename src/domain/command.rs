@@ -36,14 +36,20 @@ impl RequestKey {
     /// every request by its credential's id, the first 8 bytes of its token's hash in
     /// lower-case hex (`rpc::auth::credential_id`).
     pub fn credential(&self) -> Option<CredentialTag> {
-        let hex = self.scope.as_bytes();
-        let is_id = hex.len() == 16 && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        is_id
+        is_credential_id(&self.scope)
             .then(|| u64::from_str_radix(&self.scope, 16).ok())
             .flatten()
             .and_then(std::num::NonZeroU64::new)
             .map(CredentialTag)
     }
+}
+
+/// A credential's id as the service writes it: 16 lower-case hex digits.
+pub fn is_credential_id(text: &str) -> bool {
+    text.len() == 16
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The 8 bytes of a token's hash that name its credential, as a number. Kept with every

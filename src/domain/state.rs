@@ -186,9 +186,9 @@ impl State {
         tags.sort_unstable();
         let forgotten = &mut self.dirty.changes.requests;
         self.requests.retain(|digest, remembered| {
-            let keep = !remembered
+            let keep = remembered
                 .credential
-                .is_some_and(|t| tags.binary_search(&t).is_ok());
+                .is_none_or(|t| tags.binary_search(&t).is_err());
             if !keep {
                 forgotten.push((*digest, None));
             }

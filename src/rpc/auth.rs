@@ -33,13 +33,9 @@ pub fn credential_id(token_hash: &[u8; 32]) -> String {
     hex(&token_hash[..8])
 }
 
-/// An id as `credential_id` writes it: 16 lowercase hex digits.
-pub fn is_credential_id(text: &str) -> bool {
-    text.len() == 16
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+/// An id as `credential_id` writes it: 16 lowercase hex digits (the core reads request
+/// scopes by the same rule).
+pub use crate::domain::is_credential_id;
 
 pub fn hash_token(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
