@@ -33,7 +33,7 @@
 //! | `w`    | workshop id BE      | WorkshopSession           |
 //! | `r`    | request digest (16) | Remembered (empty: forgotten, deltas only) |
 //! | `a`    | postcard(Account)   | i64 balance               |
-//! | `k`    | token hash          | Credential (role, revoked at, expires at) |
+//! | `k`    | token hash          | Credential (role, revoked at, expires at, requests forgotten) |
 //! | `x`    | settlement id BE    | Settlement                |
 //! | `v`    | position BE         | Reversal                  |
 //! | `f`    | order id BE         | FeeRate                   |
