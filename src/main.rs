@@ -40,12 +40,14 @@ async fn run(command: Cmd) -> Result<(), CliError> {
             offline_window_days,
             credential_days,
             order_fee_basis_points,
+            idle_poll_us,
         } => {
             let mut config = ServerConfig::new(listen, data);
             let days = |n: u32| i64::from(n) * passnum::domain::Timestamp::MS_PER_DAY;
             config.engine.rules.offline_window_ms = days(offline_window_days);
             config.engine.rules.credential_lifetime_ms = days(credential_days);
             config.engine.rules.order_fee = passnum::domain::FeeRate(order_fee_basis_points);
+            config.engine.idle_poll_us = idle_poll_us;
             config.transport = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Transport::Tls { cert, key },
                 _ => Transport::Plaintext { asked: plaintext },

@@ -15,6 +15,7 @@
 //! of the disk, and only reopening the ledger, which replays the log, makes them agree.
 
 mod ledger;
+mod poll;
 mod stats;
 mod writer;
 
@@ -45,6 +46,8 @@ pub struct EngineConfig {
     pub batch_records_max: usize,
     /// Most commands waiting for the writer; past it callers get `Overloaded` at once.
     pub queue_depth_max: usize,
+    /// How long the idle pollers (`poll.rs`) spin past the last answer; zero turns them off.
+    pub idle_poll_us: u64,
     pub rules: Rules,
 }
 
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
         EngineConfig {
             batch_records_max: 1024,
             queue_depth_max: 8192,
+            idle_poll_us: IDLE_POLL_US,
             rules: Rules::default(),
         }
     }
@@ -88,6 +92,10 @@ impl std::fmt::Display for EngineError {
         }
     }
 }
+
+/// The pollers' default grace: a client that sends its next request within it finds the
+/// cores still awake. Seastar's reactor polls 200 µs before it sleeps.
+pub const IDLE_POLL_US: u64 = 500;
 
 pub type Answer = Result<Outcome, Refusal>;
 
@@ -129,10 +137,12 @@ pub struct EngineHandle {
     directory: watch::Receiver<Arc<Directory>>,
     syncs: Arc<SyncStats>,
     marks: Arc<crate::storage::Marks>,
+    poll: Option<Arc<poll::IdlePoll>>,
 }
 
 impl EngineHandle {
     pub async fn submit(&self, envelope: Envelope) -> Result<Answer, EngineError> {
+        let _in_flight = self.poll.as_deref().map(poll::IdlePoll::enter);
         let (reply, rx) = oneshot::channel();
         let submitted = std::time::Instant::now();
         self.tx
@@ -226,6 +236,8 @@ pub fn start(
             directory,
             syncs,
             marks,
+            poll: poll::IdlePoll::start(std::time::Duration::from_micros(config.idle_poll_us))
+                .map(Arc::new),
         },
         thread,
     )
