@@ -66,7 +66,7 @@ fn the_domain_does_no_io_reads_no_clock_and_draws_no_randomness() {
 fn money_is_never_a_float() {
     assert_absent("src/domain", &["f32", "f64"], "money is integer cents");
     assert_absent(
-        "src/client.rs",
+        "src/client",
         &["f32", "f64"],
         "money is integer cents, in display too",
     );
@@ -96,7 +96,7 @@ fn only_storage_knows_sled() {
         "src/rpc",
         "src/engine",
         "src/server.rs",
-        "src/client.rs",
+        "src/client",
     ] {
         assert_absent(dir, &["sled::"], "only storage knows sled");
     }
