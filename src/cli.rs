@@ -78,10 +78,10 @@ pub enum Cmd {
         #[arg(long, env = "PASSNUM_ORDER_FEE_BASIS_POINTS", default_value_t = 0,
               value_parser = clap::value_parser!(u16).range(0..=i64::from(FeeRate::MAX_BASIS_POINTS)))]
         order_fee_basis_points: u16,
-        /// How long, in µs, one thread per core keeps spinning at idle priority after the
-        /// last request in the ledger was answered (0 to 10 000; 0 turns it off). It spares
-        /// each hand-off of a request the wake of a halted core, which a virtual machine
-        /// without guest halt polling pays dearly; it only ever uses idle CPU.
+        /// Idle polling: while a few requests wait in the ledger, and this many µs after the
+        /// last answer (0 to 10 000; 0 turns it off), one thread per core spins at idle
+        /// priority, so that each hand-off of a request finds its core awake (a virtual
+        /// machine without guest halt polling pays dearly to wake one). Only idle CPU.
         #[arg(long, env = "PASSNUM_IDLE_POLL_US", default_value_t = crate::engine::IDLE_POLL_US,
               value_parser = clap::value_parser!(u64).range(0..=10_000))]
         idle_poll_us: u64,
