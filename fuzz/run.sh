@@ -6,7 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH="${1:-60}"
 export RUSTC_BOOTSTRAP=1
+# Without cargo-fuzz every run below would print nothing and look like a clean pass.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz/run.sh: cargo-fuzz is not installed: cargo install cargo-fuzz" >&2
+  exit 2
+fi
+failed=0
 for t in pass_code record_frame requests opendata_csv core_model; do
   echo "== $t (${SECONDS_EACH}s)"
-  cargo fuzz run "$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 2>&1 | grep -E "^#[0-9]+.*DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY" || true
+  # A target that does not build, or finds a crash, ends the run non-zero: its tail is shown
+  # and the script fails, instead of a filtered silence.
+  if out=$(cargo fuzz run "$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 2>&1); then
+    grep -E "^#[0-9]+.*DONE|Done [0-9]+ runs" <<<"$out" || true
+  else
+    tail -n 40 <<<"$out"
+    failed=1
+  fi
 done
+exit "$failed"
