@@ -213,132 +213,28 @@ fn summary_text(s: &pb::RunSummary) -> String {
 
 pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
     let mut c = Clients::from_conn(conn).await?;
-    let cl = &mut c.clearing;
+    let call = Call {
+        cl: &mut c.clearing,
+        conn,
+    };
     match cmd {
-        ClearingCmd::Run { cut_off } => {
-            let s = cl
-                .run_clearing(pb::RunClearingRequest { cut_off })
-                .await?
-                .into_inner();
-            out(conn, summary_json(&s), summary_text(&s));
-        }
-        ClearingCmd::Summary { cut_off } => {
-            let s = cl
-                .get_run(pb::GetRunRequest { cut_off })
-                .await?
-                .into_inner();
-            out(conn, summary_json(&s), summary_text(&s));
-        }
+        ClearingCmd::Run { cut_off } => run_clearing(call, cut_off).await,
+        ClearingCmd::Summary { cut_off } => summary(call, cut_off).await,
         ClearingCmd::Settlements {
             cut_off,
             structure,
             page_size,
             page_token,
-        } => {
-            let req = pb::ListSettlementsRequest {
-                cut_off,
-                structure_id: structure,
-                page_size,
-                page_token,
-            };
-            let mut s = cl.list_settlements(req).await?.into_inner();
-            while let Some(i) = s.message().await? {
-                out(
-                    conn,
-                    json!({"settlement_id": i.settlement_id, "reference": i.reference,
-                        "structure_id": i.structure_id, "lines": i.lines, "total_cents": i.total_cents,
-                        "status": i.status, "merkle_root": i.merkle_root, "next_page_token": i.next_page_token}),
-                    format!(
-                        "{} {} structure {} {} passes {} {}",
-                        i.settlement_id,
-                        i.reference,
-                        i.structure_id,
-                        i.lines,
-                        euros(i.total_cents),
-                        i.status
-                    ),
-                );
-            }
-        }
+        } => settlements(call, cut_off, structure, page_size, page_token).await,
         ClearingCmd::Pay {
             settlement,
             bank_reference,
             executed_on,
             amount_cents,
-        } => {
-            let req = pb::RecordPaymentRequest {
-                request_id: request_id(),
-                settlement_id: settlement,
-                bank_reference,
-                executed_on,
-                amount_cents,
-            };
-            cl.record_payment(req).await?;
-            out(
-                conn,
-                json!({"paid": settlement}),
-                format!("settlement {settlement} paid"),
-            );
-        }
-        ClearingCmd::Reject { settlement, reason } => {
-            let req = pb::RecordRejectionRequest {
-                request_id: request_id(),
-                settlement_id: settlement,
-                reason,
-            };
-            cl.record_rejection(req).await?;
-            out(
-                conn,
-                json!({"rejected": settlement}),
-                format!("settlement {settlement} returned: its passes go to the next run"),
-            );
-        }
-        ClearingCmd::Balances { commanditaire } => {
-            let r = cl
-                .get_balances(pb::GetBalancesRequest {
-                    commanditaire_id: commanditaire,
-                })
-                .await?
-                .into_inner();
-            for b in r.balances {
-                out(
-                    conn,
-                    json!({"commanditaire_id": b.commanditaire_id, "funded_cents": b.funded_cents,
-                        "redeemed_cents": count(&b.redeemed).1, "credited_cents": count(&b.credited).1,
-                        "paid_cents": count(&b.paid).1, "remaining_cents": b.remaining_cents,
-                        "funds_held_cents": b.funds_held_cents}),
-                    format!("{} {}: funded {}, redeemed {}, credited back {}, remaining {} (paid out {}, held {})",
-                        b.commanditaire_id, b.name, euros(b.funded_cents), euros(count(&b.redeemed).1),
-                        euros(count(&b.credited).1), euros(b.remaining_cents), euros(count(&b.paid).1),
-                        euros(b.funds_held_cents)),
-                );
-            }
-        }
-        ClearingCmd::Statement { order } => {
-            let s = cl
-                .get_order_statement(pb::GetOrderStatementRequest { order_id: order })
-                .await?
-                .into_inner();
-            let (r, rc) = count(&s.redeemed);
-            let (x, _) = count(&s.expired);
-            let (k, _) = count(&s.cancelled);
-            let (_, due) = count(&s.credit_due);
-            out(
-                conn,
-                json!({"order_id": s.order_id, "issued": s.issued, "activated": s.activated,
-                    "redeemed": r, "redeemed_cents": rc, "cancelled": k, "expired": x,
-                    "credit_due_cents": due, "reversed": s.reversed, "closed": s.closed,
-                    "fee_recorded": s.fee_recorded, "fee_basis_points": s.fee_basis_points, "fee_cents": s.fee_cents}),
-                format!("order {}: issued {}, activated {}, redeemed {r} ({}), cancelled {k}, expired {x}, credit due {}{}{}",
-                    s.order_id, s.issued, s.activated, euros(rc), euros(due),
-                    if s.fee_recorded {
-                        format!(", fee {} HT ({})", euros(s.fee_cents), fee_rate(s.fee_basis_points))
-                    } else {
-                        String::new()
-                    },
-                    if s.closed { " (closed)" } else { "" }),
-            );
-        }
+        } => pay(call, settlement, bank_reference, executed_on, amount_cents).await,
+        ClearingCmd::Reject { settlement, reason } => reject(call, settlement, reason).await,
+        ClearingCmd::Balances { commanditaire } => balances(call, commanditaire).await,
+        ClearingCmd::Statement { order } => statement(call, order).await,
         ClearingCmd::PaymentFile {
             cut_off,
             debtor_name,
@@ -347,14 +243,16 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
             execution_date,
             out: path,
         } => {
-            let req = pb::ExportPaymentFileRequest {
+            payment_file(
+                call,
                 cut_off,
                 debtor_name,
                 debtor_iban,
                 debtor_bic,
                 execution_date,
-            };
-            save(conn, cl.export_payment_file(req).await?, &path).await?;
+                path,
+            )
+            .await
         }
         ClearingCmd::Export {
             cut_off,
@@ -362,126 +260,343 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
             dialect,
             lines,
             out: path,
-        } => {
-            let dialect = match dialect {
-                DialectArg::Spreadsheet => pb::CsvDialect::Spreadsheet,
-                DialectArg::Machine => pb::CsvDialect::Machine,
-            } as i32;
-            let req = pb::ExportStatementRequest {
-                cut_off,
-                structure_id: structure,
-                dialect,
-                lines,
-            };
-            save(conn, cl.export_statement(req).await?, &path).await?;
-        }
+        } => export(call, cut_off, structure, dialect, lines, path).await,
         ClearingCmd::Attestation {
             structure,
             from,
             to,
             out: path,
-        } => {
-            let req = pb::GetAttestationRequest {
-                structure_id: structure,
-                from,
-                to,
-            };
-            save(conn, cl.get_attestation(req).await?, &path).await?;
-        }
+        } => attestation(call, structure, from, to, path).await,
         ClearingCmd::Reconcile {
             from,
             to,
             departements,
-        } => {
-            let r = cl
-                .reconcile(pb::ReconcileRequest {
-                    from,
-                    to,
-                    departements,
-                })
-                .await?
-                .into_inner();
-            let head = r.head.clone().unwrap_or_default();
-            let t = r.totals.unwrap_or_default();
-            let mut text = format!(
-                "{} to {} ({}), ledger head {} {}: {} rows; redeemed {}, reversed {}, paid {}, outstanding {}",
-                r.from, r.to, r.departements.join(","), head.seq, head.hash, r.rows.len(),
-                euros(count(&t.redeemed).1), euros(count(&t.reversed).1), euros(count(&t.paid).1),
-                euros(count(&t.outstanding).1),
-            );
-            for d in &r.discrepancies {
-                text.push_str(&format!(
-                    "\n  DISCREPANCY {} settlements {:?} {} expected {} found {}",
-                    d.kind, d.settlement_ids, d.serial, d.expected_cents, d.found_cents
-                ));
-            }
-            let rows: Vec<_> = r
-                .rows
-                .iter()
-                .map(|row| {
-                    json!({
-                "structure_id": row.structure_id, "site_id": row.site_id,
-                "commanditaire_id": row.commanditaire_id, "order_id": row.order_id,
-                "redeemed_cents": count(&row.redeemed).1, "reversed_cents": count(&row.reversed).1,
-                "settled_cents": count(&row.settled).1, "paid_cents": count(&row.paid).1,
-                "outstanding_cents": count(&row.outstanding).1})
-                })
-                .collect();
-            let discrepancies: Vec<_> = r
-                .discrepancies
-                .iter()
-                .map(|d| {
-                    json!({"kind": d.kind,
-                "settlement_ids": d.settlement_ids, "serial": d.serial})
-                })
-                .collect();
-            out(
-                conn,
-                json!({"head_seq": head.seq, "head_hash": head.hash, "rows": rows,
-                "discrepancies": discrepancies}),
-                text,
-            );
-        }
-        ClearingCmd::Proof { serial, out: path } => {
-            let p = cl
-                .get_proof(pb::GetProofRequest { serial })
-                .await?
-                .into_inner();
-            let doc = proof_json(&p);
-            if let Some(path) = &path {
-                std::fs::write(path, serde_json::to_vec_pretty(&doc).expect("JSON encodes"))
-                    .map_err(|e| failed(path, e))?;
-            }
-            let line = p.line.clone().unwrap_or_default();
-            out(
-                conn,
-                doc,
-                format!(
-                    "pass {} is line {} of {} in settlement {} ({}, {}), root {}",
-                    line.serial,
-                    p.index + 1,
-                    p.line_count,
-                    p.settlement_id,
-                    p.reference,
-                    p.status,
-                    p.merkle_root
-                ),
-            );
-        }
+        } => reconcile(call, from, to, departements).await,
+        ClearingCmd::Proof { serial, out: path } => proof(call, serial, path).await,
         ClearingCmd::Usage {
             order,
             from,
             to,
             out: path,
-        } => {
-            let req = pb::ExportUsageRequest {
-                order_id: order,
-                from,
-                to,
-            };
-            save(conn, cl.export_usage(req).await?, &path).await?;
-        }
+        } => usage(call, order, from, to, path).await,
     }
+}
+
+/// What every clearing subcommand needs: the service, and how to print its answer.
+struct Call<'a> {
+    cl: &'a mut pb::clearing_client::ClearingClient<crate::client::Svc>,
+    conn: &'a Conn,
+}
+
+async fn run_clearing(call: Call<'_>, cut_off: String) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let s = cl
+        .run_clearing(pb::RunClearingRequest { cut_off })
+        .await?
+        .into_inner();
+    out(conn, summary_json(&s), summary_text(&s));
+    Ok(())
+}
+
+async fn summary(call: Call<'_>, cut_off: String) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let s = cl
+        .get_run(pb::GetRunRequest { cut_off })
+        .await?
+        .into_inner();
+    out(conn, summary_json(&s), summary_text(&s));
+    Ok(())
+}
+
+async fn settlements(
+    call: Call<'_>,
+    cut_off: String,
+    structure: u64,
+    page_size: u32,
+    page_token: String,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::ListSettlementsRequest {
+        cut_off,
+        structure_id: structure,
+        page_size,
+        page_token,
+    };
+    let mut s = cl.list_settlements(req).await?.into_inner();
+    while let Some(i) = s.message().await? {
+        out(
+            conn,
+            json!({"settlement_id": i.settlement_id, "reference": i.reference,
+                "structure_id": i.structure_id, "lines": i.lines, "total_cents": i.total_cents,
+                "status": i.status, "merkle_root": i.merkle_root, "next_page_token": i.next_page_token}),
+            format!(
+                "{} {} structure {} {} passes {} {}",
+                i.settlement_id,
+                i.reference,
+                i.structure_id,
+                i.lines,
+                euros(i.total_cents),
+                i.status
+            ),
+        );
+    }
+    Ok(())
+}
+
+async fn pay(
+    call: Call<'_>,
+    settlement: u64,
+    bank_reference: String,
+    executed_on: String,
+    amount_cents: i64,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::RecordPaymentRequest {
+        request_id: request_id(),
+        settlement_id: settlement,
+        bank_reference,
+        executed_on,
+        amount_cents,
+    };
+    cl.record_payment(req).await?;
+    out(
+        conn,
+        json!({"paid": settlement}),
+        format!("settlement {settlement} paid"),
+    );
+    Ok(())
+}
+
+async fn reject(call: Call<'_>, settlement: u64, reason: String) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::RecordRejectionRequest {
+        request_id: request_id(),
+        settlement_id: settlement,
+        reason,
+    };
+    cl.record_rejection(req).await?;
+    out(
+        conn,
+        json!({"rejected": settlement}),
+        format!("settlement {settlement} returned: its passes go to the next run"),
+    );
+    Ok(())
+}
+
+async fn balances(call: Call<'_>, commanditaire: u64) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let r = cl
+        .get_balances(pb::GetBalancesRequest {
+            commanditaire_id: commanditaire,
+        })
+        .await?
+        .into_inner();
+    for b in r.balances {
+        out(
+            conn,
+            json!({"commanditaire_id": b.commanditaire_id, "funded_cents": b.funded_cents,
+                "redeemed_cents": count(&b.redeemed).1, "credited_cents": count(&b.credited).1,
+                "paid_cents": count(&b.paid).1, "remaining_cents": b.remaining_cents,
+                "funds_held_cents": b.funds_held_cents}),
+            format!("{} {}: funded {}, redeemed {}, credited back {}, remaining {} (paid out {}, held {})",
+                b.commanditaire_id, b.name, euros(b.funded_cents), euros(count(&b.redeemed).1),
+                euros(count(&b.credited).1), euros(b.remaining_cents), euros(count(&b.paid).1),
+                euros(b.funds_held_cents)),
+        );
+    }
+    Ok(())
+}
+
+async fn statement(call: Call<'_>, order: u64) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let s = cl
+        .get_order_statement(pb::GetOrderStatementRequest { order_id: order })
+        .await?
+        .into_inner();
+    let (r, rc) = count(&s.redeemed);
+    let (x, _) = count(&s.expired);
+    let (k, _) = count(&s.cancelled);
+    let (_, due) = count(&s.credit_due);
+    out(
+        conn,
+        json!({"order_id": s.order_id, "issued": s.issued, "activated": s.activated,
+            "redeemed": r, "redeemed_cents": rc, "cancelled": k, "expired": x,
+            "credit_due_cents": due, "reversed": s.reversed, "closed": s.closed,
+            "fee_recorded": s.fee_recorded, "fee_basis_points": s.fee_basis_points, "fee_cents": s.fee_cents}),
+        format!("order {}: issued {}, activated {}, redeemed {r} ({}), cancelled {k}, expired {x}, credit due {}{}{}",
+            s.order_id, s.issued, s.activated, euros(rc), euros(due),
+            if s.fee_recorded {
+                format!(", fee {} HT ({})", euros(s.fee_cents), fee_rate(s.fee_basis_points))
+            } else {
+                String::new()
+            },
+            if s.closed { " (closed)" } else { "" }),
+    );
+    Ok(())
+}
+
+async fn payment_file(
+    call: Call<'_>,
+    cut_off: String,
+    debtor_name: String,
+    debtor_iban: String,
+    debtor_bic: String,
+    execution_date: String,
+    path: PathBuf,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::ExportPaymentFileRequest {
+        cut_off,
+        debtor_name,
+        debtor_iban,
+        debtor_bic,
+        execution_date,
+    };
+    save(conn, cl.export_payment_file(req).await?, &path).await?;
+    Ok(())
+}
+
+async fn export(
+    call: Call<'_>,
+    cut_off: String,
+    structure: u64,
+    dialect: DialectArg,
+    lines: bool,
+    path: PathBuf,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let dialect = match dialect {
+        DialectArg::Spreadsheet => pb::CsvDialect::Spreadsheet,
+        DialectArg::Machine => pb::CsvDialect::Machine,
+    } as i32;
+    let req = pb::ExportStatementRequest {
+        cut_off,
+        structure_id: structure,
+        dialect,
+        lines,
+    };
+    save(conn, cl.export_statement(req).await?, &path).await?;
+    Ok(())
+}
+
+async fn attestation(
+    call: Call<'_>,
+    structure: u64,
+    from: String,
+    to: String,
+    path: PathBuf,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::GetAttestationRequest {
+        structure_id: structure,
+        from,
+        to,
+    };
+    save(conn, cl.get_attestation(req).await?, &path).await?;
+    Ok(())
+}
+
+async fn reconcile(
+    call: Call<'_>,
+    from: String,
+    to: String,
+    departements: Vec<String>,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let r = cl
+        .reconcile(pb::ReconcileRequest {
+            from,
+            to,
+            departements,
+        })
+        .await?
+        .into_inner();
+    let head = r.head.clone().unwrap_or_default();
+    let t = r.totals.unwrap_or_default();
+    let mut text = format!(
+        "{} to {} ({}), ledger head {} {}: {} rows; redeemed {}, reversed {}, paid {}, outstanding {}",
+        r.from, r.to, r.departements.join(","), head.seq, head.hash, r.rows.len(),
+        euros(count(&t.redeemed).1), euros(count(&t.reversed).1), euros(count(&t.paid).1),
+        euros(count(&t.outstanding).1),
+    );
+    for d in &r.discrepancies {
+        text.push_str(&format!(
+            "\n  DISCREPANCY {} settlements {:?} {} expected {} found {}",
+            d.kind, d.settlement_ids, d.serial, d.expected_cents, d.found_cents
+        ));
+    }
+    let rows: Vec<_> = r
+        .rows
+        .iter()
+        .map(|row| {
+            json!({
+        "structure_id": row.structure_id, "site_id": row.site_id,
+        "commanditaire_id": row.commanditaire_id, "order_id": row.order_id,
+        "redeemed_cents": count(&row.redeemed).1, "reversed_cents": count(&row.reversed).1,
+        "settled_cents": count(&row.settled).1, "paid_cents": count(&row.paid).1,
+        "outstanding_cents": count(&row.outstanding).1})
+        })
+        .collect();
+    let discrepancies: Vec<_> = r
+        .discrepancies
+        .iter()
+        .map(|d| {
+            json!({"kind": d.kind,
+        "settlement_ids": d.settlement_ids, "serial": d.serial})
+        })
+        .collect();
+    out(
+        conn,
+        json!({"head_seq": head.seq, "head_hash": head.hash, "rows": rows,
+        "discrepancies": discrepancies}),
+        text,
+    );
+    Ok(())
+}
+
+async fn proof(call: Call<'_>, serial: String, path: Option<PathBuf>) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let p = cl
+        .get_proof(pb::GetProofRequest { serial })
+        .await?
+        .into_inner();
+    let doc = proof_json(&p);
+    if let Some(path) = &path {
+        std::fs::write(path, serde_json::to_vec_pretty(&doc).expect("JSON encodes"))
+            .map_err(|e| failed(path, e))?;
+    }
+    let line = p.line.clone().unwrap_or_default();
+    out(
+        conn,
+        doc,
+        format!(
+            "pass {} is line {} of {} in settlement {} ({}, {}), root {}",
+            line.serial,
+            p.index + 1,
+            p.line_count,
+            p.settlement_id,
+            p.reference,
+            p.status,
+            p.merkle_root
+        ),
+    );
+    Ok(())
+}
+
+async fn usage(
+    call: Call<'_>,
+    order: u64,
+    from: String,
+    to: String,
+    path: PathBuf,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::ExportUsageRequest {
+        order_id: order,
+        from,
+        to,
+    };
+    save(conn, cl.export_usage(req).await?, &path).await?;
     Ok(())
 }
 
