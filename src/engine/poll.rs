@@ -36,10 +36,11 @@ pub(super) struct IdlePoll {
     shared: Arc<Shared>,
 }
 
-/// A submission in flight: the pollers spin until it is dropped (and the grace after).
-pub(super) struct InFlight(Arc<Shared>);
+/// A submission in flight: the pollers spin until it is dropped (and the grace after). It
+/// borrows the counters: a submission pays no reference count.
+pub(super) struct InFlight<'a>(&'a Shared);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, SeqCst);
     }
@@ -74,7 +75,7 @@ impl IdlePoll {
     }
 
     /// Marks a submission in flight until the guard drops, waking sleeping pollers.
-    pub(super) fn enter(&self) -> InFlight {
+    pub(super) fn enter(&self) -> InFlight<'_> {
         let s = &self.shared;
         // SeqCst on both counters: either the poller sees this submission before it
         // sleeps, or this sees the poller asleep and wakes it under the lock.
@@ -82,7 +83,7 @@ impl IdlePoll {
             let _held = s.lock.lock();
             s.wake.notify_all();
         }
-        InFlight(s.clone())
+        InFlight(s)
     }
 }
 
