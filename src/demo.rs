@@ -14,23 +14,44 @@ fn scanned(code: &str) -> Option<pb::PassCode> {
 
 pub async fn run(conn: &Conn) -> Result<(), CliError> {
     let mut op = Clients::from_conn(conn).await?;
-    let say = |s: String| println!("{s}");
-    let rid = request_id;
+    let cast = cast(&mut op).await?;
+    let mut site = structure_clients(conn, &mut op, cast.structure).await?;
+    let (order, passes) = order(&mut op, cast.commanditaire).await?;
+    scans(&mut op, &mut site, &cast, order, &passes).await?;
+    workshop(&mut site, cast.library, &passes).await?;
+    evening(&mut op, order).await
+}
 
-    let c = op
+/// Who plays the day: a département, the structure running a library and a bus.
+struct Cast {
+    commanditaire: u64,
+    structure: u64,
+    library: u64,
+    bus: u64,
+}
+
+fn say(s: String) {
+    println!("{s}");
+}
+
+/// 1-2: the département, the structure and its two sites registered.
+async fn cast(op: &mut Clients) -> Result<Cast, CliError> {
+    let commanditaire = op
         .registry
         .register_commanditaire(pb::RegisterCommanditaireRequest {
-            request_id: rid(),
+            request_id: request_id(),
             name: "Département de la Gironde".into(),
         })
         .await?
         .into_inner()
         .commanditaire_id;
-    say(format!("1. The Gironde département is commanditaire {c}."));
-    let s = op
+    say(format!(
+        "1. The Gironde département is commanditaire {commanditaire}."
+    ));
+    let structure = op
         .registry
         .register_structure(pb::RegisterStructureRequest {
-            request_id: rid(),
+            request_id: request_id(),
             name: "Médiathèques de Bordeaux Métropole".into(),
             siret_or_rna: demo_siret(),
             iban: "FR7630006000011234567890189".into(),
@@ -39,53 +60,69 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
         .into_inner()
         .structure_id;
     let library = register_site(
-        &mut op,
-        s,
+        op,
+        structure,
         "Médiathèque Mériadeck",
         pb::SiteKind::Fixed,
         "33063",
         vec![],
     )
     .await?;
+    let stops = vec![
+        ("Mairie de Lormont", "33249"),
+        ("Marché de Libourne", "33243"),
+        ("Périgueux", "24322"),
+    ];
     let bus = register_site(
-        &mut op,
-        s,
+        op,
+        structure,
         "Bus France services",
         pb::SiteKind::Itinerant,
         "",
-        vec![
-            ("Mairie de Lormont", "33249"),
-            ("Marché de Libourne", "33243"),
-            ("Périgueux", "24322"),
-        ],
+        stops,
     )
     .await?;
-    say(format!("2. Structure {s} runs site {library} (a library in Bordeaux) and site {bus} (a bus with 3 stops, the last in Dordogne)."));
+    say(format!("2. Structure {structure} runs site {library} (a library in Bordeaux) and site {bus} (a bus with 3 stops, the last in Dordogne)."));
+    Ok(Cast {
+        commanditaire,
+        structure,
+        library,
+        bus,
+    })
+}
+
+/// 3: the structure's own credential, and clients holding it (over the same transport).
+async fn structure_clients(
+    conn: &Conn,
+    op: &mut Clients,
+    structure: u64,
+) -> Result<Clients, CliError> {
     let token = op
         .registry
         .issue_credential(pb::IssueCredentialRequest {
-            request_id: rid(),
+            request_id: request_id(),
             role: pb::Role::Structure as i32,
-            actor_id: s,
+            actor_id: structure,
             departements: vec![],
             valid_days: 1, // the demo's day
         })
         .await?
         .into_inner()
         .token;
-    let channel = tonic::transport::Channel::from_shared(conn.server.clone())
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .connect()
+    let site = Clients::connect_trusting(&conn.server, Some(&token), conn.ca_file.as_deref())
         .await
-        .map_err(|e| CliError::Unreachable(e.to_string()))?;
-    let mut site = Clients::new(channel, Some(&token));
+        .map_err(CliError::Unreachable)?;
     say("3. The structure gets its own credential: it can redeem only at its own sites.".into());
+    Ok(site)
+}
 
+/// 4: an order of 20 passes in 2 carnets, minted; its passes as listed.
+async fn order(op: &mut Clients, commanditaire: u64) -> Result<(u64, Vec<pb::PassInfo>), CliError> {
     let order = op
         .issuance
         .create_order(pb::CreateOrderRequest {
-            request_id: rid(),
-            commanditaire_id: c,
+            request_id: request_id(),
+            commanditaire_id: commanditaire,
             pass_count: 20,
             carnet_size: 10,
             face_value_cents: 1000,
@@ -104,7 +141,7 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
         .order_id;
     op.issuance
         .mint_order(pb::MintOrderRequest {
-            request_id: rid(),
+            request_id: request_id(),
             order_id: order,
         })
         .await?;
@@ -124,20 +161,81 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
     while let Some(p) = stream.message().await? {
         passes.push(p);
     }
-    match site
+    Ok((order, passes))
+}
+
+/// 5-10: a scan before funding, the funding, then scans at the library and on the bus.
+async fn scans(
+    op: &mut Clients,
+    site: &mut Clients,
+    cast: &Cast,
+    order: u64,
+    passes: &[pb::PassInfo],
+) -> Result<(), CliError> {
+    let refused = site
         .redemptions
-        .redeem(redeem(&passes[0].code, library, None))
-        .await
-    {
-        Err(e) => say(format!(
-            "5. Before funding, a scan is refused: {}",
-            describe(&e)
-        )),
-        Ok(_) => return Err(CliError::Failed("an unfunded pass was redeemed".into())),
-    }
+        .redeem(redeem(&passes[0].code, cast.library, None))
+        .await;
+    say(format!(
+        "5. Before funding, a scan is refused: {}",
+        describe(
+            &refused
+                .err()
+                .ok_or(unexpected("an unfunded pass was redeemed"))?
+        )
+    ));
+    fund(op, order).await?;
+    let r = site
+        .redemptions
+        .redeem(redeem(&passes[0].code, cast.library, None))
+        .await?
+        .into_inner();
+    say(format!(
+        "7. Pass {} redeemed at the library: {} cents.",
+        r.serial, r.amount_cents
+    ));
+    let refused = site
+        .redemptions
+        .redeem(redeem(&passes[0].code, cast.bus, Some(0)))
+        .await;
+    say(format!(
+        "8. The same pass on the bus is refused: {}",
+        describe(
+            &refused
+                .err()
+                .ok_or(unexpected("a pass was redeemed twice"))?
+        )
+    ));
+    let r = site
+        .redemptions
+        .redeem(redeem(&passes[1].code, cast.bus, Some(1)))
+        .await?
+        .into_inner();
+    say(format!(
+        "9. Pass {} redeemed on the bus at its Libourne stop.",
+        r.serial
+    ));
+    let refused = site
+        .redemptions
+        .redeem(redeem(&passes[2].code, cast.bus, Some(2)))
+        .await;
+    let outside = "a pass was redeemed outside its perimeter";
+    say(format!(
+        "10. At the Périgueux stop (Dordogne), outside the perimeter: {}",
+        describe(&refused.err().ok_or(unexpected(outside))?)
+    ));
+    Ok(())
+}
+
+fn unexpected(what: &str) -> CliError {
+    CliError::Failed(what.into())
+}
+
+/// 6: the commanditaire's payment recorded, and carnet 0 handed out.
+async fn fund(op: &mut Clients, order: u64) -> Result<(), CliError> {
     op.issuance
         .record_funding(pb::RecordFundingRequest {
-            request_id: rid(),
+            request_id: request_id(),
             order_id: order,
             amount_cents: 20_000,
             reference: "VIR-GIRONDE-0001".into(),
@@ -145,64 +243,28 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
         .await?;
     op.issuance
         .mark_distributed(pb::MarkDistributedRequest {
-            request_id: rid(),
+            request_id: request_id(),
             order_id: order,
             carnet: 0,
         })
         .await?;
     say("6. The operator records the 200 € payment: the passes are active. Carnet 0 is handed out by a CCAS.".into());
+    Ok(())
+}
 
-    let r = site
-        .redemptions
-        .redeem(redeem(&passes[0].code, library, None))
-        .await?
-        .into_inner();
-    say(format!(
-        "7. Pass {} redeemed at the library: {} cents.",
-        r.serial, r.amount_cents
-    ));
-    match site
-        .redemptions
-        .redeem(redeem(&passes[0].code, bus, Some(0)))
-        .await
-    {
-        Err(e) => say(format!(
-            "8. The same pass on the bus is refused: {}",
-            describe(&e)
-        )),
-        Ok(_) => return Err(CliError::Failed("a pass was redeemed twice".into())),
-    }
-    let r = site
-        .redemptions
-        .redeem(redeem(&passes[1].code, bus, Some(1)))
-        .await?
-        .into_inner();
-    say(format!(
-        "9. Pass {} redeemed on the bus at its Libourne stop.",
-        r.serial
-    ));
-    match site
-        .redemptions
-        .redeem(redeem(&passes[2].code, bus, Some(2)))
-        .await
-    {
-        Err(e) => say(format!(
-            "10. At the Périgueux stop (Dordogne), outside the perimeter: {}",
-            describe(&e)
-        )),
-        Ok(_) => {
-            return Err(CliError::Failed(
-                "a pass was redeemed outside its perimeter".into(),
-            ))
-        }
-    }
+/// 11-12: a workshop of 4 at the library (one pass already used), then a reversal.
+async fn workshop(
+    site: &mut Clients,
+    library: u64,
+    passes: &[pb::PassInfo],
+) -> Result<(), CliError> {
     let w = site
         .redemptions
         .redeem_workshop(pb::RedeemWorkshopRequest {
-            request_id: rid(),
+            request_id: request_id(),
             site_id: library,
             place: None,
-            date: "2026-11-23".into(),
+            date: crate::export::iso_date(now_ms().div_euclid(DAY_MS) as i32),
             start: "14:00".into(),
             duration_minutes: 120,
             themes: vec!["demarches-en-ligne".into(), "messagerie".into()],
@@ -219,7 +281,7 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
     say(format!("11. A 2 h workshop at the library: {} of 4 passes redeemed ({} cents); the 4th was already used.", w.redeemed, w.amount_cents));
     site.redemptions
         .reverse(pb::ReverseRequest {
-            request_id: rid(),
+            request_id: request_id(),
             pass: scanned(&passes[5].code),
             site_id: library,
         })
@@ -228,10 +290,15 @@ pub async fn run(conn: &Conn) -> Result<(), CliError> {
         "12. The library reverses pass {} scanned by mistake.",
         passes[5].serial
     ));
+    Ok(())
+}
+
+/// 13-15: a lost carnet cancelled, the order's dashboard, the ledger verified.
+async fn evening(op: &mut Clients, order: u64) -> Result<(), CliError> {
     let cancelled = op
         .issuance
         .cancel_passes(pb::CancelPassesRequest {
-            request_id: rid(),
+            request_id: request_id(),
             serials: vec![],
             order_id: order,
             carnet: Some(1),

@@ -91,3 +91,80 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     assert!(why.contains("does not serve TLS"), "{why}");
     plain.stop().await;
 }
+
+/// `passnum demo` plays its day against a TLS server, trusting the CA it is given for the
+/// structure's connection as for the operator's, and tells each step as it happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_plays_its_day_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let data = dir.path().join("data");
+    let mut c = config(&data);
+    c.transport = Transport::Tls {
+        cert: cert_file.clone(),
+        key: key_file,
+    };
+    // The demo dates its order from the machine's clock: the server keeps the same.
+    let clock: passnum::engine::Clock =
+        std::sync::Arc::new(|| Timestamp(passnum::client::now_ms()));
+    let s = passnum::server::start(c, clock).await.unwrap();
+    let url = format!("https://localhost:{}", s.addr.port());
+    let args = [
+        "demo",
+        "--server",
+        &url,
+        "--token-file",
+        data.join("operator.token").to_str().unwrap(),
+        "--ca-file",
+        cert_file.to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let run = tokio::task::spawn_blocking(move || cli_output(&args))
+        .await
+        .unwrap();
+    let told = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{told}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let steps: Vec<u32> = told
+        .lines()
+        .filter_map(|l| l.split_once(". ")?.0.parse().ok())
+        .collect();
+    assert_eq!(steps, (1..=15).collect::<Vec<_>>(), "{told}");
+    for expected in [
+        "5. Before funding, a scan is refused: FailedPrecondition NOT_ACTIVATED",
+        "8. The same pass on the bus is refused: FailedPrecondition ALREADY_REDEEMED",
+        "outside the perimeter: FailedPrecondition OUTSIDE_PERIMETER",
+        "3 of 4 passes redeemed (3000 cents); the 4th was already used",
+        "10 passes cancelled, 10000 cents owed back",
+    ] {
+        assert!(told.contains(expected), "{expected:?} not in:\n{told}");
+    }
+    // What it told is what the ledger holds: 4 redemptions standing (5 made, 1 reversed),
+    // the 10 passes of carnet 1 cancelled, and a chain that verifies.
+    let token = std::fs::read_to_string(data.join("operator.token")).unwrap();
+    let op = Clients::connect_trusting(&url, Some(token.trim()), Some(&cert_file))
+        .await
+        .unwrap();
+    let order = told
+        .split("4. Order ")
+        .nth(1)
+        .and_then(|r| r.split(':').next());
+    let order_id = order.unwrap().parse().unwrap();
+    let (mut issuance, mut ledger) = (op.issuance.clone(), op.ledger.clone());
+    let d = issuance.get_dashboard(pb::GetDashboardRequest { order_id });
+    let d = d.await.unwrap().into_inner();
+    let count = |c: Option<pb::Count>| c.map(|c| c.passes);
+    assert_eq!(count(d.redeemed), Some(4));
+    assert_eq!(count(d.cancelled), Some(10));
+    let v = ledger.verify_chain(pb::VerifyChainRequest {});
+    let v = v.await.unwrap().into_inner();
+    assert!(v.ok, "{}", v.problem);
+    assert!(told.contains(&format!("15. The ledger verifies: {} records", v.records)));
+    s.shutdown().await.unwrap();
+}

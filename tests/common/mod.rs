@@ -152,12 +152,17 @@ impl TestServer {
     }
 }
 
-/// Runs the `passnum` binary with `args`, asserts it succeeded, returns what it printed.
-pub fn cli_ok(args: &[&str]) -> String {
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
+/// Runs the `passnum` binary with `args`, whatever comes of it.
+pub fn cli_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the `passnum` binary with `args`, asserts it succeeded, returns what it printed.
+pub fn cli_ok(args: &[&str]) -> String {
+    let run = cli_output(args);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     String::from_utf8(run.stdout).unwrap()
@@ -184,11 +189,8 @@ impl CliAs {
 
     /// Runs `args` with the connection's, whatever comes of it.
     pub fn output(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_passnum"))
-            .args(args)
-            .args(&self.conn)
-            .output()
-            .unwrap()
+        let conn: Vec<&str> = self.conn.iter().map(String::as_str).collect();
+        cli_output(&[args, &conn].concat())
     }
 }
 
