@@ -242,22 +242,12 @@ impl State {
                 self.mark(Key::Credential(*token_hash));
             }
             Fact::CredentialRevoked { token_hash } => {
-                self.credentials
-                    .get_mut(token_hash)
-                    .expect("fact names a known credential")
-                    .revoked_at = Some(at);
-                self.mark(Key::Credential(*token_hash));
+                self.credential_mut(token_hash).revoked_at = Some(at);
             }
             Fact::CredentialExpires {
                 token_hash,
                 at: expires,
-            } => {
-                self.credentials
-                    .get_mut(token_hash)
-                    .expect("fact names a known credential")
-                    .expires_at = Some(*expires);
-                self.mark(Key::Credential(*token_hash));
-            }
+            } => self.credential_mut(token_hash).expires_at = Some(*expires),
             Fact::RequestsForgotten { token_hashes } => self.forget_requests(token_hashes),
             Fact::OrderCreated(o) => {
                 self.orders.insert(o.id, o.clone());
@@ -273,60 +263,13 @@ impl State {
                 self.workshops.insert(w.id, w.clone());
                 self.mark(Key::Workshop(w.id));
             }
-            Fact::PassRedeemed { serial, redemption } => {
-                let live = LiveRedemption {
-                    redemption: redemption.clone(),
-                    recorded_at: at,
-                };
-                let key = live.unsettled_key(*serial);
-                self.change_pass(*serial, |pass| {
-                    pass.status = PassStatus::Redeemed;
-                    pass.redeemed = Some(Box::new(live));
-                });
-                self.mark_unsettled(redemption.structure, key, true);
-            }
-            Fact::RedemptionReversed { serial, .. } => {
-                let (order, redeemed) = self.change_pass(*serial, |pass| {
-                    pass.status = PassStatus::Active;
-                    (pass.order, pass.redeemed.take())
-                });
-                if let Some(r) = redeemed {
-                    let key = r.unsettled_key(*serial);
-                    self.mark_unsettled(r.redemption.structure, key, false);
-                    self.mark(Key::Reversal(self.reversals.len() as u64));
-                    self.reversals.push(Reversal {
-                        serial: *serial,
-                        order,
-                        redemption: r.redemption,
-                        reversed_at: at,
-                    });
-                }
-            }
+            Fact::PassRedeemed { serial, redemption } => self.redeem(*serial, redemption, at),
+            Fact::RedemptionReversed { serial, .. } => self.reverse(*serial, at),
             Fact::PassCancelled { serial } => self.close(*serial, PassStatus::Cancelled, at),
             Fact::PassExpired { serial } => self.close(*serial, PassStatus::Expired, at),
-            Fact::SettlementCreated(s) => {
-                for line in s.lines.iter() {
-                    let key = self.settle(line.serial, Some(s.id));
-                    self.mark_unsettled(s.structure, key, false);
-                }
-                self.settlements.insert(s.id, s.clone());
-                self.mark(Key::Settlement(s.id));
-            }
+            Fact::SettlementCreated(s) => self.open_settlement(s),
             Fact::SettlementStatusSet { settlement, status } => {
-                let s = self
-                    .settlements
-                    .get_mut(settlement)
-                    .expect("fact names a known settlement");
-                s.status = status.clone();
-                if matches!(status, SettlementStatus::Rejected { .. }) {
-                    let structure = s.structure;
-                    let serials: Vec<Serial> = s.lines.iter().map(|l| l.serial).collect();
-                    for serial in serials {
-                        let key = self.settle(serial, None);
-                        self.mark_unsettled(structure, key, true);
-                    }
-                }
-                self.mark(Key::Settlement(*settlement));
+                self.set_settlement_status(*settlement, status)
             }
             Fact::OrderFee { order, rate } => {
                 self.order_fees.insert(*order, *rate);
@@ -337,6 +280,73 @@ impl State {
                 self.mark(Key::Order(*order));
             }
         }
+    }
+
+    fn redeem(&mut self, serial: Serial, redemption: &Redemption, at: Timestamp) {
+        let live = LiveRedemption {
+            redemption: redemption.clone(),
+            recorded_at: at,
+        };
+        let key = live.unsettled_key(serial);
+        self.change_pass(serial, |pass| {
+            pass.status = PassStatus::Redeemed;
+            pass.redeemed = Some(Box::new(live));
+        });
+        self.mark_unsettled(redemption.structure, key, true);
+    }
+
+    /// The pass is active again; its redemption is kept among the reversals.
+    fn reverse(&mut self, serial: Serial, at: Timestamp) {
+        let (order, redeemed) = self.change_pass(serial, |pass| {
+            pass.status = PassStatus::Active;
+            (pass.order, pass.redeemed.take())
+        });
+        if let Some(r) = redeemed {
+            let key = r.unsettled_key(serial);
+            self.mark_unsettled(r.redemption.structure, key, false);
+            self.mark(Key::Reversal(self.reversals.len() as u64));
+            self.reversals.push(Reversal {
+                serial,
+                order,
+                redemption: r.redemption,
+                reversed_at: at,
+            });
+        }
+    }
+
+    /// Its lines' redemptions leave the unsettled index.
+    fn open_settlement(&mut self, s: &Settlement) {
+        for line in s.lines.iter() {
+            let key = self.settle(line.serial, Some(s.id));
+            self.mark_unsettled(s.structure, key, false);
+        }
+        self.settlements.insert(s.id, s.clone());
+        self.mark(Key::Settlement(s.id));
+    }
+
+    /// A rejected settlement's redemptions are unsettled again, for the next run.
+    fn set_settlement_status(&mut self, settlement: SettlementId, status: &SettlementStatus) {
+        let s = self
+            .settlements
+            .get_mut(&settlement)
+            .expect("fact names a known settlement");
+        s.status = status.clone();
+        if matches!(status, SettlementStatus::Rejected { .. }) {
+            let structure = s.structure;
+            let serials: Vec<Serial> = s.lines.iter().map(|l| l.serial).collect();
+            for serial in serials {
+                let key = self.settle(serial, None);
+                self.mark_unsettled(structure, key, true);
+            }
+        }
+        self.mark(Key::Settlement(settlement));
+    }
+
+    fn credential_mut(&mut self, token_hash: &[u8; 32]) -> &mut Credential {
+        self.mark(Key::Credential(*token_hash));
+        self.credentials
+            .get_mut(token_hash)
+            .expect("fact names a known credential")
     }
 
     fn mark_unsettled(&mut self, s: StructureId, key: (Timestamp, Serial), on: bool) {
