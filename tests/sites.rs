@@ -308,3 +308,54 @@ async fn hubs_import_their_territory_and_sites_redeem() {
         .unwrap();
     t.stop().await;
 }
+
+/// `passnum sites`: a dry run, the import, a filtered list, and an export that, imported
+/// again, changes nothing; the file is written whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_imports_lists_and_exports() {
+    let t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("lieux.csv");
+    std::fs::write(&csv, FIXTURE).unwrap();
+    let csv = csv.to_str().unwrap().to_owned();
+    let op = t.cli_as(&t.operator_token);
+    let json = |text: String| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    let dry = op.text(&["sites", "import", &csv, "--dry-run"]);
+    assert!(
+        dry.starts_with("dry run, nothing changed. 13 rows: 6 structures and 6 sites created"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("\n  line 7 (med-meriadeck): duplicate id"),
+        "{dry}"
+    );
+    assert!(
+        json(op.ok(&["sites", "list"])).is_empty(),
+        "a dry run changes nothing"
+    );
+
+    let done = &json(op.ok(&["sites", "import", &csv]))[0];
+    assert_eq!(done["sites_created"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+    assert_eq!(done["rejected"].as_array().unwrap().len(), 5);
+    let all = json(op.ok(&["sites", "list"]));
+    assert_eq!(all.len(), 6);
+    let buses = json(op.ok(&["sites", "list", "--kind", "itinerant"]));
+    assert!(!buses.is_empty() && buses.len() < all.len(), "{buses:?}");
+    assert!(buses.iter().all(|s| s["kind"] == "SITE_KIND_ITINERANT"), "{buses:?}");
+
+    let exported = dir.path().join("export.csv");
+    let out = exported.to_str().unwrap();
+    let said = op.text(&["sites", "export", "--out", out]);
+    let bytes = std::fs::metadata(&exported).unwrap().len();
+    assert_eq!(said.trim(), format!("wrote {out} ({bytes} bytes)"));
+    assert!(!dir.path().join("export.csv.part").exists());
+    let again = &json(op.ok(&["sites", "import", out]))[0];
+    assert_eq!(again["sites_unchanged"], 6, "{again}");
+    assert_eq!(again["sites_created"], serde_json::json!([]), "{again}");
+    t.stop().await;
+}

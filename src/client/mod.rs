@@ -2,11 +2,13 @@
 //! client subcommands: each builds a request, calls, and prints the answer.
 
 mod actors;
+mod files;
 mod ledger;
 mod orders;
 mod redeem;
 mod sites;
 
+pub use files::{failed, save, save_whole};
 pub use orders::{dashboard_json, dashboard_text};
 
 use crate::cli::*;
