@@ -1227,3 +1227,209 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     other.stop().await;
     t.stop().await;
 }
+
+/// README's "a day of the scheme, by hand", through the `passnum` binary: every command a
+/// person types, with the answers it prints (`--json`) and a refusal's exit code; then
+/// `rebuild-index` with the server stopped, after which nothing has changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_day_runs_through_the_command_line() {
+    let mut t = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let op = t.cli_as(&t.operator_token);
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).unwrap() };
+    let lines = |text: String| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    let reg = |args: &[&str]| json(op.ok(&[&["register"], args].concat()));
+    let c = reg(&["commanditaire", "--name", "Département de la Gironde"]);
+    assert_eq!(c["commanditaire_id"], 1);
+    let s = reg(&[
+        "structure",
+        "--name",
+        "Médiathèques de Bordeaux",
+        "--siret",
+        "21330063500017",
+        "--iban",
+        "FR76 3000 6000 0112 3456 7890 189",
+    ]);
+    assert_eq!(s["structure_id"], 1);
+    let library = reg(&[
+        "site",
+        "--structure",
+        "1",
+        "--name",
+        "Médiathèque",
+        "--kind",
+        "fixed",
+        "--insee",
+        "33063",
+    ]);
+    let bus = reg(&[
+        "site",
+        "--structure",
+        "1",
+        "--name",
+        "Bus",
+        "--kind",
+        "itinerant",
+        "--stop",
+        "Lormont=33249",
+        "--stop",
+        "Libourne=33243",
+    ]);
+    assert_eq!(
+        (library["site_id"].as_u64(), bus["site_id"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let token_file = path("site.token");
+    let issued = json(op.ok(&[
+        "credential",
+        "--role",
+        "structure",
+        "--actor",
+        "1",
+        "--out",
+        &token_file,
+    ]));
+    assert_eq!(issued["token_file"], token_file.as_str());
+    let site = t.cli_as(std::fs::read_to_string(&token_file).unwrap().trim());
+
+    let order = json(op.ok(&[
+        "order",
+        "--commanditaire",
+        "1",
+        "--passes",
+        "20",
+        "--carnet",
+        "10",
+        "--face-cents",
+        "1000",
+        "--from",
+        "2026-01-01",
+        "--until",
+        "2026-12-31",
+        "--dept",
+        "33",
+        "--programme",
+        "Pass numérique 2026",
+    ]));
+    assert_eq!(order["order_id"], 1);
+    assert_eq!(json(op.ok(&["mint", "--order", "1"]))["passes"], 20);
+    let pdf = path("order-1.pdf");
+    op.ok(&["render", "--order", "1", "--out", &pdf]);
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+    let funded = op.ok(&[
+        "fund",
+        "--order",
+        "1",
+        "--amount-cents",
+        "20000",
+        "--reference",
+        "VIR-0001",
+    ]);
+    assert_eq!(json(funded)["activated"], 20);
+    let passes = lines(op.ok(&["passes", "--order", "1", "--page-size", "6"]));
+    assert_eq!(passes.len(), 6);
+    let code = |i: usize| passes[i]["code"].as_str().unwrap().to_owned();
+
+    let at_library = ["--site", "1", "--service", "demarches-en-ligne", "--code"];
+    let checked = json(site.ok(&[&["check"], &at_library[..], &[&code(0)]].concat()));
+    assert_eq!(checked["redeemable"], true);
+    let redeemed = json(site.ok(&[&["redeem"], &at_library[..], &[&code(0)]].concat()));
+    assert_eq!(redeemed["amount_cents"], 1000);
+    let again = site.output(&[&["redeem"], &at_library[..], &[&code(0)]].concat());
+    assert_eq!(again.status.code(), Some(1), "a refusal exits 1");
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("FailedPrecondition ALREADY_REDEEMED"), "{why}");
+    let typed = json(site.ok(&[
+        "redeem",
+        "--site",
+        "2",
+        "--stop",
+        "1",
+        "--service",
+        "messagerie",
+        "--serial",
+        passes[1]["serial"].as_str().unwrap(),
+        "--verification",
+        passes[1]["verification_code"].as_str().unwrap(),
+    ]));
+    assert_eq!(typed["serial"], passes[1]["serial"]);
+    let workshop = json(site.ok(&[
+        "workshop",
+        "--site",
+        "1",
+        "--date",
+        "2026-01-02",
+        "--start",
+        "14:00",
+        "--duration",
+        "120",
+        "--theme",
+        "demarches-en-ligne",
+        "--participants",
+        "3",
+        "--mediator",
+        "CNFS-33-0042",
+        "--code",
+        &code(2),
+        "--code",
+        &code(3),
+        "--code",
+        &code(0),
+    ]));
+    assert_eq!(
+        (
+            workshop["redeemed"].as_u64(),
+            workshop["amount_cents"].as_i64()
+        ),
+        (Some(2), Some(2000))
+    );
+    let reversed = json(site.ok(&["reverse", "--site", "1", "--code", &code(3)]));
+    assert_eq!(reversed["amount_cents"], 1000);
+    op.ok(&["distribute", "--order", "1", "--carnet", "0"]);
+    let cancelled = json(op.ok(&["cancel", "--order", "1", "--carnet", "1"]));
+    assert_eq!(
+        (
+            cancelled["cancelled"].as_u64(),
+            cancelled["credited_cents"].as_i64()
+        ),
+        (Some(10), Some(10_000))
+    );
+    let dashboard = json(op.ok(&["dashboard", "--order", "1"]));
+    assert_eq!(
+        dashboard["redeemed"],
+        serde_json::json!({"passes": 3, "cents": 3000})
+    );
+    assert_eq!(dashboard["outstanding"]["passes"], 7);
+    assert_eq!(dashboard["carnets_distributed"], 1);
+
+    // Past validity, grace and the offline window, the sweep expires the 7 left.
+    t.set_now(T0 + 420 * DAY);
+    let swept = json(op.ok(&["sweep"]));
+    assert_eq!(
+        (swept["expired"].as_u64(), swept["credited_cents"].as_i64()),
+        (Some(7), Some(7_000))
+    );
+    let verified = json(op.ok(&["ledger", "verify"]));
+    assert_eq!(verified["ok"], true, "{verified}");
+    let head = op.ok(&["ledger", "head"]);
+
+    let data = t.dir.path().to_str().unwrap().to_owned();
+    t.restart_after(|_| {
+        let said = cli_ok(&["rebuild-index", "--data", &data]);
+        assert!(!said.is_empty());
+    })
+    .await;
+    let op = t.cli_as(&t.operator_token);
+    assert_eq!(op.ok(&["ledger", "head"]), head, "the same head");
+    assert_eq!(
+        json(op.ok(&["dashboard", "--order", "1"]))["expired"]["passes"],
+        7
+    );
+    t.stop().await;
+}

@@ -346,7 +346,10 @@ async fn the_command_line_imports_lists_and_exports() {
     assert_eq!(all.len(), 6);
     let buses = json(op.ok(&["sites", "list", "--kind", "itinerant"]));
     assert!(!buses.is_empty() && buses.len() < all.len(), "{buses:?}");
-    assert!(buses.iter().all(|s| s["kind"] == "SITE_KIND_ITINERANT"), "{buses:?}");
+    assert!(
+        buses.iter().all(|s| s["kind"] == "SITE_KIND_ITINERANT"),
+        "{buses:?}"
+    );
 
     let exported = dir.path().join("export.csv");
     let out = exported.to_str().unwrap();
