@@ -8,7 +8,9 @@
 //! measures the engine without the disk's flushes.
 //!
 //! `cargo bench --bench load` (env: LOAD_SECONDS=10 LOAD_ROUNDS=5 LOAD_IN_FLIGHT=64
-//! LOAD_CONNECTIONS=4 LOAD_ORDERS=8 LOAD_WORKERS=2). Half the passes feed the 64-in-flight
+//! LOAD_CONNECTIONS=4 LOAD_ORDERS=8 LOAD_WORKERS=2 LOAD_CLIENT_WORKERS=0: the server's
+//! runtime workers, and the client's on a runtime of its own, as in a separate process;
+//! 0 shares the server's). Half the passes feed the 64-in-flight
 //! phase: 400 000 by default, 40 000/s for 10 s; a phase that runs out says so.
 //! `LOAD_TLS=1` runs it all over TLS (a certificate made for the run), baseline included.
 
@@ -245,6 +247,20 @@ async fn offline_sync(c: &Clients, codes: &[String], now: Timestamp) -> Run {
     }
 }
 
+/// The client's runtime when it has its own (`LOAD_CLIENT_WORKERS`), as a separate
+/// process would; None when it shares the server's.
+static CLIENT_RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+/// Runs `task` where the client runs.
+fn spawn_client<T: Send + 'static>(
+    task: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    match CLIENT_RT.get() {
+        Some(rt) => rt.spawn(task),
+        None => tokio::spawn(task),
+    }
+}
+
 /// Runs `call` with `in_flight` tasks over `clients` until `millis` pass or `max` calls.
 async fn drive<F, Fut>(
     clients: &[Clients],
@@ -267,7 +283,7 @@ where
             next.clone(),
             call.clone(),
         );
-        tasks.push(tokio::spawn(async move {
+        tasks.push(spawn_client(async move {
             let (mut micros, mut ok, mut failed) = (vec![], 0, 0);
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -341,8 +357,18 @@ fn main() {
     let seconds = env("LOAD_SECONDS", 10);
     let in_flight = env("LOAD_IN_FLIGHT", 64) as usize;
     let connections = env("LOAD_CONNECTIONS", 4) as usize;
-    // The server's own runtime, which the bench's client shares.
+    // The server's own runtime, which the bench's client shares unless given its own.
     let rt = passnum::server::runtime(Some(env("LOAD_WORKERS", 2) as usize)).unwrap();
+    let client_workers = env("LOAD_CLIENT_WORKERS", 0) as usize;
+    if client_workers > 0 {
+        let client = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(client_workers)
+            .thread_name("load-client")
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = CLIENT_RT.set(client);
+    }
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let mut config =
@@ -374,12 +400,18 @@ fn main() {
             None => format!("http://{}", server.addr),
         };
         println!("transport: {url}");
+        match client_workers {
+            0 => println!("client: on the server's runtime"),
+            n => println!("client: its own runtime, {n} workers"),
+        }
         let connect = |token: String| {
             let (url, ca) = (url.clone(), ca.clone());
-            async move {
+            // Its connections' tasks run where it was made.
+            let made = spawn_client(async move {
                 let trusted = Clients::connect_trusting(&url, Some(&token), ca.as_deref());
                 trusted.await.unwrap()
-            }
+            });
+            async move { made.await.unwrap() }
         };
         let token = std::fs::read_to_string(server.operator_token_file.as_ref().unwrap()).unwrap();
         let op = connect(token.trim().to_owned()).await;
