@@ -842,3 +842,211 @@ async fn the_joint_statement_bills_each_orders_fee_at_its_own_rate() {
 
     serve_refuses("--order-fee-basis-points", "2001", "0..=2000");
 }
+
+/// README's clearing section through the `passnum` binary, as an operator and a hub type
+/// it: run, summary, settlements, the payment file (valid against the XSD), pay (a wrong
+/// amount refused, exit 1), reject, both CSV dialects, balances, the joint statement, a
+/// hub's reconciliation, a proof checked offline, the usage report, the attestation; then
+/// the next run takes the returned transfer's passes and the ones that were waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clearing_commands_run_through_the_binary() {
+    let t = TestServer::start().await;
+    let book = a_month_of_redemptions(&t).await;
+    set_iban(&t, 2, IBAN_2).await;
+    t.set_now(T0 + 35 * DAY);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let op = t.cli_as(&t.operator_token);
+    let cleared = book.values().filter(|v| v.3 < 30).count();
+    let waiting = book.len() - cleared;
+    let total: i64 = book.values().filter(|v| v.3 < 30).map(|v| v.2).sum();
+
+    let run = json(op.ok(&["clearing", "run", "--cut-off", FEB_1]));
+    assert_eq!(run["lines"], cleared);
+    assert_eq!(run["total_cents"], total);
+    assert_eq!(
+        (run["settlements"].as_u64(), run["held_cents"].as_i64()),
+        (Some(2), Some(0))
+    );
+    let summary = json(op.ok(&["clearing", "summary", "--cut-off", FEB_1]));
+    assert_eq!(
+        (&summary["lines"], &summary["total_cents"]),
+        (&run["lines"], &run["total_cents"])
+    );
+    let settlements = json_lines(op.ok(&["clearing", "settlements", "--cut-off", FEB_1]));
+    assert_eq!(settlements.len(), 2);
+    let cents = |s: &serde_json::Value| s["total_cents"].as_i64().unwrap();
+    assert_eq!(settlements.iter().map(cents).sum::<i64>(), total);
+
+    let xml = path("feb.xml");
+    op.ok(&[
+        "clearing",
+        "payment-file",
+        "--cut-off",
+        FEB_1,
+        "--execution-date",
+        "2026-02-06",
+        "--debtor-name",
+        "Opérateur",
+        "--debtor-iban",
+        IBAN_1,
+        "--out",
+        &xml,
+    ]);
+    let xml = std::fs::read(&xml).unwrap();
+    validate_pain001(&xml).unwrap();
+    let xml = String::from_utf8(xml).unwrap();
+    let euros = format!("{}.{:02}", total / 100, total % 100);
+    assert_eq!(between(&xml, "<CtrlSum>", "</CtrlSum>")[0], euros);
+
+    let (paid, returned) = (&settlements[0], &settlements[1]);
+    let id = |s: &serde_json::Value| s["settlement_id"].to_string();
+    let pay = |amount: i64| {
+        let amount = amount.to_string();
+        let args = [
+            "clearing",
+            "pay",
+            "--settlement",
+            &id(paid),
+            "--bank-reference",
+            "BNP-0001",
+            "--executed-on",
+            "2026-02-06",
+            "--amount-cents",
+            &amount,
+        ];
+        op.output(&args)
+    };
+    let wrong = pay(cents(paid) + 1);
+    assert_eq!(wrong.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&wrong.stderr);
+    assert!(why.contains("PAYMENT_AMOUNT_MISMATCH"), "{why}");
+    assert!(pay(cents(paid)).status.success());
+    let rejected = op.ok(&[
+        "clearing",
+        "reject",
+        "--settlement",
+        &id(returned),
+        "--reason",
+        "compte clôturé",
+    ]);
+    assert_eq!(json(rejected)["rejected"], returned["settlement_id"]);
+
+    let by_pass = path("feb.csv");
+    op.ok(&[
+        "clearing",
+        "export",
+        "--cut-off",
+        FEB_1,
+        "--lines",
+        "--out",
+        &by_pass,
+    ]);
+    let by_pass = std::fs::read_to_string(&by_pass).unwrap();
+    let paid_lines = paid["lines"].as_u64().unwrap() as usize;
+    assert_eq!(
+        by_pass.lines().count(),
+        1 + paid_lines,
+        "a header, then a row per pass, but the returned transfer's: a later run has them"
+    );
+    assert!(
+        by_pass.lines().nth(1).unwrap().contains(";10,00"),
+        "{by_pass}"
+    );
+    let machine = path("feb-machine.csv");
+    op.ok(&[
+        "clearing",
+        "export",
+        "--cut-off",
+        FEB_1,
+        "--dialect",
+        "machine",
+        "--out",
+        &machine,
+    ]);
+    let machine = std::fs::read_to_string(&machine).unwrap();
+    assert_eq!(
+        machine.lines().count(),
+        1 + 2,
+        "a header, then a row per settlement, the returned one too:\n{machine}"
+    );
+
+    let balances = json_lines(op.ok(&["clearing", "balances"]));
+    assert_eq!(balances.len(), 2);
+    let paid_out: i64 = balances
+        .iter()
+        .map(|b| b["paid_cents"].as_i64().unwrap())
+        .sum();
+    assert_eq!(paid_out, cents(paid));
+    let statement = json(op.ok(&["clearing", "statement", "--order", "1"]));
+    let gironde = book.values().filter(|v| v.1 == 1).count();
+    assert_eq!(
+        (statement["issued"].as_u64(), statement["redeemed"].as_u64()),
+        (Some(40), Some(gironde as u64))
+    );
+
+    let hub = t.cli_as(&t.token(pb::Role::Hub, 0, &["33"]).await);
+    let reconciled = json(hub.ok(&[
+        "clearing",
+        "reconcile",
+        "--from",
+        "2026-01-01",
+        "--to",
+        FEB_1,
+    ]));
+    assert_eq!(
+        reconciled["discrepancies"],
+        serde_json::json!([]),
+        "{reconciled}"
+    );
+    assert!(!reconciled["rows"].as_array().unwrap().is_empty());
+
+    let serial = book
+        .iter()
+        .find(|(_, v)| v.0 == paid["structure_id"] && v.3 < 30)
+        .unwrap()
+        .0;
+    let proof = path("proof.json");
+    op.ok(&["clearing", "proof", "--serial", serial, "--out", &proof]);
+    let root = paid["merkle_root"].as_str().unwrap();
+    let held = cli_ok(&["verify-proof", &proof, "--root", root]);
+    assert!(
+        held.starts_with(&format!("proof holds: pass {serial}")),
+        "{held}"
+    );
+
+    let usage = path("usage.csv");
+    op.ok(&[
+        "clearing",
+        "usage",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2027-01-01",
+        "--out",
+        &usage,
+    ]);
+    assert!(std::fs::read_to_string(&usage).unwrap().lines().count() > 1);
+    let pdf = path("attestation.pdf");
+    let structure = paid["structure_id"].to_string();
+    op.ok(&[
+        "clearing",
+        "attestation",
+        "--structure",
+        &structure,
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2027-01-01",
+        "--out",
+        &pdf,
+    ]);
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+
+    // March: the returned transfer's passes and those that were waiting.
+    t.set_now(T0 + 62 * DAY);
+    let march = json(op.ok(&["clearing", "run", "--cut-off", MAR_1]));
+    let returned_lines = returned["lines"].as_u64().unwrap() as usize;
+    assert_eq!(march["lines"], waiting + returned_lines);
+    t.stop().await;
+}

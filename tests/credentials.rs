@@ -174,7 +174,6 @@ async fn the_longest_lifetime_is_the_servers_and_the_cli_shows_lifetimes() {
 
     let op = t.cli_as(&t.operator_token);
     let cli = |args: &[&str]| op.ok(args);
-    let json = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
     let args = [
         "credential",
         "--role",

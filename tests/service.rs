@@ -1237,12 +1237,6 @@ async fn the_readme_day_runs_through_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let op = t.cli_as(&t.operator_token);
-    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).unwrap() };
-    let lines = |text: String| -> Vec<serde_json::Value> {
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
 
     let reg = |args: &[&str]| json(op.ok(&[&["register"], args].concat()));
     let c = reg(&["commanditaire", "--name", "Département de la Gironde"]);
@@ -1332,7 +1326,7 @@ async fn the_readme_day_runs_through_the_command_line() {
         "VIR-0001",
     ]);
     assert_eq!(json(funded)["activated"], 20);
-    let passes = lines(op.ok(&["passes", "--order", "1", "--page-size", "6"]));
+    let passes = json_lines(op.ok(&["passes", "--order", "1", "--page-size", "6"]));
     assert_eq!(passes.len(), 6);
     let code = |i: usize| passes[i]["code"].as_str().unwrap().to_owned();
 

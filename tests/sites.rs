@@ -319,11 +319,6 @@ async fn the_command_line_imports_lists_and_exports() {
     std::fs::write(&csv, FIXTURE).unwrap();
     let csv = csv.to_str().unwrap().to_owned();
     let op = t.cli_as(&t.operator_token);
-    let json = |text: String| -> Vec<serde_json::Value> {
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
 
     let dry = op.text(&["sites", "import", &csv, "--dry-run"]);
     assert!(
@@ -335,16 +330,16 @@ async fn the_command_line_imports_lists_and_exports() {
         "{dry}"
     );
     assert!(
-        json(op.ok(&["sites", "list"])).is_empty(),
+        json_lines(op.ok(&["sites", "list"])).is_empty(),
         "a dry run changes nothing"
     );
 
-    let done = &json(op.ok(&["sites", "import", &csv]))[0];
+    let done = &json_lines(op.ok(&["sites", "import", &csv]))[0];
     assert_eq!(done["sites_created"], serde_json::json!([1, 2, 3, 4, 5, 6]));
     assert_eq!(done["rejected"].as_array().unwrap().len(), 5);
-    let all = json(op.ok(&["sites", "list"]));
+    let all = json_lines(op.ok(&["sites", "list"]));
     assert_eq!(all.len(), 6);
-    let buses = json(op.ok(&["sites", "list", "--kind", "itinerant"]));
+    let buses = json_lines(op.ok(&["sites", "list", "--kind", "itinerant"]));
     assert!(!buses.is_empty() && buses.len() < all.len(), "{buses:?}");
     assert!(
         buses.iter().all(|s| s["kind"] == "SITE_KIND_ITINERANT"),
@@ -357,7 +352,7 @@ async fn the_command_line_imports_lists_and_exports() {
     let bytes = std::fs::metadata(&exported).unwrap().len();
     assert_eq!(said.trim(), format!("wrote {out} ({bytes} bytes)"));
     assert!(!dir.path().join("export.csv.part").exists());
-    let again = &json(op.ok(&["sites", "import", out]))[0];
+    let again = &json_lines(op.ok(&["sites", "import", out]))[0];
     assert_eq!(again["sites_unchanged"], 6, "{again}");
     assert_eq!(again["sites_created"], serde_json::json!([]), "{again}");
     t.stop().await;

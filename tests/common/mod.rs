@@ -168,6 +168,16 @@ pub fn cli_ok(args: &[&str]) -> String {
     String::from_utf8(run.stdout).unwrap()
 }
 
+/// What a `--json` command printed: one document.
+pub fn json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// What a `--json` listing printed: a document per line.
+pub fn json_lines(text: String) -> Vec<serde_json::Value> {
+    text.lines().map(|l| json(l.to_owned())).collect()
+}
+
 /// The command line as a token's holder runs it against a test server, with `--json`.
 pub struct CliAs {
     _dir: tempfile::TempDir,
