@@ -30,10 +30,6 @@ struct Cast {
     bus: u64,
 }
 
-fn say(s: String) {
-    println!("{s}");
-}
-
 /// 1-2: the département, the structure and its two sites registered.
 async fn cast(op: &mut Clients) -> Result<Cast, CliError> {
     let commanditaire = op
@@ -45,9 +41,7 @@ async fn cast(op: &mut Clients) -> Result<Cast, CliError> {
         .await?
         .into_inner()
         .commanditaire_id;
-    say(format!(
-        "1. The Gironde département is commanditaire {commanditaire}."
-    ));
+    println!("1. The Gironde département is commanditaire {commanditaire}.");
     let structure = op
         .registry
         .register_structure(pb::RegisterStructureRequest {
@@ -82,7 +76,7 @@ async fn cast(op: &mut Clients) -> Result<Cast, CliError> {
         stops,
     )
     .await?;
-    say(format!("2. Structure {structure} runs site {library} (a library in Bordeaux) and site {bus} (a bus with 3 stops, the last in Dordogne)."));
+    println!("2. Structure {structure} runs site {library} (a library in Bordeaux) and site {bus} (a bus with 3 stops, the last in Dordogne).");
     Ok(Cast {
         commanditaire,
         structure,
@@ -112,7 +106,7 @@ async fn structure_clients(
     let site = Clients::connect_trusting(&conn.server, Some(&token), conn.ca_file.as_deref())
         .await
         .map_err(CliError::Unreachable)?;
-    say("3. The structure gets its own credential: it can redeem only at its own sites.".into());
+    println!("3. The structure gets its own credential: it can redeem only at its own sites.");
     Ok(site)
 }
 
@@ -145,9 +139,7 @@ async fn order(op: &mut Clients, commanditaire: u64) -> Result<(u64, Vec<pb::Pas
             order_id: order,
         })
         .await?;
-    say(format!(
-        "4. Order {order}: 20 passes of 10 € in 2 carnets, valid in Gironde (33), minted."
-    ));
+    println!("4. Order {order}: 20 passes of 10 € in 2 carnets, valid in Gironde (33), minted.");
     let mut passes = vec![];
     let mut stream = op
         .issuance
@@ -172,63 +164,59 @@ async fn scans(
     order: u64,
     passes: &[pb::PassInfo],
 ) -> Result<(), CliError> {
-    let refused = site
+    let answer = site
         .redemptions
         .redeem(redeem(&passes[0].code, cast.library, None))
         .await;
-    say(format!(
+    println!(
         "5. Before funding, a scan is refused: {}",
-        describe(
-            &refused
-                .err()
-                .ok_or(unexpected("an unfunded pass was redeemed"))?
-        )
-    ));
+        refused(answer, "an unfunded pass was redeemed")?
+    );
     fund(op, order).await?;
     let r = site
         .redemptions
         .redeem(redeem(&passes[0].code, cast.library, None))
         .await?
         .into_inner();
-    say(format!(
+    println!(
         "7. Pass {} redeemed at the library: {} cents.",
         r.serial, r.amount_cents
-    ));
-    let refused = site
+    );
+    let answer = site
         .redemptions
         .redeem(redeem(&passes[0].code, cast.bus, Some(0)))
         .await;
-    say(format!(
+    println!(
         "8. The same pass on the bus is refused: {}",
-        describe(
-            &refused
-                .err()
-                .ok_or(unexpected("a pass was redeemed twice"))?
-        )
-    ));
+        refused(answer, "a pass was redeemed twice")?
+    );
     let r = site
         .redemptions
         .redeem(redeem(&passes[1].code, cast.bus, Some(1)))
         .await?
         .into_inner();
-    say(format!(
+    println!(
         "9. Pass {} redeemed on the bus at its Libourne stop.",
         r.serial
-    ));
-    let refused = site
+    );
+    let answer = site
         .redemptions
         .redeem(redeem(&passes[2].code, cast.bus, Some(2)))
         .await;
     let outside = "a pass was redeemed outside its perimeter";
-    say(format!(
+    println!(
         "10. At the Périgueux stop (Dordogne), outside the perimeter: {}",
-        describe(&refused.err().ok_or(unexpected(outside))?)
-    ));
+        refused(answer, outside)?
+    );
     Ok(())
 }
 
-fn unexpected(what: &str) -> CliError {
-    CliError::Failed(what.into())
+/// How a step meant to be refused was refused; a failure if it was not.
+fn refused<T>(answer: Result<T, tonic::Status>, if_not: &str) -> Result<String, CliError> {
+    match answer {
+        Err(status) => Ok(describe(&status)),
+        Ok(_) => Err(CliError::Failed(if_not.into())),
+    }
 }
 
 /// 6: the commanditaire's payment recorded, and carnet 0 handed out.
@@ -248,7 +236,7 @@ async fn fund(op: &mut Clients, order: u64) -> Result<(), CliError> {
             carnet: 0,
         })
         .await?;
-    say("6. The operator records the 200 € payment: the passes are active. Carnet 0 is handed out by a CCAS.".into());
+    println!("6. The operator records the 200 € payment: the passes are active. Carnet 0 is handed out by a CCAS.");
     Ok(())
 }
 
@@ -278,7 +266,7 @@ async fn workshop(
         })
         .await?
         .into_inner();
-    say(format!("11. A 2 h workshop at the library: {} of 4 passes redeemed ({} cents); the 4th was already used.", w.redeemed, w.amount_cents));
+    println!("11. A 2 h workshop at the library: {} of 4 passes redeemed ({} cents); the 4th was already used.", w.redeemed, w.amount_cents);
     site.redemptions
         .reverse(pb::ReverseRequest {
             request_id: request_id(),
@@ -286,10 +274,10 @@ async fn workshop(
             site_id: library,
         })
         .await?;
-    say(format!(
+    println!(
         "12. The library reverses pass {} scanned by mistake.",
         passes[5].serial
-    ));
+    );
     Ok(())
 }
 
@@ -305,28 +293,28 @@ async fn evening(op: &mut Clients, order: u64) -> Result<(), CliError> {
         })
         .await?
         .into_inner();
-    say(format!(
+    println!(
         "13. Carnet 1 was lost: {} passes cancelled, {} cents owed back to the Gironde.",
         cancelled.cancelled, cancelled.credited_cents
-    ));
+    );
     let d = op
         .issuance
         .get_dashboard(pb::GetDashboardRequest { order_id: order })
         .await?
         .into_inner();
-    say(format!(
+    println!(
         "14. The order's dashboard:\n{}",
         crate::client::dashboard_text(&d)
-    ));
+    );
     let v = op
         .ledger
         .verify_chain(pb::VerifyChainRequest {})
         .await?
         .into_inner();
-    say(format!(
+    println!(
         "15. The ledger verifies: {} records, head {}.",
         v.records, v.head_hash
-    ));
+    );
     if !v.ok {
         return Err(CliError::Failed(v.problem));
     }

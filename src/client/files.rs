@@ -29,7 +29,7 @@ pub async fn save(
 /// Writes the stream into `path` only if it ends well: it goes to `path.part` first,
 /// renamed once whole and durable, removed if the stream breaks off. A payment file cut
 /// short must never lie where a whole one is expected.
-pub async fn save_whole(
+async fn save_whole(
     mut chunks: impl tokio_stream::Stream<Item = Result<pb::Chunk, tonic::Status>> + Unpin,
     path: &Path,
 ) -> Result<u64, CliError> {

@@ -8,7 +8,7 @@ mod orders;
 mod redeem;
 mod sites;
 
-pub use files::{failed, save, save_whole};
+pub use files::{failed, save};
 pub use orders::{dashboard_json, dashboard_text};
 
 use crate::cli::*;
