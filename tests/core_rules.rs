@@ -1722,3 +1722,75 @@ fn an_orders_fee_is_the_rule_in_force_at_its_creation() {
         "an order created before fees were recorded bills none"
     );
 }
+
+/// A way to break a state, for `check_invariants` to find.
+type Breakage<'a> = Box<dyn Fn(&mut State) + 'a>;
+
+/// `check_invariants` (run at start-up and by `verify`) finds each way the state can be
+/// broken, and names it: money created, an account that disagrees with the passes, a
+/// redemption clearing would miss, a pass whose status and redemption disagree.
+#[test]
+fn the_state_check_names_each_broken_invariant() {
+    let mut w = world();
+    w.run(redeem(1, 1, Place::Site, "aide")).unwrap();
+    w.state.check_invariants().unwrap();
+    let (gironde, library) = (CommanditaireId(1), StructureId(1));
+    let broken = |change: &dyn Fn(&mut State)| {
+        let mut state = w.state.clone();
+        change(&mut state);
+        state.check_invariants().unwrap_err()
+    };
+    let moved = |from: Account, to: Account| {
+        move |s: &mut State| {
+            *s.balances.entry(from).or_default() -= 100;
+            *s.balances.entry(to).or_default() += 100;
+        }
+    };
+    let cases: Vec<(Breakage, &str)> = vec![
+        (
+            Box::new(|s: &mut State| *s.balances.entry(Account::Funds(gironde)).or_default() += 1),
+            "money is not conserved: balances sum to 1 cents",
+        ),
+        (
+            Box::new(moved(
+                Account::Outstanding(gironde),
+                Account::Funds(gironde),
+            )),
+            "funds of ",
+        ),
+        (
+            Box::new(moved(
+                Account::CreditDue(gironde),
+                Account::Outstanding(gironde),
+            )),
+            "outstanding of ",
+        ),
+        (
+            Box::new(moved(
+                Account::InPayment(library),
+                Account::Payable(library),
+            )),
+            "payable of ",
+        ),
+        (
+            Box::new(|s: &mut State| s.unsettled.clear()),
+            "is unsettled but not tracked",
+        ),
+        (
+            Box::new(|s: &mut State| {
+                s.passes.get_mut(&serial(2)).unwrap().status = PassStatus::Minted
+            }),
+            "of a funded order is not activated",
+        ),
+        (
+            Box::new(|s: &mut State| {
+                s.passes.get_mut(&serial(3)).unwrap().status = PassStatus::Redeemed
+            }),
+            "has a redemption that does not match its status",
+        ),
+    ];
+    for (change, named) in cases {
+        let e = broken(&*change);
+        assert!(e.contains(named), "{named:?} not in {e:?}");
+    }
+}

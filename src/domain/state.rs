@@ -471,39 +471,36 @@ impl State {
                 "money is not conserved: balances sum to {total} cents"
             ));
         }
-        let mut outstanding: HashMap<CommanditaireId, i64> = HashMap::new();
-        let mut payable: HashMap<StructureId, i64> = HashMap::new();
-        let mut credit: HashMap<CommanditaireId, i64> = HashMap::new();
-        let mut unsettled = 0usize;
+        let sums = self.pass_sums()?;
+        let tracked: usize = self.unsettled.values().map(BTreeSet::len).sum();
+        if tracked != sums.unsettled {
+            return Err(format!(
+                "{tracked} redemptions tracked as unsettled, passes say {}",
+                sums.unsettled
+            ));
+        }
+        let (paid, in_payment) = self.check_settlements()?;
+        self.check_commanditaire_balances(&sums, &paid)?;
+        self.check_structure_balances(&sums, &in_payment)?;
+        self.check_forgotten()
+    }
+
+    /// Each pass checked on its own, and the face values its status puts in each account.
+    fn pass_sums(&self) -> Result<PassSums, String> {
+        let mut sums = PassSums::default();
         for pass in self.passes.values() {
             let order = self
                 .orders
                 .get(&pass.order)
                 .ok_or("a pass names an unknown order")?;
-            let face = order.face_value.0;
-            let c = order.commanditaire;
-            if (pass.status == PassStatus::Redeemed) != pass.redeemed.is_some() {
-                return Err(format!(
-                    "pass {} has a redemption that does not match its status",
-                    pass.serial
-                ));
-            }
-            // Clearing relies on it: a redemption whose window closed by a cut-off was made
-            // before it.
-            if let Some(live) = pass.redeemed.as_deref() {
-                if live.redemption.at > live.recorded_at {
-                    return Err(format!(
-                        "pass {} is redeemed after its record was written",
-                        pass.serial
-                    ));
-                }
-            }
+            check_pass(pass)?;
+            let (face, c) = (order.face_value.0, order.commanditaire);
             match pass.status {
-                PassStatus::Active => *outstanding.entry(c).or_default() += face,
+                PassStatus::Active => *sums.outstanding.entry(c).or_default() += face,
                 PassStatus::Redeemed => {
                     if let Some((s, key)) = unsettled_entry(pass) {
-                        *payable.entry(s).or_default() += face;
-                        unsettled += 1;
+                        *sums.payable.entry(s).or_default() += face;
+                        sums.unsettled += 1;
                         let tracked = self.unsettled.get(&s).is_some_and(|set| set.contains(&key));
                         if !tracked {
                             return Err(format!(
@@ -514,7 +511,7 @@ impl State {
                     }
                 }
                 PassStatus::Cancelled | PassStatus::Expired if order.funding.is_some() => {
-                    *credit.entry(c).or_default() += face;
+                    *sums.credit.entry(c).or_default() += face;
                 }
                 PassStatus::Minted if order.funding.is_some() => {
                     return Err(format!(
@@ -525,13 +522,16 @@ impl State {
                 _ => {}
             }
         }
-        let tracked: usize = self.unsettled.values().map(BTreeSet::len).sum();
-        if tracked != unsettled {
-            return Err(format!(
-                "{tracked} redemptions tracked as unsettled, passes say {unsettled}"
-            ));
-        }
-        let (paid, in_payment) = self.check_settlements()?;
+        Ok(sums)
+    }
+
+    /// Funds, outstanding and credit due of each commanditaire against its orders and passes.
+    fn check_commanditaire_balances(
+        &self,
+        sums: &PassSums,
+        paid: &HashMap<CommanditaireId, i64>,
+    ) -> Result<(), String> {
+        let of = |m: &HashMap<CommanditaireId, i64>, c| m.get(c).copied().unwrap_or(0);
         for c in self.commanditaires.keys() {
             let funded: i64 = self
                 .orders
@@ -539,35 +539,30 @@ impl State {
                 .filter(|o| o.commanditaire == *c)
                 .filter_map(|o| o.funding.as_ref().map(|f| f.amount.0))
                 .sum();
-            let paid_out = paid.get(c).copied().unwrap_or(0);
-            expect_eq(
-                "funds",
-                *c,
-                self.balance(Account::Funds(*c)),
-                funded - paid_out,
-            )?;
-            let out = outstanding.get(c).copied().unwrap_or(0);
-            expect_eq(
-                "outstanding",
-                *c,
-                -self.balance(Account::Outstanding(*c)),
-                out,
-            )?;
-            let cr = credit.get(c).copied().unwrap_or(0);
-            expect_eq("credit due", *c, -self.balance(Account::CreditDue(*c)), cr)?;
+            let funds = self.balance(Account::Funds(*c));
+            expect_eq("funds", *c, funds, funded - of(paid, c))?;
+            let outstanding = -self.balance(Account::Outstanding(*c));
+            expect_eq("outstanding", *c, outstanding, of(&sums.outstanding, c))?;
+            let credit = -self.balance(Account::CreditDue(*c));
+            expect_eq("credit due", *c, credit, of(&sums.credit, c))?;
         }
+        Ok(())
+    }
+
+    /// Payable and in payment of each structure against its passes and open settlements.
+    fn check_structure_balances(
+        &self,
+        sums: &PassSums,
+        in_payment: &HashMap<StructureId, i64>,
+    ) -> Result<(), String> {
+        let of = |m: &HashMap<StructureId, i64>, s| m.get(s).copied().unwrap_or(0);
         for s in self.structures.keys() {
-            let due = payable.get(s).copied().unwrap_or(0);
-            expect_eq("payable", *s, -self.balance(Account::Payable(*s)), due)?;
-            let sent = in_payment.get(s).copied().unwrap_or(0);
-            expect_eq(
-                "in payment",
-                *s,
-                -self.balance(Account::InPayment(*s)),
-                sent,
-            )?;
+            let payable = -self.balance(Account::Payable(*s));
+            expect_eq("payable", *s, payable, of(&sums.payable, s))?;
+            let sent = -self.balance(Account::InPayment(*s));
+            expect_eq("in payment", *s, sent, of(in_payment, s))?;
         }
-        self.check_forgotten()
+        Ok(())
     }
 
     /// No request is remembered for a credential whose requests were forgotten.
@@ -646,6 +641,34 @@ impl State {
             }
         }
         Ok((paid, in_payment))
+    }
+}
+
+/// Face values the passes' statuses put in each account, and the unsettled redemptions.
+#[derive(Default)]
+struct PassSums {
+    outstanding: HashMap<CommanditaireId, i64>,
+    payable: HashMap<StructureId, i64>,
+    credit: HashMap<CommanditaireId, i64>,
+    unsettled: usize,
+}
+
+/// A pass's own coherence: a redemption exactly when redeemed, made before its record.
+fn check_pass(pass: &Pass) -> Result<(), String> {
+    if (pass.status == PassStatus::Redeemed) != pass.redeemed.is_some() {
+        return Err(format!(
+            "pass {} has a redemption that does not match its status",
+            pass.serial
+        ));
+    }
+    // Clearing relies on it: a redemption whose window closed by a cut-off was made
+    // before it.
+    match pass.redeemed.as_deref() {
+        Some(live) if live.redemption.at > live.recorded_at => Err(format!(
+            "pass {} is redeemed after its record was written",
+            pass.serial
+        )),
+        _ => Ok(()),
     }
 }
 
