@@ -531,20 +531,25 @@ impl State {
         sums: &PassSums,
         paid: &HashMap<CommanditaireId, i64>,
     ) -> Result<(), String> {
-        let of = |m: &HashMap<CommanditaireId, i64>, c| m.get(c).copied().unwrap_or(0);
+        // One pass over the orders, not one per commanditaire: this runs at every start-up.
+        let mut funded: HashMap<CommanditaireId, i64> = HashMap::new();
+        for o in self.orders.values() {
+            if let Some(f) = &o.funding {
+                *funded.entry(o.commanditaire).or_default() += f.amount.0;
+            }
+        }
         for c in self.commanditaires.keys() {
-            let funded: i64 = self
-                .orders
-                .values()
-                .filter(|o| o.commanditaire == *c)
-                .filter_map(|o| o.funding.as_ref().map(|f| f.amount.0))
-                .sum();
             let funds = self.balance(Account::Funds(*c));
-            expect_eq("funds", *c, funds, funded - of(paid, c))?;
+            expect_eq("funds", *c, funds, cents_of(&funded, c) - cents_of(paid, c))?;
             let outstanding = -self.balance(Account::Outstanding(*c));
-            expect_eq("outstanding", *c, outstanding, of(&sums.outstanding, c))?;
+            expect_eq(
+                "outstanding",
+                *c,
+                outstanding,
+                cents_of(&sums.outstanding, c),
+            )?;
             let credit = -self.balance(Account::CreditDue(*c));
-            expect_eq("credit due", *c, credit, of(&sums.credit, c))?;
+            expect_eq("credit due", *c, credit, cents_of(&sums.credit, c))?;
         }
         Ok(())
     }
@@ -555,12 +560,11 @@ impl State {
         sums: &PassSums,
         in_payment: &HashMap<StructureId, i64>,
     ) -> Result<(), String> {
-        let of = |m: &HashMap<StructureId, i64>, s| m.get(s).copied().unwrap_or(0);
         for s in self.structures.keys() {
             let payable = -self.balance(Account::Payable(*s));
-            expect_eq("payable", *s, payable, of(&sums.payable, s))?;
+            expect_eq("payable", *s, payable, cents_of(&sums.payable, s))?;
             let sent = -self.balance(Account::InPayment(*s));
-            expect_eq("in payment", *s, sent, of(in_payment, s))?;
+            expect_eq("in payment", *s, sent, cents_of(in_payment, s))?;
         }
         Ok(())
     }
@@ -679,6 +683,11 @@ fn unsettled_entry(pass: &Pass) -> Option<(StructureId, (Timestamp, Serial))> {
     r.settlement
         .is_none()
         .then(|| (r.structure, live.unsettled_key(pass.serial)))
+}
+
+/// The cents a sum holds for `key`; none is zero.
+fn cents_of<K: std::hash::Hash + Eq>(sums: &HashMap<K, i64>, key: &K) -> i64 {
+    sums.get(key).copied().unwrap_or(0)
 }
 
 fn expect_eq(
