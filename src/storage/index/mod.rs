@@ -18,9 +18,9 @@
 //! writes its run, then one sled batch: its key and the new position.
 //! Compaction folds the deltas into the next base generation's runs, then switches to it in
 //! one batch that also drops the old chunks and the folded deltas, flushes sled, and only
-//! then removes their files. Runs sled does not name are removed at load.
+//! then removes their files (`compact.rs`). Runs sled does not name are removed at load.
 //!
-//! Entry keys name one piece of state; values are postcard:
+//! Entry keys name one piece of state; values are postcard (`entries.rs`):
 //!
 //! | prefix | entry key           | value                     |
 //! |--------|---------------------|---------------------------|
@@ -38,11 +38,14 @@
 //! | `v`    | position BE         | Reversal                  |
 //! | `f`    | order id BE         | FeeRate                   |
 
-use super::blob::{self, BlobWriter};
+mod compact;
+mod entries;
+
+pub use entries::{key_bytes, IndexBatch, IndexBatchBuilder};
+
 use super::runs::{run_name, RunError, RunRef, Runs};
 use crate::domain::*;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use entries::{dec, enc, id_key, load_blob};
 use std::path::Path;
 
 pub const INDEX_DIR: &str = "index";
@@ -86,141 +89,12 @@ impl From<std::io::Error> for IndexError {
     }
 }
 
-fn id_key(prefix: u8, id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9);
-    k.push(prefix);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
-pub fn key_bytes(key: &Key) -> Vec<u8> {
-    match key {
-        Key::Commanditaire(id) => id_key(b'c', id.0),
-        Key::Structure(id) => id_key(b's', id.0),
-        Key::Site(id) => id_key(b't', id.0),
-        Key::Order(id) => id_key(b'o', id.0),
-        Key::OrderSerials(id) => id_key(b'l', id.0),
-        Key::Workshop(id) => id_key(b'w', id.0),
-        Key::Balance(a) => [b"a".as_slice(), &postcard::to_allocvec(a).expect("encodes")].concat(),
-        Key::Credential(h) => [b"k".as_slice(), h.as_slice()].concat(),
-        Key::Settlement(id) => id_key(b'x', id.0),
-        Key::Reversal(i) => id_key(b'v', *i),
-        Key::OrderFee(id) => id_key(b'f', id.0),
-    }
-}
-
-fn pass_key(serial: Serial) -> Vec<u8> {
-    id_key(b'p', serial.as_u64())
-}
-
-fn request_key(digest: &RequestDigest) -> Vec<u8> {
-    [b"r".as_slice(), &digest.0].concat()
-}
-
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_allocvec(v).expect("state values always encode")
-}
-
-fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError> {
-    postcard::from_bytes(bytes).map_err(|e| IndexError::Decode {
-        key: key.to_vec(),
-        what: e.to_string(),
-    })
-}
-
-/// The changes of a checkpoint, encoded, written later.
-pub struct IndexBatch {
-    delta: Vec<u8>,
-    pub seq: u64,
-    head: [u8; 32],
-}
-
-/// A checkpoint in the making: copies of the changed keys' values, taken under the state's
-/// lock and encoded off it, then the values `apply` captured.
-pub struct IndexBatchBuilder {
-    read: Vec<Encode>,
-    seq: u64,
-    head: [u8; 32],
-}
-
-/// One key's value, copied from the state, to encode into a checkpoint.
-type Encode = Box<dyn FnOnce(&mut BlobWriter) + Send>;
-
-impl IndexBatch {
-    pub fn of(state: &State, changes: &Changes, seq: u64, head: [u8; 32]) -> IndexBatch {
-        IndexBatch::read(state, &changes.keys, seq, head).with_values(changes)
-    }
-
-    /// Copies the changed keys' values: the part that needs the state, and its lock. The
-    /// large values (settlement lines, an order's serials) are shared, so this copies
-    /// pointers; encoding them under the lock held the writer up to 38 ms during clearing.
-    pub fn read(state: &State, keys: &[Key], seq: u64, head: [u8; 32]) -> IndexBatchBuilder {
-        let read = keys.iter().map(|key| value_of(state, key)).collect();
-        IndexBatchBuilder { read, seq, head }
-    }
-}
-
-impl IndexBatchBuilder {
-    /// Encodes the copied values, then the captured passes (each once, its last value) and
-    /// requests, into one delta in key order. Everything here is a copy: no lock needed.
-    pub fn with_values(self, changes: &Changes) -> IndexBatch {
-        let mut blob = BlobWriter::default();
-        for encode in self.read {
-            encode(&mut blob);
-        }
-        let mut seen = std::collections::HashSet::with_capacity(changes.passes.len());
-        for pass in changes.passes.iter().rev() {
-            if seen.insert(pass.serial) {
-                blob.push_encoded(&pass_key(pass.serial), pass);
-            }
-        }
-        for (key, remembered) in &changes.requests {
-            match remembered {
-                Some(r) => blob.push_encoded(&request_key(key), r),
-                None => blob.push(&request_key(key), FORGOTTEN),
-            }
-        }
-        IndexBatch {
-            delta: blob.finish_sorted(),
-            seq: self.seq,
-            head: self.head,
-        }
-    }
-}
-
-/// A dirty key's current value, copied, with what encodes it.
-fn value_of(state: &State, key: &Key) -> Encode {
-    fn later<T: Serialize + Send + 'static>(k: Vec<u8>, value: T) -> Encode {
-        Box::new(move |blob: &mut BlobWriter| blob.push_encoded(&k, &value))
-    }
-    let k = key_bytes(key);
-    match key {
-        Key::Commanditaire(id) => later(k, state.commanditaires[id].clone()),
-        Key::Structure(id) => later(k, state.structures[id].clone()),
-        Key::Site(id) => later(k, state.sites[id].clone()),
-        Key::Order(id) => later(k, state.orders[id].clone()),
-        Key::OrderSerials(id) => later(k, state.order_serials[id].clone()),
-        Key::Workshop(id) => later(k, state.workshops[id].clone()),
-        Key::Balance(a) => later(k, state.balance(*a)),
-        Key::Credential(h) => later(k, state.credentials[h].clone()),
-        Key::Settlement(id) => later(k, state.settlements[id].clone()),
-        Key::Reversal(i) => later(k, state.reversals[*i as usize].clone()),
-        Key::OrderFee(id) => later(k, state.order_fees[id]),
-    }
-}
-
 /// The layout version in `mformat`; an index in another layout is rebuilt from the log.
 const FORMAT: u32 = 9;
-/// A delta's value for a request forgotten since the last checkpoint (no encoded value is
-/// empty). Compaction drops it with what it removes: a base holds only what the state does.
-const FORGOTTEN: &[u8] = &[];
 /// Deltas are folded into the base once they reach its size, and at least this much: a
 /// compaction then writes at most twice what the deltas hold (measured: folding at half the
 /// base doubled the indexer's CPU under load), and start-up reads at most two bases.
 const COMPACT_MIN_BYTES: u64 = 8 << 20;
-/// Size of a base chunk: large enough that sled sees few keys, small enough to stream.
-const CHUNK_BYTES: usize = 1 << 20;
-
 /// `PASSNUM_INDEX_COMPACT_BYTES` lowers the compaction floor: the tests set it to a few
 /// bytes so that small ledgers go through compaction at every checkpoint.
 fn compact_min_bytes() -> u64 {
@@ -361,56 +235,6 @@ impl Index {
         Ok(true)
     }
 
-    /// Merges the base (sorted) with the deltas (later wins) into the next generation's
-    /// runs, then switches to it in one batch. A crash before the switch leaves the current
-    /// generation whole; the old runs are removed only once sled holds the switch durably.
-    pub fn compact(&self) -> Result<(), IndexError> {
-        let generation = self.generation()?;
-        let folded = self.named(b"d")?;
-        let mut blobs = Vec::with_capacity(folded.len());
-        for (key, run) in &folded {
-            blobs.push(self.read_run(key, run)?);
-        }
-        let names: Vec<&[u8]> = folded.iter().map(|(k, _)| k.as_ref()).collect();
-        let newer = latest_entries(&names, &blobs)?;
-        let next = generation + 1;
-        let mut out = ChunkWriter::new(&self.runs, next);
-        let mut newer = newer.into_iter().peekable();
-        let old = self.named(&id_key(b'b', generation))?;
-        for (k, run) in &old {
-            let v = self.read_run(k, run)?;
-            for entry in blob::entries(&v) {
-                let (bk, bv) = entry.map_err(|what| blob_error(k, what))?;
-                while let Some((nk, nv)) = newer.next_if(|(nk, _)| *nk < bk) {
-                    out.push(nk, nv)?;
-                }
-                match newer.next_if(|(nk, _)| *nk == bk) {
-                    Some((nk, nv)) => out.push(nk, nv)?,
-                    None => out.push(bk, bv)?,
-                }
-            }
-        }
-        for (nk, nv) in newer {
-            out.push(nk, nv)?;
-        }
-        let (base, chunks) = out.finish()?;
-        self.runs.sync_dir()?;
-        let mut b = sled::Batch::default();
-        b.insert(b"mgen".as_slice(), enc(&next));
-        for (k, run) in &chunks {
-            b.insert(k.as_slice(), enc(run));
-        }
-        for (k, _) in old.iter().chain(&folded) {
-            b.remove(k);
-        }
-        self.tree.apply_batch(b)?;
-        self.db.flush()?;
-        self.runs
-            .remove(old.iter().chain(&folded).map(|(k, _)| k.as_ref()))?;
-        self.set_sizes(|s| *s = Sizes { base, deltas: 0 });
-        Ok(())
-    }
-
     /// The runs sled names under a key prefix, in key order.
     fn named(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, RunRef)>, IndexError> {
         let mut runs = vec![];
@@ -470,160 +294,11 @@ impl Index {
     }
 }
 
-fn blob_error(key: &[u8], what: &str) -> IndexError {
-    IndexError::Decode {
-        key: key.to_vec(),
-        what: what.into(),
-    }
-}
-
-fn load_blob(state: &mut State, key: &[u8], blob: &[u8]) -> Result<(), IndexError> {
-    for entry in blob::entries(blob) {
-        let (k, v) = entry.map_err(|what| blob_error(key, what))?;
-        put(state, k, v)?;
-    }
-    Ok(())
-}
-
-/// Puts one entry into the state, replacing what an earlier blob said of the same key.
-fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
-    let id = || -> Result<u64, IndexError> {
-        k.get(1..9)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| blob_error(k, "an entity key is 9 bytes"))
-    };
-    match k.first() {
-        Some(b'c') => drop(
-            state
-                .commanditaires
-                .insert(CommanditaireId(id()?), dec(k, v)?),
-        ),
-        Some(b's') => drop(state.structures.insert(StructureId(id()?), dec(k, v)?)),
-        Some(b't') => drop(state.sites.insert(SiteId(id()?), dec(k, v)?)),
-        Some(b'o') => drop(state.orders.insert(OrderId(id()?), dec(k, v)?)),
-        Some(b'l') => drop(state.order_serials.insert(OrderId(id()?), dec(k, v)?)),
-        Some(b'p') => state.load_pass(dec(k, v)?),
-        Some(b'w') => drop(state.workshops.insert(WorkshopId(id()?), dec(k, v)?)),
-        Some(b'x') => drop(state.settlements.insert(SettlementId(id()?), dec(k, v)?)),
-        Some(b'f') => drop(state.order_fees.insert(OrderId(id()?), dec(k, v)?)),
-        Some(b'v') => {
-            let at = id()? as usize;
-            let reversal = dec(k, v)?;
-            match at.cmp(&state.reversals.len()) {
-                std::cmp::Ordering::Less => state.reversals[at] = reversal,
-                std::cmp::Ordering::Equal => state.reversals.push(reversal),
-                std::cmp::Ordering::Greater => {
-                    return Err(blob_error(k, "a reversal comes before the one it follows"))
-                }
-            }
-        }
-        Some(b'r') => {
-            let digest = k[1..]
-                .try_into()
-                .map_err(|_| blob_error(k, "a request's key is 17 bytes"))?;
-            match v {
-                FORGOTTEN => drop(state.requests.remove(&RequestDigest(digest))),
-                v => drop(state.requests.insert(RequestDigest(digest), dec(k, v)?)),
-            }
-        }
-        Some(b'a') => drop(state.balances.insert(dec(k, &k[1..])?, dec(k, v)?)),
-        Some(b'k') => drop(
-            state.credentials.insert(
-                k[1..]
-                    .try_into()
-                    .map_err(|_| blob_error(k, "a credential key is 33 bytes"))?,
-                dec(k, v)?,
-            ),
-        ),
-        _ => return Err(blob_error(k, "unknown entry kind")),
-    }
-    Ok(())
-}
-
-/// A key and its value, as stored in a blob.
-type Entry<'b> = (&'b [u8], &'b [u8]);
-
-/// The deltas' entries sorted by key, the latest of each key only. The entries stay in the
-/// blobs they were read in (no copy per entry): a stable sort keeps the deltas' order among
-/// equal keys, and the last of each run wins.
-fn latest_entries<'b>(names: &[&[u8]], blobs: &'b [Vec<u8>]) -> Result<Vec<Entry<'b>>, IndexError> {
-    let mut entries = Vec::new();
-    for (name, delta) in names.iter().zip(blobs) {
-        for entry in blob::entries(delta) {
-            entries.push(entry.map_err(|what| blob_error(name, what))?);
-        }
-    }
-    // Stable: a key's values stay in delta order, and the last is kept. Deltas are written
-    // sorted (older ones may not be), so this mostly merges runs.
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
-        if same {
-            *kept = *later;
-        }
-        same
-    });
-    Ok(entries)
-}
-
-/// A run and the sled key that will name it.
-type Named = (Vec<u8>, RunRef);
-
-/// Writes a base generation's chunks in key order, each a run; returns the bytes written
-/// and each chunk's key and run.
-struct ChunkWriter<'r> {
-    runs: &'r Runs,
-    generation: u64,
-    blob: BlobWriter,
-    bytes: u64,
-    written: Vec<Named>,
-}
-
-impl<'r> ChunkWriter<'r> {
-    fn new(runs: &'r Runs, generation: u64) -> Self {
-        ChunkWriter {
-            runs,
-            generation,
-            blob: BlobWriter::default(),
-            bytes: 0,
-            written: vec![],
-        }
-    }
-
-    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), IndexError> {
-        if value == FORGOTTEN {
-            return Ok(());
-        }
-        self.blob.push(key, value);
-        if self.blob.bytes() >= CHUNK_BYTES {
-            self.flush_chunk()?;
-        }
-        Ok(())
-    }
-
-    fn flush_chunk(&mut self) -> Result<(), IndexError> {
-        let blob = std::mem::take(&mut self.blob).finish();
-        if blob.is_empty() {
-            return Ok(());
-        }
-        let mut key = id_key(b'b', self.generation);
-        key.extend_from_slice(&(self.written.len() as u64).to_be_bytes());
-        self.bytes += blob.len() as u64;
-        let run = self.runs.write(&key, &blob)?;
-        self.written.push((key, run));
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<(u64, Vec<Named>), IndexError> {
-        self.flush_chunk()?;
-        Ok((self.bytes, self.written))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::entries::request_key;
     use super::*;
+    use crate::storage::blob::{self, BlobWriter};
 
     fn balances(pairs: &[(u64, i64)]) -> (State, Changes) {
         let mut state = State::default();
@@ -701,34 +376,6 @@ mod tests {
             vec![run_name(&k)],
             "the old runs are removed"
         );
-    }
-
-    #[test]
-    fn the_latest_delta_wins_each_key_in_key_order() {
-        let blob = |pairs: &[(&str, &str)]| {
-            let mut w = BlobWriter::default();
-            for (k, v) in pairs {
-                w.push(k.as_bytes(), v.as_bytes());
-            }
-            w.finish()
-        };
-        let names: Vec<&[u8]> = ["d1", "d2", "d3"].map(|n| n.as_bytes()).into();
-        let blobs = vec![
-            blob(&[("k", "1"), ("b", "1"), ("z", "1")]),
-            blob(&[("a", "2"), ("k", "2")]),
-            blob(&[("k", "3"), ("b", "3")]),
-        ];
-        let got: Vec<(&[u8], &[u8])> = latest_entries(&names, &blobs).unwrap();
-        let want: Vec<(&[u8], &[u8])> =
-            vec![(b"a", b"2"), (b"b", b"3"), (b"k", b"3"), (b"z", b"1")];
-        assert_eq!(got, want);
-        let cut = vec![blobs[0].clone(), blobs[1][..5].to_vec()];
-        match latest_entries(&names[..2], &cut) {
-            Err(IndexError::Decode { key, .. }) => {
-                assert_eq!(key, b"d2", "names the damaged delta")
-            }
-            other => panic!("a cut delta is a decode error, got {other:?}"),
-        }
     }
 
     fn remembered(seq: u64) -> Remembered {
