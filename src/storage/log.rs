@@ -110,50 +110,18 @@ pub fn scan_from(
     };
     let mut buf = Vec::new();
     while at.end < file_len && at.records < last {
-        let remaining = file_len - at.end;
         let corrupt = |what: String| LogError::Corrupt {
             seq: at.records + 1,
             offset: at.end,
             what,
         };
-        if remaining < HEADER_BYTES as u64 {
-            buf.resize(remaining as usize, 0);
-            reader.read_exact(&mut buf)?;
-            return Ok(at.ends_at(file_len, &buf));
-        }
-        buf.resize(HEADER_BYTES, 0);
-        reader.read_exact(&mut buf)?;
-        let frame_len = match frame::decode_header(&buf) {
-            Ok((len, _)) => len as u64,
-            Err(FrameError::HeaderCheck) if rest_is_zero(&mut reader)? => {
-                return Ok(at.ends_at(file_len, &buf))
-            }
-            Err(e) => return Err(corrupt(e.to_string())),
+        let (record, frame_len) = match read_frame(&mut reader, &mut buf, file_len - at.end) {
+            Ok(Some(whole)) => whole,
+            Ok(None) => return Ok(at.ends_at(file_len, &buf)),
+            Err(FrameRead::Io(e)) => return Err(e.into()),
+            Err(FrameRead::Bad(what)) => return Err(corrupt(what)),
         };
-        if frame_len > remaining {
-            return Ok(at.ends_at(file_len, &buf));
-        }
-        buf.resize(frame_len as usize, 0);
-        reader.read_exact(&mut buf[HEADER_BYTES..])?;
-        let record = match frame::decode(&buf) {
-            Ok((r, _)) => r,
-            Err(FrameError::HashMismatch) if rest_is_zero(&mut reader)? => {
-                return Ok(at.ends_at(file_len, &buf))
-            }
-            Err(e) => return Err(corrupt(e.to_string())),
-        };
-        if record.seq != at.records + 1 {
-            return Err(corrupt(format!(
-                "sequence number {} where {} was expected",
-                record.seq,
-                at.records + 1
-            )));
-        }
-        if record.prev_hash != at.head_hash {
-            return Err(corrupt(
-                "previous-hash link does not match the record before it".into(),
-            ));
-        }
+        at.follows(&record).map_err(corrupt)?;
         // A visitor that finds the record wrong does not know where it lies: this does.
         visit(&record).map_err(|e| match e {
             LogError::Corrupt { seq, what, .. } => LogError::Corrupt {
@@ -171,6 +139,51 @@ pub fn scan_from(
         }
     }
     Ok(at)
+}
+
+/// Why a frame could not be read.
+enum FrameRead {
+    Io(io::Error),
+    /// Damage in the middle of the log: a frame that does not decode with data after it.
+    Bad(String),
+}
+
+impl From<io::Error> for FrameRead {
+    fn from(e: io::Error) -> Self {
+        FrameRead::Io(e)
+    }
+}
+
+/// Reads the frame at the reader's position, `remaining` bytes before the file's end,
+/// into `buf`: a whole record and its frame's length, or `None` at the log's end (a frame
+/// that is not whole, its bytes left in `buf`, and only zeros after it).
+fn read_frame(
+    reader: &mut impl Read,
+    buf: &mut Vec<u8>,
+    remaining: u64,
+) -> Result<Option<(LedgerRecord, u64)>, FrameRead> {
+    if remaining < HEADER_BYTES as u64 {
+        buf.resize(remaining as usize, 0);
+        reader.read_exact(buf)?;
+        return Ok(None);
+    }
+    buf.resize(HEADER_BYTES, 0);
+    reader.read_exact(buf)?;
+    let frame_len = match frame::decode_header(buf) {
+        Ok((len, _)) => len as u64,
+        Err(FrameError::HeaderCheck) if rest_is_zero(reader)? => return Ok(None),
+        Err(e) => return Err(FrameRead::Bad(e.to_string())),
+    };
+    if frame_len > remaining {
+        return Ok(None);
+    }
+    buf.resize(frame_len as usize, 0);
+    reader.read_exact(&mut buf[HEADER_BYTES..])?;
+    match frame::decode(buf) {
+        Ok((record, _)) => Ok(Some((record, frame_len))),
+        Err(FrameError::HashMismatch) if rest_is_zero(reader)? => Ok(None),
+        Err(e) => Err(FrameRead::Bad(e.to_string())),
+    }
 }
 
 /// A record boundary: after record `seq`, whose hash is `hash`, at byte `offset`. A scan
@@ -247,6 +260,21 @@ impl Scan {
             offset: self.end,
             hash: self.head_hash,
         }
+    }
+
+    /// Checks that `record` is the next link of the chain scanned so far.
+    fn follows(&self, record: &LedgerRecord) -> Result<(), String> {
+        if record.seq != self.records + 1 {
+            return Err(format!(
+                "sequence number {} where {} was expected",
+                record.seq,
+                self.records + 1
+            ));
+        }
+        if record.prev_hash != self.head_hash {
+            return Err("previous-hash link does not match the record before it".into());
+        }
+        Ok(())
     }
 
     fn empty() -> Scan {
