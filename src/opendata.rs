@@ -180,14 +180,8 @@ pub fn read(text: &str) -> Result<(Vec<PlaceRow>, Vec<RowRejection>), FileError>
 }
 
 fn row(line: u32, get: &dyn Fn(&str) -> String) -> Result<PlaceRow, Vec<String>> {
-    let mut why = vec![];
-    let mut field = |name: &str| -> String {
-        let v = get(name);
-        if v.chars().count() > FIELD_CHARS_MAX {
-            why.push(format!("{name}: longer than {FIELD_CHARS_MAX} characters"));
-        }
-        v
-    };
+    let mut why = Why::default();
+    let mut field = |name: &str| why.bounded(name, get(name));
     let (id, nom, commune, adresse, code_postal, horaires, date_maj) = (
         field("id"),
         field("nom"),
@@ -197,60 +191,24 @@ fn row(line: u32, get: &dyn Fn(&str) -> String) -> Result<PlaceRow, Vec<String>>
         field("horaires"),
         field("date_maj"),
     );
-    let mut check = |name: &str, r: Result<(), String>| {
-        if let Err(e) = r {
-            why.push(format!("{name}: {e}"));
-        }
-    };
-    check(
-        "id",
-        if id.is_empty() {
-            Err("required".into())
-        } else {
-            Ok(())
-        },
-    );
-    check("nom", Label::parse(&nom).map(drop).map_err(str::to_owned));
-    let payee = PayeeId::parse(&get("pivot"));
-    check("pivot", payee.as_ref().map(drop).map_err(|e| e.to_string()));
-    let insee = InseeCode::parse(&get("code_insee"));
-    check(
-        "code_insee",
-        insee.as_ref().map(drop).map_err(|e| e.to_string()),
-    );
+    why.require("id", !id.is_empty(), "required");
+    why.take("nom", Label::parse(&nom));
+    let payee = why.take("pivot", PayeeId::parse(&get("pivot")));
+    let insee = why.take("code_insee", InseeCode::parse(&get("code_insee")));
     let postal_ok = code_postal.is_empty()
         || (code_postal.len() == 5 && code_postal.bytes().all(|b| b.is_ascii_digit()));
-    check(
-        "code_postal",
-        if postal_ok {
-            Ok(())
-        } else {
-            Err("5 digits".into())
-        },
-    );
-    let lat = micro_degrees(&get("latitude"), 90);
-    check("latitude", lat.clone().map(drop));
-    let lon = micro_degrees(&get("longitude"), 180);
-    check("longitude", lon.clone().map(drop));
-    check(
-        "date_maj",
-        parse_date(&date_maj).map(drop).map_err(str::to_owned),
-    );
+    why.require("code_postal", postal_ok, "5 digits");
+    let latitude = why.take("latitude", micro_degrees(&get("latitude"), 90));
+    let longitude = why.take("longitude", micro_degrees(&get("longitude"), 180));
+    why.take("date_maj", parse_date(&date_maj));
     let services = multi(&get("services"));
-    check(
-        "services",
-        if services.is_empty() {
-            Err("at least one service".into())
-        } else {
-            Ok(())
-        },
-    );
+    why.require("services", !services.is_empty(), "at least one service");
     let itinerance = get("itinerance").to_lowercase();
     let itinerant = itinerance.contains("itinérant") || itinerance.contains("itinerant");
-    let (Ok(payee), Ok(commune_code), Ok(latitude), Ok(longitude), true) =
-        (payee, insee, lat, lon, why.is_empty())
+    let (Some(payee), Some(commune_code), Some(latitude_micro), Some(longitude_micro), []) =
+        (payee, insee, latitude, longitude, why.0.as_slice())
     else {
-        return Err(why);
+        return Err(why.0);
     };
     let listing = Listing {
         id,
@@ -259,8 +217,8 @@ fn row(line: u32, get: &dyn Fn(&str) -> String) -> Result<PlaceRow, Vec<String>>
         code_postal,
         code_insee: Some(commune_code),
         adresse,
-        latitude_micro: latitude,
-        longitude_micro: longitude,
+        latitude_micro,
+        longitude_micro,
         horaires,
         services,
         modalites_accompagnement: multi(&get("modalites_accompagnement")),
@@ -274,6 +232,33 @@ fn row(line: u32, get: &dyn Fn(&str) -> String) -> Result<PlaceRow, Vec<String>>
         commune: commune_code,
         listing,
     })
+}
+
+/// A row's problems, each as "field: what is wrong", all told at once so that one pass
+/// over the file shows a publisher every fix a row needs.
+#[derive(Default)]
+struct Why(Vec<String>);
+
+impl Why {
+    /// The field's value, noting it when it is longer than a field may be.
+    fn bounded(&mut self, name: &str, value: String) -> String {
+        if value.chars().count() > FIELD_CHARS_MAX {
+            self.0
+                .push(format!("{name}: longer than {FIELD_CHARS_MAX} characters"));
+        }
+        value
+    }
+
+    fn require(&mut self, name: &str, ok: bool, what: &str) {
+        if !ok {
+            self.0.push(format!("{name}: {what}"));
+        }
+    }
+
+    /// The parsed value, or `None` with the field's error noted.
+    fn take<T, E: std::fmt::Display>(&mut self, name: &str, parsed: Result<T, E>) -> Option<T> {
+        parsed.map_err(|e| self.0.push(format!("{name}: {e}"))).ok()
+    }
 }
 
 /// Splits a multi-valued field on `|` (the standard's separator).
@@ -393,6 +378,83 @@ mod tests {
             records("a\n\"open").err(),
             Some(FileError::UnterminatedQuote { line: 2 })
         );
+    }
+
+    /// One row of the standard: the fields given, every other column empty.
+    fn one_row(fields: &[(&str, &str)]) -> Result<PlaceRow, String> {
+        let line: Vec<String> = COLUMNS
+            .iter()
+            .map(|c| {
+                let v = fields.iter().find(|(n, _)| n == c).map_or("", |(_, v)| *v);
+                csv_field(v)
+            })
+            .collect();
+        let (mut rows, mut rejected) = read(&(header_line() + &line.join(","))).unwrap();
+        match (rows.pop(), rejected.pop()) {
+            (Some(row), None) => Ok(row),
+            (None, Some(r)) => Err(r.reason),
+            other => panic!("one row, one outcome: {other:?}"),
+        }
+    }
+
+    const GOOD: [(&str, &str); 9] = [
+        ("id", "med-1"),
+        ("pivot", "11000201100044"),
+        ("nom", "Médiathèque"),
+        ("code_postal", "33000"),
+        ("code_insee", "33063"),
+        ("latitude", "44.8"),
+        ("longitude", "-0.57"),
+        ("date_maj", "2026-09-01"),
+        ("services", "Aide aux démarches administratives"),
+    ];
+
+    fn with(changes: &[(&'static str, &'static str)]) -> Result<PlaceRow, String> {
+        let mut fields = GOOD.to_vec();
+        for (name, value) in changes {
+            fields.retain(|(n, _)| n != name);
+            fields.push((name, value));
+        }
+        one_row(&fields)
+    }
+
+    /// Each field's rule refuses the row with the field named; several broken fields are
+    /// all named at once, in column order.
+    #[test]
+    fn a_row_is_refused_naming_each_field_it_breaks() {
+        let row = with(&[]).unwrap();
+        assert_eq!(row.listing.latitude_micro, Some(44_800_000));
+        assert!(!row.itinerant);
+        let long = "x".repeat(FIELD_CHARS_MAX + 1);
+        let long: &'static str = Box::leak(long.into_boxed_str());
+        for (field, value, reason) in [
+            ("id", "", "id: required"),
+            ("nom", "", "nom: "),
+            ("pivot", "12345678901234", "pivot: "),
+            ("code_insee", "3306", "code_insee: "),
+            ("code_postal", "3300", "code_postal: 5 digits"),
+            ("code_postal", "33 00", "code_postal: 5 digits"),
+            ("latitude", "91", "latitude: "),
+            ("longitude", "west", "longitude: "),
+            ("date_maj", "01/09/2026", "date_maj: "),
+            ("services", " | ", "services: at least one service"),
+            ("adresse", long, "adresse: longer than 1000 characters"),
+        ] {
+            let why = with(&[(field, value)]).expect_err(field);
+            assert!(why.starts_with(reason), "{field}={value:?}: {why}");
+            assert!(!why.contains(';'), "{field}: only its own reason: {why}");
+        }
+        let why = with(&[("id", ""), ("code_postal", "x"), ("services", "")]).unwrap_err();
+        let fields: Vec<&str> = why
+            .split("; ")
+            .map(|r| r.split(':').next().unwrap())
+            .collect();
+        assert_eq!(fields, ["id", "code_postal", "services"]);
+        assert_eq!(
+            with(&[("code_postal", "")]).unwrap().listing.code_postal,
+            ""
+        );
+        assert!(with(&[("itinerance", "Itinérant")]).unwrap().itinerant);
     }
 
     #[test]
