@@ -1,6 +1,8 @@
 //! Pass codes as pictures: the QR matrix, SVG and PNG images, and printable A4 sheets in
 //! PDF, one page per carnet. Pure: text in, bytes out.
 
+use crate::code::Keyring;
+use crate::domain::{french_date, Order, Serial, Timestamp};
 use qrcode::{Color, EcLevel, QrCode};
 use std::io::{self, Write};
 
@@ -84,6 +86,55 @@ pub struct SheetHeader {
     pub face_value: String,
     pub validity: String,
     pub order: String,
+}
+
+impl SheetHeader {
+    /// What every sheet of an order prints: who ordered, the face value, the validity.
+    pub fn of(order: &Order, commanditaire: String) -> SheetHeader {
+        SheetHeader {
+            commanditaire,
+            face_value: format!(
+                "Valeur : {} €",
+                crate::export::euros_comma(order.face_value)
+            ),
+            validity: format!(
+                "Valable du {} au {}",
+                french_date(order.valid_from),
+                french_date(Timestamp(order.expires_at().0 - 1))
+            ),
+            order: format!("Commande {}", order.id),
+        }
+    }
+}
+
+/// One page per carnet of `carnets` (indexes into the order's carnets): its title and its
+/// passes, each with what its holder reads and what a scanner reads.
+pub fn carnet_pages(
+    keys: &Keyring,
+    order: &Order,
+    serials: &[Serial],
+    carnets: &[u32],
+) -> Vec<(String, Vec<PrintedPass>)> {
+    let size = order.carnet_size as usize;
+    carnets
+        .iter()
+        .map(|&c| {
+            let from = c as usize * size;
+            let carnet = &serials[from.min(serials.len())..(from + size).min(serials.len())];
+            let printed = carnet
+                .iter()
+                .enumerate()
+                .map(|(i, s)| PrintedPass {
+                    payload: keys.qr_payload(*s),
+                    serial: s.to_string(),
+                    verification_code: keys.verification_code(*s),
+                    position: format!("Carnet {} · pass {}/{}", c + 1, i + 1, carnet.len()),
+                })
+                .collect();
+            let title = format!("Carnet {} / {}", c + 1, order.carnet_count());
+            (title, printed)
+        })
+        .collect()
 }
 
 const PAGE_W: f32 = 595.0;
@@ -313,6 +364,53 @@ fn win_ansi(s: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Carnets 1 and 3 of an order of 12 passes in carnets of 5: the last carnet holds
+    /// the 2 left, each pass printed with its own code, numbered in its carnet.
+    #[test]
+    fn carnet_pages_print_each_chosen_carnet_with_its_passes() {
+        let day = |y, m, d| {
+            Timestamp(i64::from(crate::domain::days_from_civil(y, m, d)) * Timestamp::MS_PER_DAY)
+        };
+        let order = Order {
+            id: crate::domain::OrderId(7),
+            commanditaire: crate::domain::CommanditaireId(1),
+            pass_count: 12,
+            carnet_size: 5,
+            face_value: crate::domain::Cents(1050),
+            valid_from: day(2026, 1, 1),
+            valid_until: day(2027, 1, 1),
+            grace_days: 31,
+            perimeter: Default::default(),
+            services: Default::default(),
+            programme: crate::domain::Label::parse("Pass numérique 2026").unwrap(),
+            created_at: day(2025, 12, 1),
+            minted: true,
+            funding: None,
+            distributed: Default::default(),
+            swept: false,
+        };
+        let header = SheetHeader::of(&order, "Département de la Creuse".into());
+        assert_eq!(header.face_value, "Valeur : 10,50 €");
+        assert_eq!(header.validity, "Valable du 01/01/2026 au 31/01/2027");
+        assert_eq!(header.order, "Commande O7");
+        let keys = Keyring::new(1, [(1, [9; 32])].into()).unwrap();
+        let serials: Vec<Serial> = (1..=12).map(Serial::from_random).collect();
+        let pages = carnet_pages(&keys, &order, &serials, &[0, 2]);
+        let titles: Vec<&str> = pages.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(titles, ["Carnet 1 / 3", "Carnet 3 / 3"]);
+        assert_eq!(pages[0].1.len(), 5);
+        let last = &pages[1].1;
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[1].serial, serials[11].to_string());
+        assert_eq!(last[1].payload, keys.qr_payload(serials[11]));
+        assert_eq!(
+            last[1].verification_code,
+            keys.verification_code(serials[11])
+        );
+        assert_eq!(last[1].position, "Carnet 3 · pass 2/2");
+        assert_eq!(pages[0].1[4].position, "Carnet 1 · pass 5/5");
+    }
 
     #[test]
     fn pass_payloads_fit_version_2() {

@@ -28,10 +28,6 @@ fn random_serials(n: u32) -> Vec<Serial> {
         .collect()
 }
 
-fn euros(c: Cents) -> String {
-    format!("{},{:02} €", c.0 / 100, c.0 % 100)
-}
-
 #[tonic::async_trait]
 impl Issuance for IssuanceService {
     async fn create_order(
@@ -288,35 +284,8 @@ impl Issuance for IssuanceService {
                     .unwrap_or_default(),
             )
         };
-        let header = render::SheetHeader {
-            commanditaire,
-            face_value: format!("Valeur : {}", euros(order.face_value)),
-            validity: format!(
-                "Valable du {} au {}",
-                french_date(order.valid_from),
-                french_date(Timestamp(order.expires_at().0 - 1))
-            ),
-            order: format!("Commande {}", order.id),
-        };
-        let mut pages = Vec::with_capacity(carnets.len());
-        for c in carnets {
-            let from = (c * order.carnet_size) as usize;
-            let to = (from + order.carnet_size as usize).min(serials.len());
-            let printed = serials[from..to]
-                .iter()
-                .enumerate()
-                .map(|(i, s)| render::PrintedPass {
-                    payload: self.0.keys.qr_payload(*s),
-                    serial: s.to_string(),
-                    verification_code: self.0.keys.verification_code(*s),
-                    position: format!("Carnet {} · pass {}/{}", c + 1, i + 1, to - from),
-                })
-                .collect();
-            pages.push((
-                format!("Carnet {} / {}", c + 1, order.carnet_count()),
-                printed,
-            ));
-        }
+        let header = render::SheetHeader::of(&order, commanditaire);
+        let pages = render::carnet_pages(&self.0.keys, &order, &serials, &carnets);
         let pdf = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             render::sheet_pdf(&mut out, &header, &pages).map(|_| out)
