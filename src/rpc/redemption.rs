@@ -142,18 +142,8 @@ impl Redemptions for RedemptionService {
             .passes
             .iter()
             .map(|code| {
-                self.0
-                    .pass_code(&who, "passes", Some(code))
-                    .map_err(|status| {
-                        Box::new(pb::PassOutcome {
-                            reason: tonic_types::StatusExt::get_error_details(&status)
-                                .error_info()
-                                .map(|i| i.reason.clone())
-                                .unwrap_or_default(),
-                            message: status.message().to_owned(),
-                            ..Default::default()
-                        })
-                    })
+                let serial = self.0.pass_code(&who, "passes", Some(code));
+                serial.map_err(|status| Box::new(code_refused(&status)))
             })
             .collect();
         let serials: Vec<Serial> = parsed
@@ -175,17 +165,7 @@ impl Redemptions for RedemptionService {
         else {
             return Err(Status::internal("unexpected outcome"));
         };
-        let mut core = serials.iter().zip(passes.iter());
-        let outcomes: Vec<pb::PassOutcome> = parsed
-            .into_iter()
-            .map(|p| match p {
-                Ok(_) => {
-                    let (serial, result) = core.next().expect("one core outcome per parsed code");
-                    convert::pass_outcome(*serial, result)
-                }
-                Err(bad) => *bad,
-            })
-            .collect();
+        let outcomes = in_given_order(parsed, &serials, &passes);
         let redeemed = outcomes.iter().filter(|o| o.redeemed).count() as u32;
         let amount_cents = outcomes.iter().map(|o| o.amount_cents).sum();
         Ok(Response::new(pb::RedeemWorkshopResponse {
@@ -295,4 +275,37 @@ fn parse_hhmm(s: &str) -> Result<u16, &'static str> {
         return Err(bad);
     }
     Ok(h * 60 + m)
+}
+
+/// A workshop pass whose code fails its check: its outcome, with the status's reason.
+fn code_refused(status: &Status) -> pb::PassOutcome {
+    pb::PassOutcome {
+        reason: tonic_types::StatusExt::get_error_details(status)
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default(),
+        message: status.message().to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Every code's outcome in the order the codes came: the core's for each code that
+/// parsed (`serials`, answered in `passes` in the same order), the refusal for each that
+/// did not.
+fn in_given_order(
+    parsed: Vec<Result<Serial, Box<pb::PassOutcome>>>,
+    serials: &[Serial],
+    passes: &[Result<Redeemed, Refusal>],
+) -> Vec<pb::PassOutcome> {
+    let mut core = serials.iter().zip(passes);
+    parsed
+        .into_iter()
+        .map(|p| match p {
+            Ok(_) => {
+                let (serial, result) = core.next().expect("one core outcome per parsed code");
+                convert::pass_outcome(*serial, result)
+            }
+            Err(bad) => *bad,
+        })
+        .collect()
 }
