@@ -1,5 +1,6 @@
 //! Pass codes as pictures: the QR matrix, SVG and PNG images, and printable A4 sheets in
-//! PDF, one page per carnet, with what each pass prints. Pure: an order and its passes in, bytes out.
+//! PDF, one page per carnet, with what each pass prints. Pure: an order and its passes
+//! in, bytes out.
 
 use crate::code::Keyring;
 use crate::domain::{french_date, Order, Serial, Timestamp};
