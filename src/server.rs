@@ -149,22 +149,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
                 _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
             }
         };
-        let served = match acceptor {
-            Some(acceptor) => {
-                let incoming = crate::tls::incoming(listener, acceptor);
-                let incoming = gate::bounded(incoming, connections_max);
-                router.serve_with_incoming_shutdown(incoming, stop).await
-            }
-            None => {
-                // TCP_NODELAY: without it, Nagle holds a small reply until the client's
-                // delayed ACK (40 ms on Linux); measured, every workshop took 44 ms.
-                // (tonic sets it only on listeners it binds itself.)
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let incoming = gate::bounded(incoming, connections_max);
-                router.serve_with_incoming_shutdown(incoming, stop).await
-            }
-        };
+        let served = serve(router, listener, acceptor, connections_max, stop).await;
         if let Some(reloader) = reloader {
             reloader.abort();
         }
@@ -186,6 +171,33 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         syncs,
         tls,
     })
+}
+
+/// Serves connections on `listener` until `stop`, then until those open have ended: over
+/// TLS when there is an acceptor, at most `connections_max` at once.
+async fn serve(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    connections_max: usize,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    match acceptor {
+        Some(acceptor) => {
+            let incoming = crate::tls::incoming(listener, acceptor);
+            let incoming = gate::bounded(incoming, connections_max);
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        None => {
+            // TCP_NODELAY: without it, Nagle holds a small reply until the client's
+            // delayed ACK (40 ms on Linux); measured, every workshop took 44 ms.
+            // (tonic sets it only on listeners it binds itself.)
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = gate::bounded(incoming, connections_max);
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    }
 }
 
 /// The server's transport: TLS from its files; or plaintext, on a loopback address or
