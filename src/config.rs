@@ -72,6 +72,11 @@ pub struct Limits {
     /// gives up (`READER_STALLED`) and frees its slot: a reader that stops reading would
     /// otherwise hold it until it disconnects. Far above any pause of a reader that reads.
     pub reader_stall_ms: u64,
+    /// How long a shutdown lets open connections finish what they carry before it closes
+    /// them: a client that opened a page and never reads it would otherwise hold the
+    /// server up for as long as it stays. Well below a supervisor's stop timeout (systemd
+    /// kills after 90 s), so a stop stays graceful: the engine still drains and syncs.
+    pub shutdown_grace_ms: u64,
     /// Refusals one credential may earn at once (codes that fail their check, commands the
     /// engine refuses), then per hour: a counter scanning a stack of used passes stays far
     /// below; guessing a 35-bit verification code at 600 an hour takes about 3 000 years.
@@ -111,6 +116,7 @@ impl Default for Limits {
             export_queue_chunks: 4,
             readers_max: 32,
             reader_stall_ms: 30_000,
+            shutdown_grace_ms: 10_000,
             refusal_burst: 200,
             refusals_per_hour: 600,
         }

@@ -141,7 +141,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     let sweeper = tokio::spawn(sweep_periodically(ctx.clone(), config.sweep_interval_ms));
     let router = router(ctx, &config, builder).await?;
     let acceptor = tls.clone().map(crate::tls::acceptor).transpose()?;
-    let connections_max = config.limits.connections_max;
+    let limits = config.limits.clone();
     let done = tokio::spawn(async move {
         let stop = async {
             tokio::select! {
@@ -149,7 +149,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
                 _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
             }
         };
-        let served = serve(router, listener, acceptor, connections_max, stop).await;
+        let served = serve(router, listener, acceptor, &limits, stop).await;
         if let Some(reloader) = reloader {
             reloader.abort();
         }
@@ -173,19 +173,22 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     })
 }
 
-/// Serves connections on `listener` until `stop`, then until those open have ended: over
-/// TLS when there is an acceptor, at most `connections_max` at once.
+/// Serves connections on `listener` until `stop`, then lets those open finish for the
+/// shutdown's grace, then closes what is left: over TLS when there is an acceptor, at most
+/// `connections_max` at once.
 async fn serve(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    connections_max: usize,
+    limits: &crate::config::Limits,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let grace = std::time::Duration::from_millis(limits.shutdown_grace_ms);
     match acceptor {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);
-            let incoming = gate::bounded(incoming, connections_max);
+            let (incoming, closer) = gate::bounded(incoming, limits.connections_max);
+            let stop = then_close(stop, grace, closer);
             router.serve_with_incoming_shutdown(incoming, stop).await
         }
         None => {
@@ -194,15 +197,27 @@ async fn serve(
             // (tonic sets it only on listeners it binds itself.)
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let incoming = gate::bounded(incoming, connections_max);
+            let (incoming, closer) = gate::bounded(incoming, limits.connections_max);
+            let stop = then_close(stop, grace, closer);
             router.serve_with_incoming_shutdown(incoming, stop).await
         }
     }
 }
 
-/// The server's transport: TLS from its files; or plaintext, on a loopback address or
-/// when asked for. Tokens and pass codes must not cross a network in the clear by default.
-/// TLS is ours (`crate::tls`), not tonic's, so that its certificate can be replaced.
+/// Resolves with `stop` (the graceful shutdown starts), and closes the connections still
+/// open `grace` later: a peer that holds a stream without reading cannot hold the server.
+async fn then_close(
+    stop: impl std::future::Future<Output = ()>,
+    grace: std::time::Duration,
+    closer: gate::Closer,
+) {
+    stop.await;
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        closer.close_all();
+    });
+}
+
 fn transport(
     config: &ServerConfig,
 ) -> Result<(tonic::transport::Server, Option<Arc<Certificates>>), String> {

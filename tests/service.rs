@@ -916,6 +916,45 @@ async fn long_reads_past_the_readers_limit_are_turned_away_until_one_ends() {
     t.stop().await;
 }
 
+/// A shutdown does not wait on a client that opened a page and never reads it: its
+/// connection gets the grace to finish, then is closed, and the server ends (the engine
+/// drained and synced). Without the grace it waited as long as the client stayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_does_not_hold_a_shutdown() {
+    let mut t = a_long_log(|c| {
+        c.limits.stream_queue_records = 1;
+        c.limits.reader_stall_ms = 200;
+        c.limits.shutdown_grace_ms = 1_000;
+    })
+    .await;
+    let mut stalled = record_stream(&t.op, 1, 0).await;
+    let server = t.server.take().unwrap();
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), server.shutdown()).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "still waiting after {took:?}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "the grace is given: {took:?}"
+    );
+    // The client learns its connection went: what was queued, then an error, never a
+    // page that ends as if whole.
+    let end = loop {
+        match stalled.message().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(end.is_err(), "{end:?}");
+    // The ledger opens again, its chain whole.
+    t.start_again().await;
+    assert!(assert_chain_verifies(&t).await > 0);
+    t.stop().await;
+}
+
 /// A server tuned by `tune`, whose log holds about 4 MB of records (eight mints of
 /// 60 000 passes).
 async fn a_long_log(tune: fn(&mut passnum::config::ServerConfig)) -> TestServer {

@@ -108,6 +108,12 @@ impl TestServer {
     pub async fn restart_after(&mut self, between: impl FnOnce(&std::path::Path)) {
         self.server.take().unwrap().shutdown().await.unwrap();
         between(self.dir.path());
+        self.start_again().await;
+    }
+
+    /// Starts the server again on its data directory, once the test has stopped it.
+    pub async fn start_again(&mut self) {
+        assert!(self.server.is_none(), "the server is stopped first");
         let (server, _, op, _) = Self::boot(
             self.dir.path(),
             &self.clock,
