@@ -409,8 +409,8 @@ mod tests {
         ("services", "Aide aux démarches administratives"),
     ];
 
-    fn with(changes: &[(&'static str, &'static str)]) -> Result<PlaceRow, String> {
-        let mut fields = GOOD.to_vec();
+    fn with(changes: &[(&str, &str)]) -> Result<PlaceRow, String> {
+        let mut fields: Vec<(&str, &str)> = GOOD.to_vec();
         for (name, value) in changes {
             fields.retain(|(n, _)| n != name);
             fields.push((name, value));
@@ -426,7 +426,6 @@ mod tests {
         assert_eq!(row.listing.latitude_micro, Some(44_800_000));
         assert!(!row.itinerant);
         let long = "x".repeat(FIELD_CHARS_MAX + 1);
-        let long: &'static str = Box::leak(long.into_boxed_str());
         for (field, value, reason) in [
             ("id", "", "id: required"),
             ("nom", "", "nom: "),
@@ -438,7 +437,11 @@ mod tests {
             ("longitude", "west", "longitude: "),
             ("date_maj", "01/09/2026", "date_maj: "),
             ("services", " | ", "services: at least one service"),
-            ("adresse", long, "adresse: longer than 1000 characters"),
+            (
+                "adresse",
+                long.as_str(),
+                "adresse: longer than 1000 characters",
+            ),
         ] {
             let why = with(&[(field, value)]).expect_err(field);
             assert!(why.starts_with(reason), "{field}={value:?}: {why}");
