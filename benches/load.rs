@@ -234,6 +234,7 @@ async fn offline_sync(c: &Clients, codes: &[String], now: Timestamp) -> Run {
             stop: None,
             insee: String::new(),
             service: "aide".into(),
+            session: None,
         })
         .collect();
     let start = Instant::now();

@@ -237,7 +237,9 @@ pub enum ClientCmd {
     Redeem(PassAtSite),
     /// Sends the scans a device made offline and writes what each got. The file is CSV
     /// with a header: request_id, scanned_at (RFC 3339 or ms), code, site_id, service, and
-    /// stop or insee where the site needs one. Run it again if some got no answer (exit 3).
+    /// stop or insee where the site needs one; a workshop's rows add session, date, start,
+    /// duration_minutes, themes, participants, mediator_id (one request per session). Run
+    /// it again if some got no answer (exit 3).
     SyncScans {
         file: PathBuf,
         /// Where each scan's answer goes (CSV, in the file's order).

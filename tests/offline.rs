@@ -88,10 +88,19 @@ async fn a_scan_sent_late_is_judged_and_dated_at_its_scan_time() {
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
-    let t = TestServer::start().await;
-    let (token, p) = bus_and_passes(&t).await;
+/// A bus's device back from a tour, on day 20: its export (written by the test), where
+/// the answers go, the file holding its token.
+struct Device {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    out: std::path::PathBuf,
+    token_file: std::path::PathBuf,
+}
+
+/// The bus and its passes, on day 20, after the counter (site 1) redeemed the fourth pass
+/// while the bus was away.
+async fn back_from_a_tour(t: &TestServer) -> (Device, Vec<pb::PassInfo>) {
+    let (token, p) = bus_and_passes(t).await;
     t.set_now(T0 + 20 * DAY);
     let counter = t.credential(pb::Role::Site, 1, &[]).await;
     counter
@@ -101,16 +110,55 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (file, out, token_file) = (
-        dir.path().join("scans.csv"),
-        dir.path().join("results.csv"),
-        dir.path().join("bus.token"),
-    );
-    std::fs::write(&token_file, &token).unwrap();
+    let device = Device {
+        file: dir.path().join("scans.csv"),
+        out: dir.path().join("results.csv"),
+        token_file: dir.path().join("bus.token"),
+        _dir: dir,
+    };
+    std::fs::write(&device.token_file, &token).unwrap();
+    (device, p)
+}
+
+impl Device {
+    /// Runs `passnum sync-scans` on its export: how many rows were redeemed, of those by an
+    /// earlier sync, refused, invalid, unanswered.
+    fn sync(&self, t: &TestServer) -> [u64; 5] {
+        let args = [
+            "sync-scans",
+            self.file.to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+            "--json",
+            "--server",
+            &t.url(),
+            "--token-file",
+            self.token_file.to_str().unwrap(),
+        ];
+        let said: serde_json::Value = serde_json::from_str(&cli_ok(&args)).unwrap();
+        let keys = [
+            "redeemed",
+            "redeemed_earlier",
+            "refused",
+            "invalid",
+            "unanswered",
+        ];
+        keys.map(|k| said[k].as_u64().unwrap_or_else(|| panic!("{k} in {said}")))
+    }
+
+    fn results(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
+    let t = TestServer::start().await;
+    let (device, p) = back_from_a_tour(&t).await;
     // 2026-01-19T09:30:00+01:00 is T0 + 18 days + 8 h 30 min UTC.
     let at = T0 + 18 * DAY + (8 * 60 + 30) * 60_000;
     std::fs::write(
-        &file,
+        &device.file,
         format!(
             "request_id,scanned_at,code,site_id,stop,service\n\
              bus-a,2026-01-19T09:30:00+01:00,{},2,0,aide\n\
@@ -126,28 +174,8 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
         ),
     )
     .unwrap();
-    let args = [
-        "sync-scans",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-        "--server",
-        &t.url(),
-        "--token-file",
-        token_file.to_str().unwrap(),
-    ];
-    let said: serde_json::Value = serde_json::from_str(&cli_ok(&args)).unwrap();
-    assert_eq!(
-        (
-            &said["redeemed"],
-            &said["refused"],
-            &said["invalid"],
-            &said["unanswered"]
-        ),
-        (&1.into(), &2.into(), &1.into(), &0.into())
-    );
-    let results = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(device.sync(&t), [1, 0, 2, 1, 0]);
+    let results = device.results();
     let lines: Vec<&str> = results.lines().collect();
     assert_eq!(
         lines[0],
@@ -167,8 +195,8 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
     // The device sends the same file again (it did not hear back): the same answers, and
     // the ledger grows by nothing.
     let before = head(&t.op).await.seq;
-    cli_ok(&args);
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), results);
+    device.sync(&t);
+    assert_eq!(device.results(), results);
     assert_eq!(head(&t.op).await.seq, before);
 
     // Then under a new token (the old one expired, or another tablet of the bus sends the
@@ -176,17 +204,9 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
     // bus-a. Its evidence is this scan's site and time: the row is redeemed, by the earlier
     // sync. bus-b's pass was redeemed at the counter: still refused.
     let new_token = t.token(pb::Role::Site, 2, &[]).await;
-    std::fs::write(&token_file, &new_token).unwrap();
-    let said: serde_json::Value = serde_json::from_str(&cli_ok(&args)).unwrap();
-    assert_eq!(
-        (
-            &said["redeemed"],
-            &said["redeemed_earlier"],
-            &said["refused"]
-        ),
-        (&1.into(), &1.into(), &2.into())
-    );
-    let again = std::fs::read_to_string(&out).unwrap();
+    std::fs::write(&device.token_file, &new_token).unwrap();
+    assert_eq!(device.sync(&t), [1, 1, 2, 1, 0]);
+    let again = device.results();
     let lines: Vec<&str> = again.lines().collect();
     assert_eq!(
         lines[1],
@@ -204,13 +224,102 @@ async fn sync_scans_sends_a_devices_file_and_a_second_run_changes_nothing() {
     );
     let text = t.cli_as(&new_token).text(&[
         "sync-scans",
-        file.to_str().unwrap(),
+        device.file.to_str().unwrap(),
         "--out",
-        out.to_str().unwrap(),
+        device.out.to_str().unwrap(),
     ]);
     assert!(
         text.starts_with("1 redeemed (1 by an earlier sync), 2 refused"),
         "{text}"
+    );
+    assert_chain_verifies(&t).await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_scans_sends_a_workshop_held_offline_in_the_same_file_one_session_per_request() {
+    let t = TestServer::start().await;
+    let (device, p) = back_from_a_tour(&t).await;
+    // The session's first scan, 2026-01-19T14:05:00+01:00, is when it was held.
+    let held = T0 + 18 * DAY + (13 * 60 + 5) * 60_000;
+    let session = "2026-01-19,14:00,120,aide,3,CNFS-33-0042";
+    let rows = [
+        format!("bus-a,{},{},2,0,aide,,,,,,,", T0 + 18 * DAY, p[0].code),
+        format!(
+            ",2026-01-19T14:07:00+01:00,{},2,0,,ws-1,{session}",
+            p[1].code
+        ),
+        format!(
+            ",2026-01-19T14:05:00+01:00,{},2,0,,ws-1,{session}",
+            p[2].code
+        ),
+        format!(
+            ",2026-01-19T14:06:00+01:00,{},2,0,,ws-1,{session}",
+            p[3].code
+        ),
+        format!(",{held},{},2,0,,ws-2,{session}", p[4].code),
+        format!(",{held},{},2,1,,ws-2,{session}", p[5].code),
+    ];
+    std::fs::write(
+        &device.file,
+        format!(
+            "request_id,scanned_at,code,site_id,stop,service,session,date,start,\
+             duration_minutes,themes,participants,mediator_id\n{}\n",
+            rows.join("\n")
+        ),
+    )
+    .unwrap();
+    assert_eq!(device.sync(&t), [3, 0, 1, 2, 0]);
+    let results = device.results();
+    let lines: Vec<&str> = results.lines().collect();
+    let expected = [
+        format!("2,bus-a,redeemed,{},{},,", p[0].serial, T0 + 18 * DAY),
+        format!("3,ws-1,redeemed,{},{held},,", p[1].serial),
+        format!("4,ws-1,redeemed,{},{held},,", p[2].serial),
+        "5,ws-1,refused,,,ALREADY_REDEEMED,".into(),
+        "6,ws-2,invalid,,,INVALID_ROW,\"session ws-2: its rows (lines 6, 7) disagree on stop\""
+            .into(),
+        "7,ws-2,invalid,,,INVALID_ROW,\"session ws-2: its rows (lines 6, 7) disagree on stop\""
+            .into(),
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{results}");
+    for (line, start) in lines[1..].iter().zip(&expected) {
+        assert!(line.starts_with(start.as_str()), "{line} / {start}");
+    }
+    let info = passes(&t.op, 1).await;
+    for pass in &info[1..3] {
+        let red = pass.redemption.as_ref().unwrap();
+        assert_eq!(
+            (
+                red.at_ms,
+                red.site_id,
+                red.recorded_at_ms,
+                red.workshop_id > 0
+            ),
+            (held, 2, T0 + 20 * DAY, true),
+            "one workshop, dated by its session, recorded at the sync"
+        );
+    }
+    assert!(info[4].redemption.is_none() && info[5].redemption.is_none());
+
+    // Sent again: the same answers, and the ledger grows by nothing.
+    let before = head(&t.op).await.seq;
+    device.sync(&t);
+    assert_eq!(device.results(), results);
+    assert_eq!(head(&t.op).await.seq, before);
+
+    // Under a new token: the session's passes were redeemed by the first sync.
+    std::fs::write(&device.token_file, t.token(pb::Role::Site, 2, &[]).await).unwrap();
+    assert_eq!(device.sync(&t), [3, 3, 1, 2, 0]);
+    let again = device.results();
+    assert_eq!(
+        again.lines().nth(2).unwrap(),
+        format!("3,ws-1,redeemed,{},{held},,by an earlier sync", p[1].serial)
+    );
+    assert_eq!(
+        passes(&t.op, 1).await[1].redemption.as_ref().unwrap().at_ms,
+        held,
+        "redeemed once"
     );
     assert_chain_verifies(&t).await;
     t.stop().await;

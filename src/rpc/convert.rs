@@ -288,6 +288,7 @@ pub fn pass_outcome(serial: Serial, r: &Result<Redeemed, Refusal>) -> pb::PassOu
             serial: serial.to_string(),
             redeemed: true,
             amount_cents: red.amount.0,
+            redeemed_at_ms: red.at.0,
             ..Default::default()
         },
         Err(refusal) => pb::PassOutcome {
@@ -301,6 +302,7 @@ pub fn pass_outcome(serial: Serial, r: &Result<Redeemed, Refusal>) -> pb::PassOu
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
             amount_cents: 0,
+            redeemed_at_ms: 0,
         },
     }
 }

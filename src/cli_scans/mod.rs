@@ -2,12 +2,17 @@
 //! fortnight of villages, a library whose network was down) and says, scan by scan, what
 //! the ledger answered. Each scan carries the request id the device gave it when it was
 //! made, so a sync cut short is simply run again: what was answered is answered the same
-//! way, and nothing is redeemed twice.
+//! way, and nothing is redeemed twice. A workshop held offline comes in the same file, one
+//! row per pass (`session.rs`).
+
+mod session;
+pub use session::{Sending, Session, Workshop};
 
 use crate::client::{CliError, Clients};
 use crate::domain::{parse_instant, Timestamp};
 use crate::opendata::{csv_field, records, FileError};
 use crate::rpc::pb;
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -23,7 +28,8 @@ const TRIES: u32 = 4;
 /// every fortnight.
 const TOKEN_WARNING_DAYS: i64 = 15;
 
-/// The device's export: one scan per row, columns in any order.
+/// The device's export: one scan per row, columns in any order; a workshop's rows add
+/// `session::COLUMNS`.
 pub const COLUMNS: [&str; 7] = [
     "request_id",
     "scanned_at",
@@ -45,6 +51,8 @@ pub struct Scan {
     pub stop: Option<u32>,
     pub insee: String,
     pub service: String,
+    /// The workshop it was redeemed in, for a row of one.
+    pub session: Option<Session>,
 }
 
 /// What became of one row.
@@ -84,19 +92,24 @@ pub fn read(text: &str) -> Result<(Vec<Scan>, Vec<Row>), FileError> {
     if !missing.is_empty() {
         return Err(FileError::MissingColumns(missing));
     }
-    let columns: Vec<Option<usize>> = COLUMNS.iter().map(|c| at(c)).collect();
+    let columns: HashMap<&str, usize> = COLUMNS
+        .iter()
+        .chain(&session::COLUMNS)
+        .filter_map(|&c| Some((c, at(c)?)))
+        .collect();
     let (mut scans, mut invalid) = (vec![], vec![]);
     for r in rows {
-        let get = |i: usize| {
-            columns[i]
-                .and_then(|c| r.fields.get(c))
+        let get = |name: &str| {
+            columns
+                .get(name)
+                .and_then(|&c| r.fields.get(c))
                 .map_or("", |f| f.trim())
         };
         match scan(r.line, &get) {
             Ok(s) => scans.push(s),
             Err(message) => invalid.push(Row {
                 line: r.line,
-                request_id: get(0).to_owned(),
+                request_id: get("request_id").to_owned(),
                 answer: Answer::Invalid { message },
             }),
         }
@@ -104,31 +117,39 @@ pub fn read(text: &str) -> Result<(Vec<Scan>, Vec<Row>), FileError> {
     Ok((scans, invalid))
 }
 
-fn scan<'r>(line: u32, get: &dyn Fn(usize) -> &'r str) -> Result<Scan, String> {
-    let number = |i: usize| -> Result<Option<u64>, String> {
-        match get(i) {
+fn scan<'r>(line: u32, get: &dyn Fn(&str) -> &'r str) -> Result<Scan, String> {
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        match get(name) {
             "" => Ok(None),
             v => v
                 .parse()
                 .map(Some)
-                .map_err(|_| format!("{}: not a number", COLUMNS[i])),
+                .map_err(|_| format!("{name}: not a number")),
         }
     };
-    let scanned_at = parse_instant(get(1)).map_err(|e| format!("scanned_at: {e}"))?;
-    let site_id = number(3)?.ok_or("site_id: missing")?;
-    let stop = match number(4)? {
+    let scanned_at = parse_instant(get("scanned_at")).map_err(|e| format!("scanned_at: {e}"))?;
+    let site_id = number("site_id")?.ok_or("site_id: missing")?;
+    let stop = match number("stop")? {
         Some(s) => Some(u32::try_from(s).map_err(|_| "stop: too large")?),
         None => None,
     };
+    let service = get("service");
+    let session = session::read(get, service)?;
+    // A workshop's row is answered under its session's request id unless it has its own.
+    let request_id = match (get("request_id"), &session) {
+        ("", Some(s)) => s.id.clone(),
+        (id, _) => id.to_owned(),
+    };
     Ok(Scan {
         line,
-        request_id: get(0).to_owned(),
+        request_id,
         scanned_at,
-        code: get(2).to_owned(),
+        code: get("code").to_owned(),
         site_id,
         stop,
-        insee: get(5).to_owned(),
-        service: get(6).to_owned(),
+        insee: get("insee").to_owned(),
+        service: service.to_owned(),
+        session,
     })
 }
 
@@ -136,69 +157,107 @@ impl Scan {
     fn request(&self) -> pb::RedeemRequest {
         pb::RedeemRequest {
             request_id: self.request_id.clone(),
-            pass: Some(pb::PassCode {
-                form: Some(pb::pass_code::Form::Scanned(self.code.clone())),
-            }),
+            pass: Some(self.code()),
             site_id: self.site_id,
-            place: Some(pb::Place {
-                stop: self.stop,
-                insee_code: self.insee.clone(),
-            }),
+            place: Some(self.place()),
             service: self.service.clone(),
             scanned_at_ms: self.scanned_at.0,
         }
     }
+
+    fn code(&self) -> pb::PassCode {
+        pb::PassCode {
+            form: Some(pb::pass_code::Form::Scanned(self.code.clone())),
+        }
+    }
+
+    fn place(&self) -> pb::Place {
+        pb::Place {
+            stop: self.stop,
+            insee_code: self.insee.clone(),
+        }
+    }
 }
 
-/// Sends every scan, `in_flight` at a time, and returns one row per scan in file order.
+type RedemptionsClient = pb::redemptions_client::RedemptionsClient<crate::client::Svc>;
+
+/// Sends every scan and every workshop, `in_flight` requests at a time, and returns one
+/// row per scan, in file order, with the rows that could not be sent.
 pub async fn sync(c: &Clients, scans: Vec<Scan>, in_flight: usize) -> Vec<Row> {
+    let (sendings, mut rows) = session::group(scans);
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(
         in_flight.clamp(1, IN_FLIGHT_MAX),
     ));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, s) in scans.into_iter().enumerate() {
-        let (mut client, gate) = (c.redemptions.clone(), gate.clone());
+    for sending in sendings {
+        let (client, gate) = (c.redemptions.clone(), gate.clone());
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await.expect("the gate stays open");
-            let answer = send(&mut client, &s).await;
-            (
-                i,
-                Row {
-                    line: s.line,
-                    request_id: s.request_id,
-                    answer,
-                },
-            )
+            send(client, sending).await
         });
     }
-    let mut rows: Vec<(usize, Row)> = tasks.join_all().await;
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, r)| r).collect()
+    rows.extend(tasks.join_all().await.into_iter().flatten());
+    rows.sort_by_key(|r| r.line);
+    rows
 }
 
-async fn send(
-    client: &mut pb::redemptions_client::RedemptionsClient<crate::client::Svc>,
-    s: &Scan,
-) -> Answer {
-    let mut wait = Duration::from_millis(250);
-    for try_ in 1..=TRIES {
-        match client.redeem(s.request()).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                return Answer::Redeemed {
+async fn send(client: RedemptionsClient, sending: Sending) -> Vec<Row> {
+    match sending {
+        Sending::Scan(s) => {
+            let answer = match tried(|| redeem(client.clone(), s.request())).await {
+                Ok(r) => Answer::Redeemed {
                     serial: r.serial,
                     redeemed_at_ms: r.redeemed_at_ms,
                     earlier: false,
-                };
-            }
+                },
+                Err(status) => earlier_sync(&status, &s).unwrap_or_else(|| answer_of(&status)),
+            };
+            vec![Row {
+                line: s.line,
+                request_id: s.request_id,
+                answer,
+            }]
+        }
+        Sending::Workshop(w) => {
+            let reply = tried(|| redeem_workshop(client.clone(), w.request())).await;
+            w.answers(reply)
+        }
+    }
+}
+
+async fn redeem(
+    mut c: RedemptionsClient,
+    r: pb::RedeemRequest,
+) -> Result<pb::RedeemResponse, Status> {
+    c.redeem(r).await.map(tonic::Response::into_inner)
+}
+
+async fn redeem_workshop(
+    mut c: RedemptionsClient,
+    r: pb::RedeemWorkshopRequest,
+) -> Result<pb::RedeemWorkshopResponse, Status> {
+    c.redeem_workshop(r).await.map(tonic::Response::into_inner)
+}
+
+/// Sends a request until it is answered: at most `TRIES` times while the server says
+/// "later", waiting twice as long each time.
+async fn tried<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let mut wait = Duration::from_millis(250);
+    let mut try_ = 1;
+    loop {
+        match call().await {
             Err(status) if answers_later(&status) && try_ < TRIES => {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
+                try_ += 1;
             }
-            Err(status) => return earlier_sync(&status, s).unwrap_or_else(|| answer_of(&status)),
+            answered => return answered,
         }
     }
-    unreachable!("the last try returns")
 }
 
 /// A scan the ledger already holds: the pass was redeemed at this scan's site, at this scan's
@@ -210,11 +269,7 @@ async fn send(
 fn earlier_sync(status: &Status, s: &Scan) -> Option<Answer> {
     let details = status.get_error_details();
     let info = details.error_info()?;
-    let evidence = |key: &str| info.metadata.get(key).and_then(|v| v.parse::<i64>().ok());
-    let ours = info.reason == "ALREADY_REDEEMED"
-        && evidence("redeemed_at_ms") == Some(s.scanned_at.0)
-        && evidence("site") == i64::try_from(s.site_id).ok();
-    ours.then(|| Answer::Redeemed {
+    ours(&info.reason, &info.metadata, s.scanned_at, s.site_id).then(|| Answer::Redeemed {
         // The server checked the code when it redeemed the pass.
         serial: crate::code::named_serial(&s.code).map_or_else(String::new, |s| s.to_string()),
         redeemed_at_ms: s.scanned_at.0,
@@ -222,12 +277,28 @@ fn earlier_sync(status: &Status, s: &Scan) -> Option<Answer> {
     })
 }
 
-/// The server could not answer now: the same request later may get its answer.
+/// Whether a refusal is the evidence of a redemption made at `site`, dated `at` to the
+/// millisecond: this scan's or this session's own.
+fn ours(reason: &str, evidence: &HashMap<String, String>, at: Timestamp, site: u64) -> bool {
+    let number = |key: &str| evidence.get(key).and_then(|v| v.parse::<i64>().ok());
+    reason == "ALREADY_REDEEMED"
+        && number("redeemed_at_ms") == Some(at.0)
+        && number("site") == i64::try_from(site).ok()
+}
+
+/// The server could not answer now: the same request later may get its answer. A limit
+/// exceeded (a session with more passes than a workshop may have) never will.
 fn answers_later(status: &Status) -> bool {
-    matches!(
+    let later = matches!(
         status.code(),
         Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled
-    )
+    );
+    later
+        && status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.as_str())
+            != Some("LIMIT_EXCEEDED")
 }
 
 fn answer_of(status: &Status) -> Answer {
@@ -440,6 +511,15 @@ mod tests {
         for other in [elsewhere, other_time, Refusal::OutsidePerimeter] {
             assert_eq!(earlier_sync(&refused(&other), &scan), None, "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_limit_exceeded_is_not_tried_again_a_full_queue_is() {
+        use crate::rpc::errors::limit;
+        assert!(!answers_later(&limit("workshop_passes", 200, 201)));
+        assert!(answers_later(&Status::resource_exhausted("queue full")));
+        assert!(answers_later(&Status::unavailable("reopening")));
+        assert!(!answers_later(&Status::invalid_argument("date")));
     }
 
     #[test]
