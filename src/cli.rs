@@ -389,9 +389,13 @@ pub enum LedgerCmd {
     },
     /// Brings your own copy of the ledger (FILE, created if missing) up to the server's
     /// head, checking every record before it is kept: `passnum verify-log FILE` then
-    /// checks it with nothing else (operator or hub).
+    /// checks it with nothing else (operator or hub). The head it reached, signed by the
+    /// operator, is added to FILE.heads.
     Mirror {
         file: PathBuf,
+        /// The operator's published head key (hex): a head signed by any other is refused.
+        #[arg(long, env = "PASSNUM_HEAD_KEY")]
+        head_key: Option<String>,
     },
 }
 

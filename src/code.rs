@@ -221,15 +221,19 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-pub fn unhex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+/// The bytes `text` spells in hex (either case), if it is hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    // Digits only: `from_str_radix` alone would take "+f" for 15.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn unhex32(text: &str) -> Option<[u8; 32]> {
+    unhex(text)?.try_into().ok()
 }
 
 #[cfg(test)]
@@ -245,6 +249,11 @@ mod tests {
         assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
         assert_eq!(unhex32(&hex(&bytes)), Some(bytes));
+        assert_eq!(unhex("00FFa5"), Some(vec![0, 255, 0xa5]), "either case");
+        for bad in ["0", "+f", "0g", "é0", " 0"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
+        assert_eq!(unhex32("00"), None, "32 bytes or none");
     }
 
     #[test]

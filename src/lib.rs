@@ -19,6 +19,7 @@ pub mod opendata;
 pub mod render;
 pub mod rpc;
 pub mod server;
+pub mod signed_head;
 pub mod storage;
 pub mod stress;
 pub mod tls;

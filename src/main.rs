@@ -87,6 +87,14 @@ async fn run(command: Cmd) -> Result<(), CliError> {
                     scan.torn_bytes
                 );
             }
+            if let Some(c) = passnum::cli_mirror::heads::check(&file)? {
+                println!(
+                    "{} heads signed by {} (to record {}): each signature verifies and the copy holds each head",
+                    c.heads,
+                    c.keys.join(", "),
+                    c.last_seq
+                );
+            }
             Ok(())
         }
         Cmd::Demo { conn } => passnum::demo::run(&conn).await,
@@ -109,6 +117,6 @@ async fn serve(config: ServerConfig) -> Result<(), CliError> {
     if let Some(path) = &server.operator_token_file {
         println!("operator credential created: {}", path.display());
     }
-    tracing::info!(addr = %server.addr, data = %data.display(), "passnum serving");
+    tracing::info!(addr = %server.addr, data = %data.display(), head_key = %server.head_key, "passnum serving");
     server.wait().await.map_err(CliError::Failed)
 }

@@ -10,6 +10,7 @@ use crate::rpc::budget::RefusalBudget;
 use crate::rpc::context::Ctx;
 use crate::rpc::pb;
 use crate::rpc::{auth, clearing, issuance, ledger, redemption, registry, sites};
+use crate::signed_head::{self, HeadSigner};
 use crate::tls::Certificates;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// Set when this start created the operator credential.
     pub operator_token_file: Option<PathBuf>,
+    /// The public half of the key that signs heads (hex): the operator publishes it, hubs
+    /// pin it.
+    pub head_key: String,
     shutdown: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), String>>,
     syncs: Arc<engine::SyncStats>,
@@ -107,12 +111,31 @@ fn load_or_create_keys(dir: &Path) -> Result<Keyring, String> {
     }
 }
 
+/// The head key: made at the first start (like the code keys), then read at each.
+fn load_or_create_head_key(dir: &Path) -> Result<HeadSigner, String> {
+    let path = dir.join(signed_head::KEY_FILE);
+    let failed = |e: String| format!("{}: {e}", path.display());
+    let document = match std::fs::read_to_string(&path) {
+        Ok(text) => crate::code::unhex(text.trim()).ok_or_else(|| failed("not hex".into()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let document = signed_head::generate_pkcs8()?;
+            let text = format!("{}\n", crate::code::hex(&document));
+            write_secret(&path, &text).map_err(|e| failed(e.to_string()))?;
+            document
+        }
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    HeadSigner::from_pkcs8(&document).map_err(failed)
+}
+
 pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, String> {
     // First: a transport that cannot be served stops the start before the ledger opens.
     let (builder, tls) = transport(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let keys = load_or_create_keys(&config.data_dir)?;
+    let head_key = load_or_create_head_key(&config.data_dir)?;
+    let public_head_key = crate::code::hex(&head_key.public_key());
     let ledger =
         Ledger::open(&config.data_dir, config.engine.rules.clone()).map_err(|e| e.to_string())?;
     let state = ledger.shared_state();
@@ -123,6 +146,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
         engine,
         state,
         keys,
+        head_key,
         limits: config.limits.clone(),
         log_path,
         clock,
@@ -166,6 +190,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<RunningServer, 
     Ok(RunningServer {
         addr,
         operator_token_file,
+        head_key: public_head_key,
         shutdown: Some(shutdown_tx),
         done,
         syncs,

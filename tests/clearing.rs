@@ -544,7 +544,9 @@ async fn a_month_is_cleared_paid_returned_exported_reconciled_and_proved() {
     // The hub reconciles January: no discrepancy, every figure the sum of its rows.
     let r = january(&hub).await;
     assert!(r.discrepancies.is_empty(), "{:?}", r.discrepancies);
-    assert!(r.head.as_ref().unwrap().seq > 0);
+    let head_key = head(&t.op).await.public_key;
+    let signed = passnum::cli_mirror::heads::signed(r.head.as_ref().unwrap(), Some(&head_key));
+    assert!(signed.unwrap().seq > 0, "the figures' head, signed");
     let tot = r.totals.unwrap();
     assert_eq!(
         tot.redeemed.unwrap().passes as usize,

@@ -1203,7 +1203,7 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     // The next run adds only what came since; a hub's credential may run it.
     minted(&t, order_req(2, 40, &[])).await;
     let hub = t.credential(pb::Role::Hub, 0, &["33"]).await;
-    let m = mirror(&hub, &copy).await.unwrap();
+    let m = mirror(&hub, &copy, None).await.unwrap();
     let second = head(&t.op).await;
     assert_eq!(
         (m.from, m.to, &m.head_hash),
@@ -1211,7 +1211,7 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     );
     assert!(same_as_the_log(&copy));
     assert_eq!(
-        mirror(&hub, &copy).await.unwrap().from,
+        mirror(&hub, &copy, None).await.unwrap().from,
         second.seq,
         "nothing new"
     );
@@ -1237,14 +1237,14 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     // A commanditaire sees only its own records: its pages have gaps.
     minted(&t, order_req(2, 40, &[])).await;
     let c1 = t.credential(pb::Role::Commanditaire, 1, &[]).await;
-    let why = failure(mirror(&c1, &copy).await);
+    let why = failure(mirror(&c1, &copy, None).await);
     assert!(why.contains("whole ledger"), "{why}");
     assert_eq!(std::fs::read(&copy).unwrap(), kept);
 
     // Another server, whose history differs from the copy's.
     let other = TestServer::start().await;
     registry(&other).await;
-    let why = failure(mirror(&other.op, &copy).await);
+    let why = failure(mirror(&other.op, &copy, None).await);
     assert!(
         why.contains("holds") && why.contains("not the one copied"),
         "{why}"
@@ -1252,7 +1252,7 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     for commanditaire in [2, 1, 2, 1, 2, 1] {
         minted(&other, order_req(commanditaire, 30, &[])).await;
     }
-    let why = failure(mirror(&other.op, &copy).await);
+    let why = failure(mirror(&other.op, &copy, None).await);
     assert!(why.contains("does not follow"), "{why}");
     assert_eq!(std::fs::read(&copy).unwrap(), kept, "nothing of it is kept");
 
@@ -1260,10 +1260,122 @@ async fn a_copy_of_the_ledger_follows_it_record_by_record_and_nothing_else() {
     let mut damaged = kept.clone();
     damaged[kept.len() / 2] ^= 1;
     std::fs::write(&copy, &damaged).unwrap();
-    let why = failure(mirror(&hub, &copy).await);
+    let why = failure(mirror(&hub, &copy, None).await);
     assert!(why.contains("does not verify"), "{why}");
     assert_eq!(std::fs::read(&copy).unwrap(), damaged);
     other.stop().await;
+    t.stop().await;
+}
+
+/// The operator signs every head it states (Ed25519): a hub's copy keeps each head it
+/// reached with its signature (`FILE.heads`), checks it against the key it pinned, and
+/// `verify-log` checks the evidence against the copy with nothing but the public key. A
+/// head signed by another key is refused before anything is copied; evidence whose
+/// signature fails, or that the copy contradicts, fails the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_head_is_signed_and_a_copy_keeps_them_as_evidence() {
+    use passnum::signed_head::{verifies, HeadSigner, HeadStatement};
+    let mut t = TestServer::start().await;
+    registry(&t).await;
+    minted(&t, order_req(1, 10, &[])).await;
+    let h = head(&t.op).await;
+    let statement = HeadStatement {
+        seq: h.seq,
+        hash: passnum::code::unhex32(&h.hash).unwrap(),
+        at_ms: h.at_ms,
+    };
+    t.set_now(T0 + 3 * DAY);
+    assert_eq!(
+        head(&t.op).await.at_ms,
+        T0 + 3 * DAY,
+        "signed at the server's time"
+    );
+    let key = passnum::code::unhex(&h.public_key).unwrap();
+    let signature = passnum::code::unhex(&h.signature).unwrap();
+    assert!(verifies(&key, &statement, &signature));
+    let later = HeadStatement {
+        seq: h.seq + 1,
+        ..statement
+    };
+    assert!(!verifies(&key, &later, &signature), "for this head only");
+    t.restart().await;
+    assert_eq!(
+        head(&t.op).await.public_key,
+        h.public_key,
+        "the key is kept in the data directory"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.log");
+    let heads = passnum::cli_mirror::heads::path(&copy);
+    let cli = t.cli_as(&t.operator_token);
+    let mirror = |pinned: &str| {
+        let args = ["ledger", "mirror", "--head-key", pinned];
+        cli.output(&[&args[..], &[copy.to_str().unwrap()]].concat())
+    };
+    let run = mirror(&h.public_key);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    minted(&t, order_req(2, 10, &[])).await;
+    assert!(mirror(&h.public_key.to_uppercase()).status.success());
+    let evidence = std::fs::read_to_string(&heads).unwrap();
+    let lines: Vec<&str> = evidence.lines().collect();
+    assert_eq!(lines[0], "seq,hash,at_ms,public_key,signature");
+    let second = head(&t.op).await;
+    assert_eq!(lines.len(), 3, "{evidence}");
+    assert!(lines[2].starts_with(&format!("{},{},", second.seq, second.hash)));
+    let verify_log = || cli_output(&["verify-log", copy.to_str().unwrap()]);
+    let said = String::from_utf8(verify_log().stdout).unwrap();
+    assert!(
+        said.contains(&format!(
+            "2 heads signed by {} (to record {})",
+            h.public_key, second.seq
+        )),
+        "{said}"
+    );
+
+    // A head signed by a key the hub did not pin: refused, nothing copied or kept.
+    minted(&t, order_req(1, 10, &[])).await;
+    let kept = std::fs::read(&copy).unwrap();
+    let other = HeadSigner::from_pkcs8(&passnum::signed_head::generate_pkcs8().unwrap()).unwrap();
+    let run = mirror(&passnum::code::hex(&other.public_key()));
+    assert_eq!(run.status.code(), Some(4));
+    let why = String::from_utf8_lossy(&run.stderr);
+    assert!(why.contains("not by the pinned"), "{why}");
+    assert_eq!(std::fs::read(&copy).unwrap(), kept);
+    assert_eq!(std::fs::read_to_string(&heads).unwrap(), evidence);
+
+    // Evidence altered: its signature fails.
+    let altered = evidence.replace(&second.hash, &h.hash);
+    std::fs::write(&heads, &altered).unwrap();
+    let run = verify_log();
+    assert_eq!(run.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("does not verify"));
+
+    // A head the operator did sign, that the copy contradicts: a rewritten history.
+    let document = std::fs::read_to_string(t.dir.path().join("head-key")).unwrap();
+    let operator = HeadSigner::from_pkcs8(&passnum::code::unhex(document.trim()).unwrap()).unwrap();
+    let forked = HeadStatement {
+        seq: second.seq,
+        hash: [9; 32],
+        at_ms: second.at_ms + 1,
+    };
+    let line = format!(
+        "{},{},{},{},{}\n",
+        forked.seq,
+        passnum::code::hex(&forked.hash),
+        forked.at_ms,
+        h.public_key,
+        passnum::code::hex(&operator.sign(&forked))
+    );
+    std::fs::write(&heads, format!("{}\n{}\n{line}", lines[0], lines[1])).unwrap();
+    let run = verify_log();
+    assert_eq!(run.status.code(), Some(4));
+    let why = String::from_utf8_lossy(&run.stderr);
+    assert!(why.contains("the operator signed"), "{why}");
     t.stop().await;
 }
 

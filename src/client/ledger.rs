@@ -10,14 +10,18 @@ pub(super) async fn ledger(what: LedgerCmd, conn: Conn) -> Result<(), CliError> 
         LedgerCmd::Head => head(c, &conn).await,
         LedgerCmd::Syncs => syncs(c, &conn).await,
         LedgerCmd::Verify => verify(c, &conn).await,
-        LedgerCmd::Mirror { file } => {
-            let m = crate::cli_mirror::mirror(&c, &file).await?;
+        LedgerCmd::Mirror { file, head_key } => {
+            let m = crate::cli_mirror::mirror(&c, &file, head_key.as_deref()).await?;
             out(
                 &conn,
-                json!({"from": m.from, "to": m.to, "head_hash": m.head_hash}),
+                json!({"from": m.from, "to": m.to, "head_hash": m.head_hash, "head_key": m.public_key}),
                 format!(
-                    "copy checked and extended from record {} to {}, head {}",
-                    m.from, m.to, m.head_hash
+                    "copy checked and extended from record {} to {}, head {} (signed by key {}, kept in {})",
+                    m.from,
+                    m.to,
+                    m.head_hash,
+                    m.public_key,
+                    crate::cli_mirror::heads::path(&file).display()
                 ),
             );
             Ok(())
@@ -28,10 +32,17 @@ pub(super) async fn ledger(what: LedgerCmd, conn: Conn) -> Result<(), CliError> 
 
 async fn head(mut c: Clients, conn: &Conn) -> Result<(), CliError> {
     let h = c.ledger.get_head(pb::GetHeadRequest {}).await?.into_inner();
+    crate::cli_mirror::heads::signed(&h, None).map_err(CliError::Failed)?;
     out(
         conn,
-        json!({"seq": h.seq, "hash": h.hash}),
-        format!("head: record {} hash {}", h.seq, h.hash),
+        json!({"seq": h.seq, "hash": h.hash, "at_ms": h.at_ms, "public_key": h.public_key, "signature": h.signature}),
+        format!(
+            "head: record {} hash {}, signed at {} by key {}",
+            h.seq,
+            h.hash,
+            crate::client::instant(h.at_ms),
+            h.public_key
+        ),
     );
     Ok(())
 }

@@ -6,7 +6,6 @@ use super::context::{ChunkStream, Ctx};
 use super::errors::{self, Violations};
 use super::pb::{self, clearing_server::Clearing};
 use super::reports::{self as conv, day, midnight, period};
-use crate::code::hex;
 use crate::domain::reports;
 use crate::domain::*;
 use crate::export::{attestation, pain001, statement, usage, Export};
@@ -432,10 +431,7 @@ impl Clearing for ClearingService {
             from: r.from.clone(),
             to: r.to.clone(),
             departements: depts.iter().map(|d| d.to_string()).collect(),
-            head: Some(pb::Head {
-                seq,
-                hash: hex(&hash),
-            }),
+            head: Some(self.0.signed_head(seq, hash)),
             rows: recon
                 .rows
                 .iter()

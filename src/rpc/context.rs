@@ -17,6 +17,8 @@ pub struct Ctx {
     /// The state as of the last durable batch: every read is served from it.
     pub state: SharedState,
     pub keys: Keyring,
+    /// Signs the heads the server states (`GetHead`, a reconciliation's).
+    pub head_key: crate::signed_head::HeadSigner,
     pub limits: Limits,
     pub log_path: PathBuf,
     pub clock: Clock,
@@ -26,6 +28,22 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The head at `seq`, signed now by the operator's head key.
+    pub fn signed_head(&self, seq: u64, hash: [u8; 32]) -> pb::Head {
+        let statement = crate::signed_head::HeadStatement {
+            seq,
+            hash,
+            at_ms: (self.clock)().0,
+        };
+        pb::Head {
+            seq,
+            hash: crate::code::hex(&hash),
+            at_ms: statement.at_ms,
+            public_key: crate::code::hex(&self.head_key.public_key()),
+            signature: crate::code::hex(&self.head_key.sign(&statement)),
+        }
+    }
+
     pub fn auth<T: prost::Message>(
         &self,
         request: &tonic::Request<T>,

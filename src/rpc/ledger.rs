@@ -22,11 +22,9 @@ impl Ledger for LedgerService {
         req: Request<pb::GetHeadRequest>,
     ) -> Result<Response<pb::Head>, Status> {
         self.0.auth(&req)?;
+        // The engine's head is durable: what is signed is on the disk.
         let head = self.0.engine.head();
-        Ok(Response::new(pb::Head {
-            seq: head.seq,
-            hash: hex(&head.hash),
-        }))
+        Ok(Response::new(self.0.signed_head(head.seq, head.hash)))
     }
 
     type StreamRecordsStream = Pin<Box<dyn Stream<Item = Result<pb::LedgerRecord, Status>> + Send>>;

@@ -2,7 +2,10 @@
 //! up to the server's head. Each record is checked here before it is kept (see
 //! `storage::mirror`), so the copy verifies with `passnum verify-log` and nothing else,
 //! and a server whose ledger is not the one copied is caught at the first record that
-//! differs.
+//! differs. The head the run reached is kept with the operator's signature over it
+//! (`heads.rs`): evidence a hub can show.
+
+pub mod heads;
 
 use crate::client::{CliError, Clients};
 use crate::code::hex;
@@ -10,17 +13,20 @@ use crate::rpc::pb;
 use crate::storage::mirror::{Mirror, MirrorError};
 use std::path::Path;
 
-/// What a run did: the copy's head before and after it.
+/// What a run did: the copy's head before and after it, and who signed that head.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Mirrored {
     pub from: u64,
     pub to: u64,
     pub head_hash: String,
+    pub public_key: String,
 }
 
 /// Extends the copy at `file` to the server's head, page by page; each page is made
-/// durable before the next is asked for, so a run cut short keeps what it checked.
-pub async fn mirror(c: &Clients, file: &Path) -> Result<Mirrored, CliError> {
+/// durable before the next is asked for, so a run cut short keeps what it checked. The
+/// head must be signed (by `pinned`, if given) before any record is asked for; once the
+/// copy holds it, it is added to the copy's evidence (`heads::keep`).
+pub async fn mirror(c: &Clients, file: &Path, pinned: Option<&str>) -> Result<Mirrored, CliError> {
     let mut copy = Mirror::open(file).map_err(failed)?;
     let from = copy.head().0;
     let head = c
@@ -29,6 +35,7 @@ pub async fn mirror(c: &Clients, file: &Path) -> Result<Mirrored, CliError> {
         .get_head(pb::GetHeadRequest {})
         .await?
         .into_inner();
+    heads::signed(&head, pinned).map_err(CliError::Failed)?;
     if from > head.seq {
         return Err(CliError::Failed(format!(
             "the copy holds {from} records and the server's ledger {}: the server's ledger is not the one copied",
@@ -47,10 +54,13 @@ pub async fn mirror(c: &Clients, file: &Path) -> Result<Mirrored, CliError> {
             head.hash
         )));
     }
+    heads::keep(file, &head)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", heads::path(file).display())))?;
     Ok(Mirrored {
         from,
         to,
         head_hash: head.hash,
+        public_key: head.public_key,
     })
 }
 
