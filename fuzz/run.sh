@@ -12,8 +12,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   exit 2
 fi
 failed=0
-for t in pass_code record_frame requests opendata_csv core_model; do
+for t in pass_code record_frame requests opendata_csv device_export core_model; do
   echo "== $t (${SECONDS_EACH}s)"
+  # Seeds (committed) start the corpus (not committed) where a target needs a valid shape.
+  if [ -d "seeds/$t" ]; then
+    mkdir -p "corpus/$t" && cp -n "seeds/$t"/* "corpus/$t/"
+  fi
   # A target that does not build, or finds a crash, ends the run non-zero: its tail is shown
   # and the script fails, instead of a filtered silence.
   if out=$(cargo fuzz run "$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 2>&1); then

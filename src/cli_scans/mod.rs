@@ -6,7 +6,7 @@
 //! row per pass (`session.rs`).
 
 mod session;
-pub use session::{Sending, Session, Workshop};
+pub use session::{group, Sending, Session, Workshop};
 
 use crate::client::{CliError, Clients};
 use crate::domain::{parse_instant, Timestamp};
