@@ -16,7 +16,10 @@ for t in pass_code record_frame requests opendata_csv device_export core_model; 
   echo "== $t (${SECONDS_EACH}s)"
   # Seeds (committed) start the corpus (not committed) where a target needs a valid shape.
   if [ -d "seeds/$t" ]; then
-    mkdir -p "corpus/$t" && cp -n "seeds/$t"/* "corpus/$t/"
+    mkdir -p "corpus/$t"
+    for seed in "seeds/$t"/*; do
+      [ -e "corpus/$t/${seed##*/}" ] || cp "$seed" "corpus/$t/"
+    done
   fi
   # A target that does not build, or finds a crash, ends the run non-zero: its tail is shown
   # and the script fails, instead of a filtered silence.
