@@ -50,6 +50,16 @@ pub enum ClearingCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Records credit given back to a commanditaire (operator): a refund transfer, or value
+    /// carried over to a new order, named by --reference. Never more than is due.
+    ReturnCredit {
+        #[arg(long)]
+        commanditaire: u64,
+        #[arg(long)]
+        amount_cents: i64,
+        #[arg(long)]
+        reference: String,
+    },
     /// Commanditaires' balances: funded, redeemed, credited, remaining.
     Balances {
         #[arg(long, default_value_t = 0)]
@@ -181,6 +191,11 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
             amount_cents,
         } => pay(call, settlement, bank_reference, executed_on, amount_cents).await,
         ClearingCmd::Reject { settlement, reason } => reject(call, settlement, reason).await,
+        ClearingCmd::ReturnCredit {
+            commanditaire,
+            amount_cents,
+            reference,
+        } => return_credit(call, commanditaire, amount_cents, reference).await,
         ClearingCmd::Balances { commanditaire } => balances(call, commanditaire).await,
         ClearingCmd::Statement { order } => statement(call, order).await,
         ClearingCmd::PaymentFile {
@@ -331,6 +346,32 @@ async fn reject(call: Call<'_>, settlement: u64, reason: String) -> Result<(), C
     Ok(())
 }
 
+async fn return_credit(
+    call: Call<'_>,
+    commanditaire: u64,
+    amount_cents: i64,
+    reference: String,
+) -> Result<(), CliError> {
+    let Call { cl, conn } = call;
+    let req = pb::ReturnCreditRequest {
+        request_id: request_id(),
+        commanditaire_id: commanditaire,
+        amount_cents,
+        reference,
+    };
+    let due = cl.return_credit(req).await?.into_inner().credit_due_cents;
+    out(
+        conn,
+        json!({"commanditaire_id": commanditaire, "returned_cents": amount_cents, "credit_due_cents": due}),
+        format!(
+            "{} of credit given back to commanditaire {commanditaire}; still due {}",
+            euros(amount_cents),
+            euros(due)
+        ),
+    );
+    Ok(())
+}
+
 async fn balances(call: Call<'_>, commanditaire: u64) -> Result<(), CliError> {
     let Call { cl, conn } = call;
     let r = cl
@@ -345,11 +386,12 @@ async fn balances(call: Call<'_>, commanditaire: u64) -> Result<(), CliError> {
             json!({"commanditaire_id": b.commanditaire_id, "funded_cents": b.funded_cents,
                 "redeemed_cents": count(&b.redeemed).1, "credited_cents": count(&b.credited).1,
                 "paid_cents": count(&b.paid).1, "remaining_cents": b.remaining_cents,
-                "funds_held_cents": b.funds_held_cents}),
-            format!("{} {}: funded {}, redeemed {}, credited back {}, remaining {} (paid out {}, held {})",
+                "funds_held_cents": b.funds_held_cents, "credit_returned_cents": b.credit_returned_cents,
+                "credit_due_cents": b.credit_due_cents}),
+            format!("{} {}: funded {}, redeemed {}, credited back {} (returned {}, due {}), remaining {} (paid out {}, held {})",
                 b.commanditaire_id, b.name, euros(b.funded_cents), euros(count(&b.redeemed).1),
-                euros(count(&b.credited).1), euros(b.remaining_cents), euros(count(&b.paid).1),
-                euros(b.funds_held_cents)),
+                euros(count(&b.credited).1), euros(b.credit_returned_cents), euros(b.credit_due_cents),
+                euros(b.remaining_cents), euros(count(&b.paid).1), euros(b.funds_held_cents)),
         );
     }
     Ok(())

@@ -465,6 +465,20 @@ async fn every_rpc_with_every_role() {
             &["op"],
         ),
         (
+            "ReturnCredit",
+            call!(
+                clearing,
+                return_credit,
+                pb::ReturnCreditRequest {
+                    request_id: rid(),
+                    commanditaire_id: 99,
+                    amount_cents: 1,
+                    reference: "R".into()
+                }
+            ),
+            &["op"],
+        ),
+        (
             "GetBalances",
             call!(clearing, get_balances, pb::GetBalancesRequest::default()),
             &["op", "c1", "c2"],

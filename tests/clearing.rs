@@ -705,6 +705,82 @@ async fn a_run_killed_half_way_and_run_again_settles_each_redemption_once() {
     t.stop().await;
 }
 
+/// The 70 € credited back to commanditaire 1 (of 100 € funded, 30 € redeemed, nothing paid
+/// out yet) go back to it in two parts, never more than is due, each once; the balances
+/// say so before and after restarts (from the log alone, and from the index).
+async fn give_credit_back(t: &mut TestServer) {
+    let give_back = |request_id: &str, cents: i64| pb::ReturnCreditRequest {
+        request_id: request_id.into(),
+        commanditaire_id: 1,
+        amount_cents: cents,
+        reference: "VIR-2026-03 avoir AAP".into(),
+    };
+    let mut cl = t.op.clearing.clone();
+    let s = refused(
+        cl.return_credit(give_back(&rid(), 7001)).await,
+        Code::FailedPrecondition,
+        "CREDIT_EXCEEDED",
+    );
+    assert!(
+        passnum::client::describe(&s).contains("due_cents=7000"),
+        "{s:?}"
+    );
+    refused(
+        cl.return_credit(give_back(&rid(), 0)).await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    let first = cl.return_credit(give_back("avoir-1", 5000)).await.unwrap();
+    assert_eq!(first.get_ref().credit_due_cents, 2000);
+    let before = head(&t.op).await.seq;
+    let again = cl.return_credit(give_back("avoir-1", 5000)).await.unwrap();
+    assert_eq!(again.get_ref(), first.get_ref(), "retried: the same answer");
+    assert_eq!(head(&t.op).await.seq, before, "and nothing recorded");
+
+    let balance = |t: &TestServer| {
+        let mut cl = t.op.clearing.clone();
+        async move {
+            let r = cl.get_balances(pb::GetBalancesRequest {
+                commanditaire_id: 1,
+            });
+            let b = r.await.unwrap().into_inner().balances.remove(0);
+            (
+                b.credit_returned_cents,
+                b.credit_due_cents,
+                b.funds_held_cents,
+            )
+        }
+    };
+    assert_eq!(balance(t).await, (5000, 2000, 5000));
+    t.restart_after(|data| std::fs::remove_dir_all(data.join("index")).unwrap())
+        .await;
+    assert_eq!(
+        balance(t).await,
+        (5000, 2000, 5000),
+        "replayed from the log"
+    );
+    t.restart().await;
+    assert_eq!(
+        balance(t).await,
+        (5000, 2000, 5000),
+        "loaded from the index"
+    );
+
+    let said = t.cli_as(&t.operator_token).ok(&[
+        "clearing",
+        "return-credit",
+        "--commanditaire",
+        "1",
+        "--amount-cents",
+        "2000",
+        "--reference",
+        "VIR-2026-04 solde",
+    ]);
+    assert_eq!(json(said)["credit_due_cents"], 0);
+    assert_eq!(balance(t).await, (7000, 0, 3000));
+    assert_chain_verifies(t).await;
+}
+
 /// At the end of validity plus grace, unused passes expire and exactly their value is
 /// credited back; the order's joint statement accounts for every pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -785,6 +861,8 @@ async fn expiry_credits_exactly_the_unused_value() {
         b.remaining_cents, 0,
         "nothing left usable: all of it redeemed or credited"
     );
+    let mut t = t;
+    give_credit_back(&mut t).await;
     // Another commanditaire does not see this order's statement.
     let c2 = t.credential(pb::Role::Commanditaire, 2, &[]).await;
     refused(

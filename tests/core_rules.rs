@@ -1794,3 +1794,85 @@ fn the_state_check_names_each_broken_invariant() {
         assert!(e.contains(named), "{named:?} not in {e:?}");
     }
 }
+
+#[test]
+fn credit_due_goes_back_to_its_commanditaire_never_more_than_is_due() {
+    let mut w = world();
+    let gironde = CommanditaireId(1);
+    let give_back = |cents: i64| Command::ReturnCredit {
+        commanditaire: gironde,
+        amount: Cents(cents),
+        reference: label("VIR-2027-02 avoir"),
+    };
+    let balance = |w: &World, a: Account| w.state.balance(a);
+    assert_eq!(
+        w.run(give_back(1)),
+        Err(Refusal::CreditExceeded {
+            due: Cents(0),
+            asked: Cents(1)
+        }),
+        "nothing is due before a pass is cancelled"
+    );
+    // A lost carnet of order 1 (funded, 10 € passes): 5 × 10 € due back.
+    w.run(Command::Cancel {
+        target: CancelTarget::Carnet {
+            order: OrderId(1),
+            carnet: 0,
+        },
+    })
+    .unwrap();
+    assert_eq!(balance(&w, Account::CreditDue(gironde)), -5000);
+    let funds = balance(&w, Account::Funds(gironde));
+
+    assert_eq!(
+        w.run(give_back(3000)),
+        Ok(Outcome::CreditReturned {
+            commanditaire: gironde,
+            remaining: Cents(2000)
+        })
+    );
+    assert_eq!(
+        w.last_facts,
+        [Fact::CreditReturned {
+            commanditaire: gironde,
+            amount: Cents(3000),
+            reference: label("VIR-2027-02 avoir"),
+        }]
+    );
+    assert_eq!(balance(&w, Account::CreditDue(gironde)), -2000);
+    assert_eq!(balance(&w, Account::Funds(gironde)), funds - 3000);
+    assert_eq!(w.state.credit_returned[&gironde], Cents(3000));
+    let b = &reports::balances(&w.state)[&gironde];
+    assert_eq!(
+        (b.credited.cents, b.credit_returned, b.credit_due),
+        (5000, Cents(3000), Cents(2000)),
+        "what was credited, given back, still due"
+    );
+    assert_eq!(b.funds_held, Cents(funds - 3000));
+
+    for (cents, due) in [(2001, 2000), (0, 2000), (-5, 2000)] {
+        assert_eq!(
+            w.run(give_back(cents)),
+            Err(Refusal::CreditExceeded {
+                due: Cents(due),
+                asked: Cents(cents)
+            })
+        );
+    }
+    assert_eq!(
+        w.run(Command::ReturnCredit {
+            commanditaire: CommanditaireId(9),
+            amount: Cents(1),
+            reference: label("x"),
+        }),
+        Err(Refusal::UnknownCommanditaire(CommanditaireId(9)))
+    );
+    w.run(give_back(2000)).unwrap();
+    assert_eq!(balance(&w, Account::CreditDue(gironde)), 0);
+
+    // The state check holds the returns to account: a return it did not see breaks it.
+    let mut forgot = w.state.clone();
+    forgot.credit_returned.clear();
+    let e = forgot.check_invariants().unwrap_err();
+    assert!(e.contains("funds of "), "{e}");
+}

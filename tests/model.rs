@@ -39,6 +39,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..DEVICES).prop_map(|device| Op::Retire { device }),
         1 => Just(Op::Forget),
         1 => (0..1_000u64).prop_map(|nth| Op::Retry { nth }),
+        1 => prop::sample::select(vec![500i64, 1000, 2000, 0, 1_000_000])
+            .prop_map(|cents| Op::ReturnCredit { cents }),
     ]
 }
 
@@ -151,8 +153,12 @@ fn check_state(ledger: &Ledger, model: &Model) -> Result<(), String> {
     let funded = model.funded.iter().filter(|f| **f).count() as i64;
     ensure!(
         state.balance(Account::Funds(CommanditaireId(1)))
-            == 1000 * PASSES_PER_ORDER as i64 * funded - paid,
+            == 1000 * PASSES_PER_ORDER as i64 * funded - paid - model.returned,
         "the commanditaire's funds differ from the model"
+    );
+    ensure!(
+        -state.balance(Account::CreditDue(CommanditaireId(1))) == model.credit_due(),
+        "the credit due differs from the model"
     );
     Ok(())
 }

@@ -211,6 +211,13 @@ pub enum Command {
     /// Forgets the remembered requests of credentials refused for good before yesterday
     /// (at most once a day: it reads every remembered request).
     ForgetRequests,
+    /// The operator gave back part or all of the credit due to a commanditaire (a transfer,
+    /// or value carried over to a new order): `reference` names it.
+    ReturnCredit {
+        commanditaire: CommanditaireId,
+        amount: Cents,
+        reference: Label,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

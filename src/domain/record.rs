@@ -87,6 +87,13 @@ pub enum Fact {
     RequestsForgotten {
         token_hashes: Vec<[u8; 32]>,
     },
+    /// Credit due to the commanditaire (its cancelled and expired passes' face value) went
+    /// back to it: refunded, or carried over to a new order, as `reference` says.
+    CreditReturned {
+        commanditaire: CommanditaireId,
+        amount: Cents,
+        reference: Label,
+    },
 }
 
 /// The answer to an accepted command, remembered for retries.
@@ -144,6 +151,11 @@ pub enum Outcome {
     /// This many credentials' remembered requests were forgotten.
     RequestsForgotten {
         credentials: u32,
+    },
+    CreditReturned {
+        commanditaire: CommanditaireId,
+        /// What is still due to it after this.
+        remaining: Cents,
     },
 }
 

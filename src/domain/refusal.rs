@@ -65,6 +65,8 @@ pub enum Refusal {
     ScanInFuture { latest: Timestamp },
     // Credentials: a lifetime is 1 ms up to the rules' longest.
     CredentialLifetimeOutOfRange { longest_ms: i64 },
+    // Credit: no more can go back to a commanditaire than it is due.
+    CreditExceeded { due: Cents, asked: Cents },
 }
 
 impl Refusal {
@@ -116,6 +118,7 @@ impl Refusal {
             ScanTooOld { .. } => "SCAN_TOO_OLD",
             ScanInFuture { .. } => "SCAN_IN_FUTURE",
             CredentialLifetimeOutOfRange { .. } => "CREDENTIAL_LIFETIME_OUT_OF_RANGE",
+            CreditExceeded { .. } => "CREDIT_EXCEEDED",
         }
     }
 
@@ -163,6 +166,10 @@ impl Refusal {
                     (longest_ms / Timestamp::MS_PER_DAY).to_string(),
                 )]
             }
+            CreditExceeded { due, asked } => vec![
+                ("due_cents", due.0.to_string()),
+                ("asked_cents", asked.0.to_string()),
+            ],
             _ => vec![],
         }
     }
@@ -234,6 +241,9 @@ impl fmt::Display for Refusal {
             ),
             RecordTooLarge { bytes, max } => {
                 write!(f, "this would make a ledger record of {bytes} bytes; the most is {max}: split it")
+            }
+            CreditExceeded { due, asked } => {
+                write!(f, "the commanditaire is due {due} of credit; {asked} cannot go back to it")
             }
         }
     }

@@ -107,8 +107,11 @@ pub struct Balance {
     pub paid: Tally,
     pub credited: Tally,
     pub remaining: Cents,
-    /// The ledger's own account of the funds still held for it (funded − paid).
+    /// The ledger's own account of the funds still held for it (funded − paid − returned).
     pub funds_held: Cents,
+    /// Of `credited`, what went back to it, and what is still due: the ledger's account.
+    pub credit_returned: Cents,
+    pub credit_due: Cents,
 }
 
 pub fn balances(state: &State) -> BTreeMap<CommanditaireId, Balance> {
@@ -119,6 +122,8 @@ pub fn balances(state: &State) -> BTreeMap<CommanditaireId, Balance> {
             let b = Balance {
                 commanditaire: *c,
                 funds_held: Cents(state.balance(Account::Funds(*c))),
+                credit_returned: state.credit_returned.get(c).copied().unwrap_or_default(),
+                credit_due: Cents(-state.balance(Account::CreditDue(*c))),
                 ..Balance::default()
             };
             (*c, b)

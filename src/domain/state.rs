@@ -63,6 +63,7 @@ pub enum Key {
     /// The reversal at this position in `State::reversals`.
     Reversal(u64),
     OrderFee(OrderId),
+    CreditReturned(CommanditaireId),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,6 +79,8 @@ pub struct State {
     /// The fee billed on each order, as recorded when it was created (`Fact::OrderFee`).
     /// Orders created before fees were recorded have none.
     pub order_fees: BTreeMap<OrderId, FeeRate>,
+    /// The credit given back to each commanditaire so far (`Fact::CreditReturned`).
+    pub credit_returned: BTreeMap<CommanditaireId, Cents>,
     pub requests: ShardedMap<RequestDigest, Remembered>,
     pub balances: BTreeMap<Account, i64>,
     pub credentials: HashMap<[u8; 32], Credential>,
@@ -274,6 +277,14 @@ impl State {
             Fact::OrderFee { order, rate } => {
                 self.order_fees.insert(*order, *rate);
                 self.mark(Key::OrderFee(*order));
+            }
+            Fact::CreditReturned {
+                commanditaire,
+                amount,
+                ..
+            } => {
+                self.credit_returned.entry(*commanditaire).or_default().0 += amount.0;
+                self.mark(Key::CreditReturned(*commanditaire));
             }
             Fact::OrderSwept { order } => {
                 self.order_mut(*order).swept = true;
@@ -539,8 +550,11 @@ impl State {
             }
         }
         for c in self.commanditaires.keys() {
+            // What went back to it left both its funds and its credit due.
+            let returned = self.credit_returned.get(c).map_or(0, |r| r.0);
             let funds = self.balance(Account::Funds(*c));
-            expect_eq("funds", *c, funds, cents_of(&funded, c) - cents_of(paid, c))?;
+            let held = cents_of(&funded, c) - cents_of(paid, c) - returned;
+            expect_eq("funds", *c, funds, held)?;
             let outstanding = -self.balance(Account::Outstanding(*c));
             expect_eq(
                 "outstanding",
@@ -549,7 +563,8 @@ impl State {
                 cents_of(&sums.outstanding, c),
             )?;
             let credit = -self.balance(Account::CreditDue(*c));
-            expect_eq("credit due", *c, credit, cents_of(&sums.credit, c))?;
+            let due = cents_of(&sums.credit, c) - returned;
+            expect_eq("credit due", *c, credit, due)?;
         }
         Ok(())
     }

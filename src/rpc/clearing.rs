@@ -241,6 +241,41 @@ impl Clearing for ClearingService {
         }
     }
 
+    async fn return_credit(
+        &self,
+        req: Request<pb::ReturnCreditRequest>,
+    ) -> Result<Response<pb::ReturnCreditResponse>, Status> {
+        let who = self.0.auth(&req)?;
+        who.require_operator()?;
+        let r = req.get_ref();
+        let mut v = Violations::default();
+        let reference = super::convert::label(&mut v, "reference", &r.reference);
+        if r.amount_cents <= 0 {
+            v.add(
+                "amount_cents",
+                "the credit given back, in cents, is positive",
+            );
+        }
+        v.into_result()?;
+        let command = Command::ReturnCredit {
+            commanditaire: CommanditaireId(r.commanditaire_id),
+            amount: Cents(r.amount_cents),
+            reference: reference.expect("checked"),
+        };
+        match self
+            .0
+            .submit(&who, "ReturnCredit", &r.request_id, r, command)
+            .await?
+        {
+            Outcome::CreditReturned { remaining, .. } => {
+                Ok(Response::new(pb::ReturnCreditResponse {
+                    credit_due_cents: remaining.0,
+                }))
+            }
+            o => Err(errors::unexpected(o)),
+        }
+    }
+
     async fn record_rejection(
         &self,
         req: Request<pb::RecordRejectionRequest>,

@@ -51,7 +51,8 @@ pub fn refusal_code(r: &Refusal) -> Code {
         | WrongSite { .. }
         | ReversalWindowClosed { .. }
         | NotCancellable
-        | ScanTooOld { .. } => Code::FailedPrecondition,
+        | ScanTooOld { .. }
+        | CreditExceeded { .. } => Code::FailedPrecondition,
         ScanInFuture { .. } | CredentialLifetimeOutOfRange { .. } => Code::InvalidArgument,
     }
 }

@@ -116,6 +116,8 @@ pub fn balance(b: &Balance, name: &str) -> pb::Balance {
         credited: Some(count(b.credited)),
         remaining_cents: b.remaining.0,
         funds_held_cents: b.funds_held.0,
+        credit_returned_cents: b.credit_returned.0,
+        credit_due_cents: b.credit_due.0,
     }
 }
 

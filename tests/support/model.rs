@@ -77,6 +77,10 @@ pub enum Op {
     Retry {
         nth: u64,
     },
+    /// The operator gives back `cents` of the commanditaire's credit due.
+    ReturnCredit {
+        cents: i64,
+    },
     /// The inner operation's batch meets a storage fault; the ledger is then restarted.
     Faulted {
         inner: Box<Op>,
@@ -151,6 +155,8 @@ pub struct Model {
     pub remembered: Vec<Sent>,
     /// Request ids given so far: the next one is this.
     pub sent: u64,
+    /// Credit given back to the commanditaire so far, in cents.
+    pub returned: i64,
 }
 
 /// The token hash of tablet `device`'s credential of `generation`.
@@ -321,6 +327,13 @@ impl Model {
                     "OK"
                 }
             },
+            Op::ReturnCredit { cents } => {
+                if cents <= 0 || cents > self.credit_due() {
+                    return "CREDIT_EXCEEDED";
+                }
+                self.returned += cents;
+                "OK"
+            }
             Op::Advance { .. } | Op::Restart { .. } => "OK",
             Op::Workshop { .. }
             | Op::Faulted { .. }
@@ -328,6 +341,17 @@ impl Model {
             | Op::Forget
             | Op::Retry { .. } => unreachable!("answered by step"),
         }
+    }
+
+    /// The credit due to the commanditaire: the face value of its funded orders' passes
+    /// cancelled or expired, less what went back to it.
+    pub fn credit_due(&self) -> i64 {
+        let closed = (0..ORDERS)
+            .filter(|o| self.funded[*o as usize])
+            .flat_map(|o| self.order_passes(o))
+            .filter(|p| matches!(self.passes[*p], MStatus::Cancelled | MStatus::Expired))
+            .count() as i64;
+        1000 * closed - self.returned
     }
 
     /// The index of the ledger's settlement `id`, if it is open.
@@ -648,6 +672,11 @@ fn command(op: &Op, model: &Model) -> Option<Command> {
             }
         }
         Op::Forget => Command::ForgetRequests,
+        Op::ReturnCredit { cents } => Command::ReturnCredit {
+            commanditaire: CommanditaireId(1),
+            amount: Cents(cents),
+            reference: Label::parse("VIR-AVOIR").unwrap(),
+        },
         Op::Advance { .. } | Op::Restart { .. } | Op::Retry { .. } => return None,
         Op::Faulted { ref inner, .. } => return command(inner, model),
     })
@@ -689,6 +718,7 @@ impl Model {
             retired: vec![],
             remembered: vec![],
             sent: 0,
+            returned: 0,
         }
     }
 }
@@ -741,7 +771,7 @@ impl Lcg {
     pub fn op(&mut self) -> Op {
         let pass = self.below(ORDERS * PASSES_PER_ORDER);
         let site = 1 + self.below(2);
-        match self.below(30) {
+        match self.below(31) {
             0..=5 => Op::Redeem { pass, site },
             6..=7 => Op::Reverse { pass, site },
             8 => Op::Cancel { pass },
@@ -775,6 +805,10 @@ impl Lcg {
             24 => Op::Forget,
             25 => Op::Retry {
                 nth: self.below(1_000),
+            },
+            // Mostly within what is due (a pass or two), sometimes more, or nothing.
+            26 => Op::ReturnCredit {
+                cents: [500, 1000, 2000, 0, 1_000_000][self.below(5) as usize],
             },
             _ => {
                 let inner = Box::new(self.op());

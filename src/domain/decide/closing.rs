@@ -15,6 +15,44 @@ pub(super) fn credit_back(c: CommanditaireId, face: i64) -> [Posting; 2] {
     ]
 }
 
+/// Gives back `amount` of the credit due to `c`: the money leaves its funds, and the
+/// liability its credit due. Never more than is due; never nothing.
+pub(super) fn return_credit(
+    state: &State,
+    c: CommanditaireId,
+    amount: Cents,
+    reference: &Label,
+) -> Result<Step, Refusal> {
+    if !state.commanditaires.contains_key(&c) {
+        return Err(Refusal::UnknownCommanditaire(c));
+    }
+    let due = Cents(-state.balance(Account::CreditDue(c)));
+    if amount.0 <= 0 || amount.0 > due.0 {
+        return Err(Refusal::CreditExceeded { due, asked: amount });
+    }
+    Ok(Step::Change(Effects {
+        facts: vec![Fact::CreditReturned {
+            commanditaire: c,
+            amount,
+            reference: reference.clone(),
+        }],
+        postings: vec![
+            Posting {
+                account: Account::CreditDue(c),
+                amount: amount.0,
+            },
+            Posting {
+                account: Account::Funds(c),
+                amount: -amount.0,
+            },
+        ],
+        outcome: Outcome::CreditReturned {
+            commanditaire: c,
+            remaining: Cents(due.0 - amount.0),
+        },
+    }))
+}
+
 /// Cancels listed passes (all or none), or every still-live pass of a carnet.
 pub(super) fn cancel(state: &State, target: &CancelTarget) -> Result<Step, Refusal> {
     let serials: Vec<Serial> = match target {

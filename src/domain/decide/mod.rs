@@ -210,6 +210,11 @@ fn step(state: &State, rules: &Rules, now: Timestamp, command: &Command) -> Resu
             let (facts, report) = super::import::plan(state, rows, scope);
             Ok(change(facts, Outcome::SitesImported(Box::new(report))))
         }
+        ReturnCredit {
+            commanditaire,
+            amount,
+            reference,
+        } => return_credit(state, *commanditaire, *amount, reference),
     }
 }
 

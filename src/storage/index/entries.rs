@@ -31,6 +31,7 @@ pub fn key_bytes(key: &Key) -> Vec<u8> {
         Key::Settlement(id) => id_key(b'x', id.0),
         Key::Reversal(i) => id_key(b'v', *i),
         Key::OrderFee(id) => id_key(b'f', id.0),
+        Key::CreditReturned(id) => id_key(b'g', id.0),
     }
 }
 
@@ -131,6 +132,7 @@ fn value_of(state: &State, key: &Key) -> Encode {
         Key::Settlement(id) => later(k, state.settlements[id].clone()),
         Key::Reversal(i) => later(k, state.reversals[*i as usize].clone()),
         Key::OrderFee(id) => later(k, state.order_fees[id]),
+        Key::CreditReturned(id) => later(k, state.credit_returned[id]),
     }
 }
 
@@ -171,6 +173,11 @@ fn put(state: &mut State, k: &[u8], v: &[u8]) -> Result<(), IndexError> {
         Some(b'w') => drop(state.workshops.insert(WorkshopId(id()?), dec(k, v)?)),
         Some(b'x') => drop(state.settlements.insert(SettlementId(id()?), dec(k, v)?)),
         Some(b'f') => drop(state.order_fees.insert(OrderId(id()?), dec(k, v)?)),
+        Some(b'g') => drop(
+            state
+                .credit_returned
+                .insert(CommanditaireId(id()?), dec(k, v)?),
+        ),
         Some(b'v') => {
             let at = id()? as usize;
             let reversal = dec(k, v)?;
