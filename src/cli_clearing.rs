@@ -109,7 +109,9 @@ pub enum ClearingCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Reconciles a period for a hub's départements (or the operator's choice).
+    /// Reconciles a period for a hub's départements (or the operator's choice). With
+    /// --copy, the hub's own copy of the ledger is first brought up to date, then the
+    /// figures are recomputed from it and must be the server's (exit 4 where they differ).
     Reconcile {
         #[arg(long)]
         from: String,
@@ -117,6 +119,11 @@ pub enum ClearingCmd {
         to: String,
         #[arg(long = "dept")]
         departements: Vec<String>,
+        #[arg(long)]
+        copy: Option<PathBuf>,
+        /// The operator's published head key (hex), for --copy.
+        #[arg(long, env = "PASSNUM_HEAD_KEY", requires = "copy")]
+        head_key: Option<String>,
     },
     /// Fetches a pass's settlement proof; --out saves it for `passnum verify-proof`.
     Proof {
@@ -234,7 +241,12 @@ pub async fn run(cmd: ClearingCmd, conn: &Conn) -> Result<(), CliError> {
             from,
             to,
             departements,
-        } => reconcile(call, from, to, departements).await,
+            copy,
+            head_key,
+        } => {
+            let checked = copy.map(|file| (file, head_key));
+            reconcile(call, (from, to), departements, checked).await
+        }
         ClearingCmd::Proof { serial, out: path } => proof(call, serial, path).await,
         ClearingCmd::Usage {
             order,
@@ -488,9 +500,9 @@ async fn attestation(
 
 async fn reconcile(
     call: Call<'_>,
-    from: String,
-    to: String,
+    (from, to): (String, String),
     departements: Vec<String>,
+    copy: Option<(PathBuf, Option<String>)>,
 ) -> Result<(), CliError> {
     let Call { cl, conn } = call;
     let r = cl
@@ -501,6 +513,16 @@ async fn reconcile(
         })
         .await?
         .into_inner();
+    let mut checked = None;
+    if let Some((file, head_key)) = copy {
+        let c = Clients::from_conn(conn).await?;
+        crate::cli_mirror::mirror(&c, &file, head_key.as_deref()).await?;
+        let seq = crate::cli_mirror::figures::check(&r, &file, head_key.as_deref())?;
+        checked = Some(format!(
+            "\nrecomputed from {} at record {seq}: the same figures",
+            file.display()
+        ));
+    }
     let head = r.head.clone().unwrap_or_default();
     let t = r.totals.unwrap_or_default();
     let mut text = format!(
@@ -509,6 +531,7 @@ async fn reconcile(
         euros(count(&t.redeemed).1), euros(count(&t.reversed).1), euros(count(&t.paid).1),
         euros(count(&t.outstanding).1),
     );
+    text.push_str(checked.as_deref().unwrap_or(""));
     for d in &r.discrepancies {
         text.push_str(&format!(
             "\n  DISCREPANCY {} settlements {:?} {} expected {} found {}",
@@ -538,7 +561,7 @@ async fn reconcile(
     out(
         conn,
         json!({"head_seq": head.seq, "head_hash": head.hash, "rows": rows,
-        "discrepancies": discrepancies}),
+        "discrepancies": discrepancies, "checked_against_copy": checked.is_some()}),
         text,
     );
     Ok(())

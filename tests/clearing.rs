@@ -166,6 +166,46 @@ async fn statement(t: &TestServer, dialect: pb::CsvDialect, lines: bool) -> Vec<
     collect(t.op.clearing.clone().export_statement(req).await.unwrap()).await
 }
 
+/// The hub recomputes the server's figures `r` from its own copy of the ledger, at the
+/// record the server signed them at: the same, to the cent. Figures changed after the
+/// server signed them, or a copy short of that record, are refused, naming why.
+async fn a_hub_recomputes_the_figures_from_its_copy(t: &TestServer, r: &pb::Reconciliation) {
+    use passnum::cli_mirror::figures::check;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("hub-copy.log");
+    let key = head(&t.op).await.public_key;
+    let failure = |r: Result<u64, passnum::client::CliError>| r.unwrap_err().to_string();
+    let why = failure(check(r, &copy, Some(&key)));
+    assert!(why.contains("bring it up to date"), "{why}");
+
+    let hub = t.credential(pb::Role::Hub, 0, &["33"]).await;
+    passnum::cli_mirror::mirror(&hub, &copy, Some(&key))
+        .await
+        .unwrap();
+    let at = r.head.as_ref().unwrap().seq;
+    assert_eq!(check(r, &copy, Some(&key)).unwrap(), at);
+
+    let mut changed = r.clone();
+    changed.rows[0].redeemed.as_mut().unwrap().cents += 1000;
+    let why = failure(check(&changed, &copy, Some(&key)));
+    assert!(why.contains("row 1: the server says"), "{why}");
+    let mut changed = r.clone();
+    changed
+        .totals
+        .as_mut()
+        .unwrap()
+        .paid
+        .as_mut()
+        .unwrap()
+        .cents -= 1;
+    let why = failure(check(&changed, &copy, Some(&key)));
+    assert!(why.contains("totals: the server says"), "{why}");
+    let mut moved = r.clone();
+    moved.head.as_mut().unwrap().seq -= 1;
+    let why = failure(check(&moved, &copy, Some(&key)));
+    assert!(why.contains("does not verify"), "{why}");
+}
+
 /// A hub's reconciliation of January, over its own départements.
 async fn january(hub: &passnum::client::Clients) -> pb::Reconciliation {
     let req = pb::ReconcileRequest {
@@ -544,6 +584,7 @@ async fn a_month_is_cleared_paid_returned_exported_reconciled_and_proved() {
     // The hub reconciles January: no discrepancy, every figure the sum of its rows.
     let r = january(&hub).await;
     assert!(r.discrepancies.is_empty(), "{:?}", r.discrepancies);
+    a_hub_recomputes_the_figures_from_its_copy(&t, &r).await;
     let head_key = head(&t.op).await.public_key;
     let signed = passnum::cli_mirror::heads::signed(r.head.as_ref().unwrap(), Some(&head_key));
     assert!(signed.unwrap().seq > 0, "the figures' head, signed");
@@ -1066,6 +1107,8 @@ async fn the_clearing_commands_run_through_the_binary() {
     );
 
     let hub = t.cli_as(&t.token(pb::Role::Hub, 0, &["33"]).await);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("hub-copy.log");
     let reconciled = json(hub.ok(&[
         "clearing",
         "reconcile",
@@ -1073,7 +1116,12 @@ async fn the_clearing_commands_run_through_the_binary() {
         "2026-01-01",
         "--to",
         FEB_1,
+        "--copy",
+        copy.to_str().unwrap(),
+        "--head-key",
+        &head(&t.op).await.public_key,
     ]));
+    assert_eq!(reconciled["checked_against_copy"], true, "{reconciled}");
     assert_eq!(
         reconciled["discrepancies"],
         serde_json::json!([]),

@@ -5,6 +5,7 @@
 //! differs. The head the run reached is kept with the operator's signature over it
 //! (`heads.rs`): evidence a hub can show.
 
+pub mod figures;
 pub mod heads;
 
 use crate::client::{CliError, Clients};

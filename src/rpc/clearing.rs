@@ -446,11 +446,9 @@ impl Clearing for ClearingService {
         let mut v = Violations::default();
         let p = period(&mut v, &r.from, &r.to, self.0.limits.period_days_max);
         v.into_result()?;
-        let (from, to) = p.expect("checked");
         let (recon, seq, hash) = {
             let state = self.0.read()?;
-            let in_scope = |c: InseeCode| depts.is_empty() || depts.contains(&c.departement());
-            let recon = reports::reconcile(&state, in_scope, midnight(from), midnight(to));
+            let recon = conv::reconciliation(&state, &depts, p.expect("checked"));
             (recon, state.seq, state.head_hash)
         };
         self.0.settle().await?;
@@ -465,15 +463,8 @@ impl Clearing for ClearingService {
         Ok(Response::new(pb::Reconciliation {
             from: r.from.clone(),
             to: r.to.clone(),
-            departements: depts.iter().map(|d| d.to_string()).collect(),
             head: Some(self.0.signed_head(seq, hash)),
-            rows: recon
-                .rows
-                .iter()
-                .map(|(k, row)| conv::recon_row(Some(k), row))
-                .collect(),
-            totals: Some(conv::recon_row(None, &recon.totals)),
-            discrepancies: recon.discrepancies.iter().map(conv::discrepancy).collect(),
+            ..recon
         }))
     }
 

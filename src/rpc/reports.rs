@@ -144,6 +144,29 @@ pub fn order_statement(s: &OrderStatement, c: CommanditaireId) -> pb::OrderState
     }
 }
 
+/// A reconciliation's figures in the départements `depts` (all if empty) over the days
+/// `[from, to)`: what the server answers, and what a hub recomputes from its own copy of
+/// the ledger (`cli_mirror::figures`), by this same function.
+pub fn reconciliation(
+    state: &State,
+    depts: &std::collections::BTreeSet<Departement>,
+    (from, to): (i32, i32),
+) -> pb::Reconciliation {
+    let in_scope = |c: InseeCode| depts.is_empty() || depts.contains(&c.departement());
+    let recon = reconcile(state, in_scope, midnight(from), midnight(to));
+    pb::Reconciliation {
+        departements: depts.iter().map(|d| d.to_string()).collect(),
+        rows: recon
+            .rows
+            .iter()
+            .map(|(k, row)| recon_row(Some(k), row))
+            .collect(),
+        totals: Some(recon_row(None, &recon.totals)),
+        discrepancies: recon.discrepancies.iter().map(discrepancy).collect(),
+        ..Default::default()
+    }
+}
+
 pub fn recon_row(k: Option<&ReconKey>, r: &ReconRow) -> pb::ReconRow {
     pb::ReconRow {
         structure_id: k.map_or(0, |k| k.structure.0),
