@@ -1560,6 +1560,18 @@ async fn the_readme_day_runs_through_the_command_line() {
         (swept["expired"].as_u64(), swept["credited_cents"].as_i64()),
         (Some(7), Some(7_000))
     );
+    // The 170 € credited back (the lost carnet, the expired passes) go back to the département.
+    let returned = json(op.ok(&[
+        "clearing",
+        "return-credit",
+        "--commanditaire",
+        "1",
+        "--amount-cents",
+        "17000",
+        "--reference",
+        "VIR-2027-02 avoir",
+    ]));
+    assert_eq!(returned["credit_due_cents"], 0, "{returned}");
     let verified = json(op.ok(&["ledger", "verify"]));
     assert_eq!(verified["ok"], true, "{verified}");
     let head = op.ok(&["ledger", "head"]);
