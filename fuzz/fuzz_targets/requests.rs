@@ -26,6 +26,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = pb::ListCredentialsRequest::decode(data) {
         let _ = passnum::rpc::auth::is_credential_id(&r.after);
     }
+    // What a hub's client reads from the server: a signed head (hex fields, a key, a
+    // signature of any length) is checked without a panic.
+    if let Ok(h) = pb::Head::decode(data) {
+        let _ = passnum::cli_mirror::heads::signed(&h, Some(&h.public_key));
+    }
     if let Ok(r) = pb::RedeemRequest::decode(data) {
         let keys = passnum::code::Keyring::new(1, [(1, [7u8; 32])].into()).unwrap();
         let _ = convert::checked_code(&keys, "pass", r.pass.as_ref());
