@@ -73,8 +73,7 @@ async fn run(command: Cmd) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::VerifyLog { file, .. } => {
-            let (scan, _) =
-                passnum::storage::verify_log(&file).map_err(|e| CliError::Failed(e.to_string()))?;
+            let (scan, evidence) = passnum::cli_mirror::heads::verify(&file)?;
             println!(
                 "{}: {} records, head {}, money invariants hold",
                 file.display(),
@@ -87,7 +86,7 @@ async fn run(command: Cmd) -> Result<(), CliError> {
                     scan.torn_bytes
                 );
             }
-            if let Some(c) = passnum::cli_mirror::heads::check(&file)? {
+            if let Some(c) = evidence {
                 println!(
                     "{} heads signed by {} (to record {}): each signature verifies and the copy holds each head",
                     c.heads,

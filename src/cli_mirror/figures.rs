@@ -25,15 +25,7 @@ pub fn check(
         .as_ref()
         .ok_or_else(|| failed("the server's figures name no head".into()))?;
     let signed = heads::signed(head, pinned).map_err(&failed)?;
-    let (scan, state) =
-        crate::storage::verify_log_upto(file, signed.seq).map_err(|e| failed(e.to_string()))?;
-    if scan.records < signed.seq {
-        return Err(failed(format!(
-            "the copy holds {} records, the figures are at record {}: bring it up to date \
-             (passnum ledger mirror)",
-            scan.records, signed.seq
-        )));
-    }
+    let (scan, state) = super::replayed_to(file, signed.seq)?;
     if scan.head_hash != signed.hash {
         return Err(failed(format!(
             "record {} has hash {} here, the server signed {}: the histories differ",

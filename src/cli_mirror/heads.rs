@@ -68,7 +68,7 @@ pub fn keep(file: &Path, head: &pb::Head) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// What `check` found: how many signed heads, the keys that signed them, the last.
+/// What `verify` found of the evidence: how many signed heads, the keys that signed them, the last.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Checked {
     pub heads: usize,
@@ -76,10 +76,57 @@ pub struct Checked {
     pub last_seq: u64,
 }
 
-/// Checks the evidence beside the copy at `file`: every line's signature, and that the
-/// copy holds each head (its record at that seq has that hash), in one scan of the copy.
-/// `None` when the copy has no evidence file.
-pub fn check(file: &Path) -> Result<Option<Checked>, CliError> {
+/// Verifies the copy at `file` (`storage::verify_log`) and, in the same scan, the evidence
+/// beside it: every line's signature, and that the copy holds each head (its record at
+/// that seq has that hash). The evidence's check is `None` when there is no evidence file.
+pub fn verify(file: &Path) -> Result<(crate::storage::Scan, Option<Checked>), CliError> {
+    let copy_failed = |e: String| CliError::Failed(format!("{}: {e}", file.display()));
+    // Read first, for the one scan; a broken copy is still told before broken evidence.
+    let evidence = read(file);
+    let wanted = match &evidence {
+        Ok(Some((wanted, _))) => Some(wanted),
+        _ => None,
+    };
+    let mut differs = None;
+    let (scan, _) = crate::storage::verify_log_visiting(file, u64::MAX, |rec| {
+        let signed = wanted.and_then(|w| w.get(&rec.seq));
+        if differs.is_none() && signed.is_some_and(|h| *h != rec.hash) {
+            differs = Some((rec.seq, rec.hash));
+        }
+    })
+    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let Some((wanted, keys)) = evidence? else {
+        return Ok((scan, None));
+    };
+    if let Some((seq, hash)) = differs {
+        return Err(copy_failed(format!(
+            "record {seq} has hash {}, the operator signed {}: the history was rewritten \
+             after the operator signed it, or the copy is not this evidence's",
+            hex(&hash),
+            hex(&wanted[&seq])
+        )));
+    }
+    let last_seq = wanted.keys().next_back().copied().unwrap_or(0);
+    if scan.records < last_seq {
+        return Err(copy_failed(format!(
+            "the copy holds {} records, a signed head names record {last_seq}",
+            scan.records
+        )));
+    }
+    let checked = Checked {
+        heads: wanted.len(),
+        keys,
+        last_seq,
+    };
+    Ok((scan, Some(checked)))
+}
+
+/// The hash each signed head names at its record, and the keys that signed them.
+type Evidence = (BTreeMap<u64, [u8; 32]>, Vec<String>);
+
+/// The signed heads of the evidence beside `file`, each signature checked: the hash each
+/// names at its record, and the keys that signed them. `None` without an evidence file.
+fn read(file: &Path) -> Result<Option<Evidence>, CliError> {
     let path = path(file);
     let failed = |e: String| CliError::Failed(format!("{}: {e}", path.display()));
     let text = match std::fs::read_to_string(&path) {
@@ -105,36 +152,7 @@ pub fn check(file: &Path) -> Result<Option<Checked>, CliError> {
             keys.push(head.public_key);
         }
     }
-    let last_seq = wanted.keys().next_back().copied().unwrap_or(0);
-    let mut differs = None;
-    let scan = crate::storage::log::scan_upto(file, last_seq, |rec| {
-        if differs.is_none() && wanted.get(&rec.seq).is_some_and(|h| *h != rec.hash) {
-            differs = Some((rec.seq, rec.hash));
-        }
-        Ok(())
-    })
-    .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
-    if let Some((seq, hash)) = differs {
-        return Err(CliError::Failed(format!(
-            "{}: record {seq} has hash {}, the operator signed {}: the history was rewritten \
-             after the operator signed it, or the copy is not this evidence's",
-            file.display(),
-            hex(&hash),
-            hex(&wanted[&seq])
-        )));
-    }
-    if scan.records < last_seq {
-        return Err(CliError::Failed(format!(
-            "{}: the copy holds {} records, a signed head names record {last_seq}",
-            file.display(),
-            scan.records
-        )));
-    }
-    Ok(Some(Checked {
-        heads: wanted.len(),
-        keys,
-        last_seq,
-    }))
+    Ok(Some((wanted, keys)))
 }
 
 fn parse(line: &str) -> Result<pb::Head, String> {

@@ -88,6 +88,24 @@ async fn extend(c: &Clients, copy: &mut Mirror, until: u64) -> Result<(), CliErr
     Ok(())
 }
 
+/// The copy at `file` verified and replayed to record `seq`, which it must hold.
+pub fn replayed_to(
+    file: &Path,
+    seq: u64,
+) -> Result<(crate::storage::Scan, crate::domain::State), CliError> {
+    let failed = |e: String| CliError::Failed(format!("{}: {e}", file.display()));
+    let (scan, state) =
+        crate::storage::verify_log_upto(file, seq).map_err(|e| failed(e.to_string()))?;
+    if scan.records < seq {
+        return Err(failed(format!(
+            "the copy holds {} records, not {seq}: bring it up to date first \
+             (passnum ledger mirror)",
+            scan.records
+        )));
+    }
+    Ok((scan, state))
+}
+
 fn failed(e: MirrorError) -> CliError {
     CliError::Failed(e.to_string())
 }
@@ -101,14 +119,7 @@ pub fn hash_at(file: &Path, seq: u64, expect: Option<&str>) -> Result<String, Cl
     if seq == 0 {
         return Err(CliError::Usage("--at: records are numbered from 1".into()));
     }
-    let (scan, _) =
-        crate::storage::verify_log_upto(file, seq).map_err(|e| failed(e.to_string()))?;
-    if scan.records < seq {
-        return Err(failed(format!(
-            "the copy holds {} records, not {seq}: bring it up to date first",
-            scan.records
-        )));
-    }
+    let (scan, _) = replayed_to(file, seq)?;
     let hash = hex(&scan.head_hash);
     match expect {
         Some(other) if !other.trim().eq_ignore_ascii_case(&hash) => Err(failed(format!(

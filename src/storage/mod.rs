@@ -202,8 +202,19 @@ pub fn verify_log(path: &Path) -> Result<(Scan, State), StoreError> {
 
 /// `verify_log` up to record `last`: for a log being written (see `log::scan_upto`).
 pub fn verify_log_upto(path: &Path, last: u64) -> Result<(Scan, State), StoreError> {
+    verify_log_visiting(path, last, |_| {})
+}
+
+/// `verify_log_upto`, showing each record to `visit` on the way (one scan for a caller
+/// that checks something of its own in the records).
+pub fn verify_log_visiting(
+    path: &Path,
+    last: u64,
+    mut visit: impl FnMut(&LedgerRecord),
+) -> Result<(Scan, State), StoreError> {
     let mut state = State::default();
     let scan = log::scan_upto(path, last, |rec| {
+        visit(rec);
         balanced(rec)?;
         state.apply(rec.seq, rec.at, &rec.body);
         if rec.seq % REPLAY_BATCH_RECORDS == 0 {
